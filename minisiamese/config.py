@@ -1,0 +1,160 @@
+"""ModelConfig: the architecture and its regularisation, with named presets."""
+import dataclasses
+import json
+from dataclasses import dataclass
+
+INITS = ("koch", "glorot")
+
+
+class ConfigError(ValueError):
+    """A config value or key is not acceptable; the message names it."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The Siamese network of Koch et al. (2015) as the seed report sized it.
+
+    Each tower: conv(conv_filters[k], conv_kernels[k]) + ReLU, followed by a
+    pool x pool max-pool after every conv except the last; flatten; dropout
+    (``dropout`` > 0 only); dense(dense_units) + sigmoid.  The towers share
+    weights; the head is dense(1) on |h1 - h2|, trained through a fused
+    sigmoid + binary cross-entropy.
+
+    ``l2_conv`` applies to conv kernels, ``l2_dense`` to both dense kernels
+    (Keras kernel_regularizer: lambda * sum w^2; biases are not penalised).
+    ``init``: "glorot" (Keras defaults: Glorot-uniform kernels, zero biases) or
+    "koch" (kernels N(0, 0.01) for conv and N(0, 0.2) for dense, biases N(0.5, 0.01)).
+    """
+    input_size: int = 105
+    conv_filters: tuple = (64, 128, 128, 256)
+    conv_kernels: tuple = (10, 7, 4, 4)
+    pool: int = 2
+    dense_units: int = 4096
+    dropout: float = 0.0
+    l2_conv: float = 1e-3
+    l2_dense: float = 1e-4
+    init: str = "glorot"
+
+    def __post_init__(self):
+        # tuples even when built from JSON lists
+        object.__setattr__(self, "conv_filters", tuple(self.conv_filters))
+        object.__setattr__(self, "conv_kernels", tuple(self.conv_kernels))
+        self.validate()
+
+    # -- checks -----------------------------------------------------------------
+    def validate(self):
+        def pos_int(name, v):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"config: {name} must be a positive integer, got {v!r}")
+
+        def non_neg(name, v):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 or v == float("inf"):
+                raise ConfigError(f"config: {name} must be a finite number >= 0, got {v!r}")
+
+        pos_int("input_size", self.input_size)
+        pos_int("pool", self.pool)
+        pos_int("dense_units", self.dense_units)
+        if len(self.conv_filters) == 0 or len(self.conv_filters) != len(self.conv_kernels):
+            raise ConfigError(f"config: conv_filters {list(self.conv_filters)} and conv_kernels "
+                              f"{list(self.conv_kernels)} must be non-empty lists of the same length")
+        for k, (f, kk) in enumerate(zip(self.conv_filters, self.conv_kernels)):
+            pos_int(f"conv_filters[{k}]", f)
+            pos_int(f"conv_kernels[{k}]", kk)
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) \
+                or not 0 <= self.dropout < 1:
+            raise ConfigError(f"config: dropout must be a rate in [0, 1), got {self.dropout!r}")
+        non_neg("l2_conv", self.l2_conv)
+        non_neg("l2_dense", self.l2_dense)
+        if self.init not in INITS:
+            raise ConfigError(f"config: init must be one of {INITS}, got {self.init!r}")
+        self.feature_shape()  # raises when the maps shrink to nothing
+
+    def feature_shape(self):
+        """(H, W, C) of the last conv block's output, checking every layer fits."""
+        s = self.input_size
+        n = len(self.conv_kernels)
+        for k, kk in enumerate(self.conv_kernels):
+            if kk > s:
+                raise ConfigError(f"config: conv{k + 1} kernel {kk} does not fit its {s}x{s} input "
+                                  f"(input_size {self.input_size})")
+            s = s - kk + 1
+            if k < n - 1:
+                if self.pool > s:
+                    raise ConfigError(f"config: pool {self.pool} does not fit the {s}x{s} output of conv{k + 1}")
+                s //= self.pool
+        return s, s, self.conv_filters[-1]
+
+    # -- shapes -------------------------------------------------------------------
+    def param_shapes(self):
+        """Ordered name -> shape, in forward order (conv weights (F, C, KH, KW))."""
+        shapes = {}
+        c = 1
+        for k, (f, kk) in enumerate(zip(self.conv_filters, self.conv_kernels), start=1):
+            shapes[f"conv{k}.w"] = (f, c, kk, kk)
+            shapes[f"conv{k}.b"] = (f,)
+            c = f
+        h, w, c = self.feature_shape()
+        shapes["dense.w"] = (h * w * c, self.dense_units)
+        shapes["dense.b"] = (self.dense_units,)
+        shapes["out.w"] = (self.dense_units, 1)
+        shapes["out.b"] = (1,)
+        return shapes
+
+    def num_params(self):
+        total = 0
+        for shape in self.param_shapes().values():
+            n = 1
+            for d in shape:
+                n *= d
+            total += n
+        return total
+
+    # -- (de)serialisation ----------------------------------------------------------
+    def to_dict(self):
+        d = dataclasses.asdict(self)
+        d["conv_filters"] = list(self.conv_filters)
+        d["conv_kernels"] = list(self.conv_kernels)
+        return d
+
+    def to_json(self):
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d, source="config"):
+        if not isinstance(d, dict):
+            raise ConfigError(f"{source}: expected a mapping of config keys, got {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"{source}: unknown key(s) {unknown}; known keys are {sorted(known)}")
+        for key in ("conv_filters", "conv_kernels"):
+            if key in d and not isinstance(d[key], (list, tuple)):
+                raise ConfigError(f"{source}: {key} must be a list of integers, got {d[key]!r}")
+        try:
+            return cls(**d)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {str(exc).removeprefix('config: ')}") from None
+
+    @classmethod
+    def from_json(cls, text, source="config"):
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{source}: not valid JSON ({exc})") from None
+        return cls.from_dict(d, source)
+
+    @classmethod
+    def preset(cls, name):
+        if name not in PRESETS:
+            raise ConfigError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
+        return PRESETS[name]
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+
+PRESETS = {
+    "baseline": ModelConfig(),
+    "narrow": ModelConfig(dense_units=2048),
+    "dropout": ModelConfig(dropout=0.1),
+}

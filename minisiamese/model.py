@@ -1,0 +1,194 @@
+"""SiameseNet: two weight-sharing conv towers, an L1 join and a logistic head."""
+import math
+
+import numpy as np
+
+from . import losses, ops
+from .backend import get_backend, to_numpy
+from .config import ModelConfig
+
+
+class InputError(ValueError):
+    """Input images or labels have the wrong shape, dtype or values."""
+
+
+def init_params(config, seed, dtype=np.float32):
+    """Fresh weights as NumPy arrays (drawn on the CPU so every backend starts
+    from the same numbers for the same seed)."""
+    rng = np.random.default_rng(seed)
+    params = {}
+    for name, shape in config.param_shapes().items():
+        is_bias = name.endswith(".b")
+        is_conv = name.startswith("conv")
+        if config.init == "koch":
+            if is_bias:
+                a = rng.normal(0.5, 1e-2, shape)
+            else:
+                a = rng.normal(0.0, 1e-2 if is_conv else 2e-1, shape)
+        else:  # glorot: Keras's defaults
+            if is_bias:
+                a = np.zeros(shape)
+            else:
+                if is_conv:
+                    F, C, KH, KW = shape
+                    fan_in, fan_out = C * KH * KW, F * KH * KW
+                else:
+                    fan_in, fan_out = shape
+                limit = math.sqrt(6.0 / (fan_in + fan_out))
+                a = rng.uniform(-limit, limit, shape)
+        params[name] = a.astype(dtype)
+    return params
+
+
+class SiameseNet:
+    """The Koch et al. Siamese network, forward and backward written out by hand.
+
+    Inputs are pairs ``x1, x2`` of shape (N, 1, S, S) (S = config.input_size,
+    105 by default), float in [0, 1]; labels ``y`` are 1 for the same person.
+    """
+
+    def __init__(self, config=None, seed=0, backend="cpu", dtype=np.float32):
+        self.config = config if config is not None else ModelConfig()
+        if not isinstance(self.config, ModelConfig):
+            raise TypeError(f"config must be a ModelConfig, got {type(self.config).__name__}")
+        self.xp = get_backend(backend)
+        self.dtype = np.dtype(dtype)
+        self.params = {k: self.xp.asarray(v) for k, v in init_params(self.config, seed, self.dtype).items()}
+        self.rng = self.xp.random.default_rng(seed + 1)   # dropout masks
+        self.n_conv = len(self.config.conv_filters)
+
+    # ------------------------------------------------------------------ parameters
+    def state_dict(self):
+        """Ordered name -> array (the live arrays, in forward order)."""
+        return dict(self.params)
+
+    def load_state_dict(self, state, source="state dict"):
+        expected = self.config.param_shapes()
+        missing = [k for k in expected if k not in state]
+        extra = [k for k in state if k not in expected]
+        if missing or extra:
+            raise ValueError(f"{source}: parameter names do not match the model "
+                             f"(missing {missing}, unexpected {extra})")
+        for name, shape in expected.items():
+            if tuple(state[name].shape) != shape:
+                raise ValueError(f"{source}: {name} has shape {tuple(state[name].shape)}, "
+                                 f"the model needs {shape}")
+        self.params = {k: self.xp.asarray(state[k], dtype=self.dtype).copy() for k in expected}
+
+    def num_params(self):
+        return sum(int(v.size) for v in self.params.values())
+
+    # ------------------------------------------------------------------ inputs
+    def _images(self, x, name):
+        """(N, 1, S, S) in [0, 1] -> (N, S, S, 1) channels-last, model dtype."""
+        S = self.config.input_size
+        if not hasattr(x, "shape") or x.ndim != 4 or tuple(x.shape[1:]) != (1, S, S):
+            shape = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
+            raise InputError(f"{name}: expected images of shape (N, 1, {S}, {S}), got {shape}")
+        if x.dtype.kind not in "fiub":
+            raise InputError(f"{name}: expected a numeric array, got dtype {x.dtype}")
+        x = self.xp.asarray(x, dtype=self.dtype)
+        if not bool(self.xp.isfinite(x).all()):
+            raise InputError(f"{name}: contains NaN or Inf pixels")
+        return x.reshape(x.shape[0], S, S, 1)          # C = 1: NCHW -> NHWC is a reshape
+
+    def _pair(self, x1, x2):
+        a, b = self._images(x1, "x1"), self._images(x2, "x2")
+        if a.shape[0] != b.shape[0]:
+            raise InputError(f"x1 has {a.shape[0]} images but x2 has {b.shape[0]}")
+        return a, b
+
+    # ------------------------------------------------------------------ the tower
+    def _tower_forward(self, x, train):
+        """x (M, S, S, 1) -> h (M, U), and the caches of every layer in order."""
+        p, caches = self.params, []
+        h = x
+        for k in range(1, self.n_conv + 1):
+            h, c_conv = ops.conv2d_forward(h, p[f"conv{k}.w"], p[f"conv{k}.b"])   # (M, OH, OW, F)
+            c_pool = None
+            if k < self.n_conv:
+                # pool, then ReLU: the same function as ReLU then pool (max and
+                # max(., 0) commute), on a map pool^2 times smaller.
+                h, c_pool = ops.maxpool2d_forward(h, self.config.pool)           # (M, OH/2, OW/2, F)
+            h, c_relu = ops.relu_forward(h, inplace=True)
+            caches.append((c_conv, c_pool, c_relu))
+        h, c_flat = ops.flatten_forward(h)                                       # (M, D)
+        h, c_drop = ops.dropout_forward(h, self.config.dropout, train, self.rng)
+        h, c_dense = ops.dense_forward(h, p["dense.w"], p["dense.b"])            # (M, U)
+        h, c_sig = ops.sigmoid_forward(h)
+        return h, (caches, c_flat, c_drop, c_dense, c_sig)
+
+    def _tower_backward(self, dh, cache, grads):
+        """Adds the tower's parameter gradients into ``grads``."""
+        caches, c_flat, c_drop, c_dense, c_sig = cache
+        d = ops.sigmoid_backward(dh, c_sig)
+        d, grads["dense.w"], grads["dense.b"] = ops.dense_backward(d, c_dense)
+        d = ops.dropout_backward(d, c_drop)
+        d = ops.flatten_backward(d, c_flat)
+        for k in range(self.n_conv, 0, -1):
+            c_conv, c_pool, c_relu = caches[k - 1]
+            d = ops.relu_backward(d, c_relu, inplace=True)
+            if c_pool is not None:
+                d = ops.maxpool2d_backward(d, c_pool)
+            d, grads[f"conv{k}.w"], grads[f"conv{k}.b"] = ops.conv2d_backward(d, c_conv, need_dx=k > 1)
+            caches[k - 1] = None                                # free the activations early
+
+    # ------------------------------------------------------------------ the pair
+    def _forward(self, a, b, train):
+        """Both towers run as one batch of 2N images (one set of big GEMMs)."""
+        N = a.shape[0]
+        h, tower_cache = self._tower_forward(self.xp.concatenate([a, b]), train)   # (2N, U)
+        d, c_join = ops.l1_join_forward(h[:N], h[N:])                             # (N, U)
+        z, c_out = ops.dense_forward(d, self.params["out.w"], self.params["out.b"])  # (N, 1)
+        return z[:, 0], (tower_cache, c_join, c_out)
+
+    def logits(self, x1, x2, train=False):
+        a, b = self._pair(x1, x2)
+        return self._forward(a, b, train)[0]
+
+    def predict_proba(self, x1, x2, batch_size=128):
+        """(N,) probabilities that each pair shows the same person (eval mode),
+        computed ``batch_size`` pairs at a time; returned as a NumPy array."""
+        a, b = self._pair(x1, x2)
+        out = [to_numpy(ops.sigmoid(self._forward(a[i:i + batch_size], b[i:i + batch_size], False)[0]))
+               for i in range(0, a.shape[0], batch_size)]
+        return np.concatenate(out) if out else np.zeros(0, dtype=self.dtype)
+
+    def l2_penalty(self):
+        """The weight penalty alone and its gradients (kernels only)."""
+        total, grads = 0.0, {}
+        for name, w in self.params.items():
+            if name.endswith(".w"):
+                lam = self.config.l2_conv if name.startswith("conv") else self.config.l2_dense
+                if lam:
+                    pen, grads[name] = losses.l2_penalty(w, lam)
+                    total = total + pen
+        return total, grads
+
+    def loss_and_grads(self, x1, x2, y, train=True, return_probs=False):
+        """Mean BCE (fused with the sigmoid) + L2 penalty, and its gradient for
+        every parameter, keyed like :meth:`state_dict`.  ``train`` turns dropout on.
+
+        Returns (loss: float, grads: dict), and with ``return_probs`` also the
+        (N,) probabilities of this forward pass (on the backend).
+        """
+        a, b = self._pair(x1, x2)
+        y = self.xp.asarray(y, dtype=self.dtype).reshape(-1)
+        if y.shape[0] != a.shape[0]:
+            raise InputError(f"y has {y.shape[0]} labels for {a.shape[0]} pairs")
+        if not bool(((y == 0) | (y == 1)).all()):
+            raise InputError("y: labels must be 0 (different people) or 1 (same person)")
+        z, (tower_cache, c_join, c_out) = self._forward(a, b, train)
+        loss, c_loss = losses.bce_with_logits_forward(z, y)
+        grads = {}
+        dz = losses.bce_with_logits_backward(c_loss)[:, None]                     # (N, 1)
+        dd, grads["out.w"], grads["out.b"] = ops.dense_backward(dz, c_out)         # (N, U)
+        dh1, dh2 = ops.l1_join_backward(dd, c_join)
+        self._tower_backward(self.xp.concatenate([dh1, dh2]), tower_cache, grads)
+        penalty, pgrads = self.l2_penalty()
+        for name, g in pgrads.items():
+            grads[name] = grads[name] + g
+        grads = {k: grads[k] for k in self.params}                                 # forward order
+        if return_probs:
+            return float(loss + penalty), grads, ops.sigmoid(z)
+        return float(loss + penalty), grads

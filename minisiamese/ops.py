@@ -1,0 +1,249 @@
+"""The layers, each a ``*_forward`` / ``*_backward`` pair.
+
+Conventions (cs231n / llm.c style):
+
+* ``forward(x, ...) -> (out, cache)``; ``backward(dout, cache) -> dx`` or
+  ``(dx, dw, db)``.  The cache holds exactly what the backward pass reads; each
+  function's docstring lists it.
+* Images and feature maps are channels-last, ``(N, H, W, C)``; conv filters are
+  stored as ``(F, C, KH, KW)``; dense weights as ``(D_in, D_out)``.
+* Every op takes ``xp`` (NumPy or CuPy) from its input and keeps its dtype, so
+  float32 training and float64 gradient checks run the same code.
+* Bad shapes raise ``ValueError`` naming them.
+"""
+from .backend import get_array_module
+from .im2col import col2im, im2col
+from .parallel import over_batch
+from .shapes import check_conv_args, check_pool_args
+
+# Column matrices are built a few images at a time: the whole conv2 buffer at
+# batch 256 would be 5.7 GB, and small chunks also keep each copy in cache.
+COL_CHUNK_BYTES = 48 * 2 ** 20
+
+
+def _chunks(N, bytes_per_image):
+    step = max(1, min(N, COL_CHUNK_BYTES // max(1, bytes_per_image)))
+    return [(n0, min(N, n0 + step)) for n0 in range(0, N, step)]
+
+
+# ----------------------------------------------------------------------------- conv
+def conv2d_forward(x, w, b, stride=1, pad=0):
+    """Convolution (cross-correlation, as every framework computes it).
+
+    x (N, H, W, C), w (F, C, KH, KW), b (F,) -> out (N, OH, OW, F) with
+    out[n, oh, ow, f] = b[f] + sum_{i, j, c} xpad[n, oh*s+i, ow*s+j, c] w[f, c, i, j].
+
+    Computed as im2col(x) @ wmat, wmat = w reordered to (KH*KW*C, F), a chunk of
+    images at a time.  cache = (x, w, stride, pad): the columns are *not* kept
+    (they are 5.7 GB for conv2 at batch 256) and are rebuilt in the backward pass.
+    """
+    xp = get_array_module(x)
+    OH, OW = check_conv_args(x.shape, w.shape, b.shape, stride, pad)
+    N, H, W, C = x.shape
+    F, _, KH, KW = w.shape
+    wmat = w.transpose(2, 3, 1, 0).reshape(KH * KW * C, F)              # (K, F)
+    out = xp.empty((N, OH, OW, F), dtype=x.dtype)
+    out2 = out.reshape(N * OH * OW, F)                                    # (N*OH*OW, F)
+    rows = OH * OW
+    chunks = _chunks(N, rows * KH * KW * C * x.itemsize)
+    buf = xp.empty((chunks[0][1] - chunks[0][0]) * rows * KH * KW * C, dtype=x.dtype)
+    for n0, n1 in chunks:
+        cols = im2col(x[n0:n1], KH, KW, stride, pad, out=buf)            # (n*OH*OW, K)
+        xp.matmul(cols, wmat, out=out2[n0 * rows:n1 * rows])
+    out += b
+    return out, (x, w, stride, pad)
+
+
+def conv2d_backward(dout, cache, need_dx=True):
+    """dout (N, OH, OW, F) -> dx (N, H, W, C) or None, dw (F, C, KH, KW), db (F,).
+
+    With cols = im2col(x) and Y = cols @ wmat:  dwmat = cols^T dY,
+    dcols = dY wmat^T, and dx = col2im(dcols) (col2im is the adjoint of im2col).
+    ``need_dx=False`` skips dx for the first layer, whose input is the image.
+    """
+    x, w, stride, pad = cache
+    xp = get_array_module(dout)
+    N, H, W, C = x.shape
+    F, _, KH, KW = w.shape
+    _, OH, OW, _ = dout.shape
+    rows = OH * OW
+    wmat = w.transpose(2, 3, 1, 0).reshape(KH * KW * C, F)              # (K, F)
+    dout2 = dout.reshape(N * rows, F)                                     # (N*OH*OW, F)
+    db = dout2.sum(axis=0)                                                # (F,)
+    dwmat = xp.zeros_like(wmat)                                           # (K, F)
+    dx = xp.empty(x.shape, dtype=dout.dtype) if need_dx else None
+    chunks = _chunks(N, rows * KH * KW * C * x.itemsize)
+    n_max = chunks[0][1] - chunks[0][0]
+    buf = xp.empty(n_max * rows * KH * KW * C, dtype=x.dtype)
+    dbuf = xp.empty((n_max * rows, KH * KW * C), dtype=dout.dtype) if need_dx else None
+    part = xp.empty_like(dwmat)
+    for n0, n1 in chunks:
+        dy = dout2[n0 * rows:n1 * rows]                                   # (n*OH*OW, F)
+        cols = im2col(x[n0:n1], KH, KW, stride, pad, out=buf)            # (n*OH*OW, K)
+        xp.matmul(cols.T, dy, out=part)
+        dwmat += part
+        if need_dx:
+            dcols = dbuf[:(n1 - n0) * rows]
+            xp.matmul(dy, wmat.T, out=dcols)                             # (n*OH*OW, K)
+            col2im(dcols, (n1 - n0, H, W, C), KH, KW, stride, pad, out=dx[n0:n1])
+    dw = dwmat.reshape(KH, KW, C, F).transpose(3, 2, 0, 1)               # (F, C, KH, KW)
+    return dx, xp.ascontiguousarray(dw), db
+
+
+# ----------------------------------------------------------------------------- max-pool
+def maxpool2d_forward(x, pool=2, stride=None):
+    """Max over pool x pool windows moved by ``stride`` (default: ``pool``, i.e.
+    non-overlapping).  x (N, H, W, C) -> out (N, OH, OW, C); trailing rows/columns
+    that do not fill a window are dropped (Keras 'valid').
+
+    Loops over the pool*pool offsets of the window, keeping a running maximum and
+    the offset ``idx`` (uint8) where it was first reached.  A later offset wins
+    only if strictly greater, so **ties route the gradient to the first maximum
+    of the window in row-major order** (top-left first), as the loop reference
+    does.  cache = (idx (N, OH, OW, C) uint8, x.shape, pool, stride).
+    """
+    stride = pool if stride is None else stride
+    xp = get_array_module(x)
+    OH, OW = check_pool_args(x.shape, pool, stride)
+    if pool * pool > 256:
+        raise ValueError(f"maxpool2d: window {pool}x{pool} has more offsets than a uint8 index holds")
+    N = x.shape[0]
+    hspan, wspan = stride * (OH - 1) + 1, stride * (OW - 1) + 1
+    out = xp.empty((N, OH, OW, x.shape[3]), dtype=x.dtype)               # (N, OH, OW, C)
+    idx = xp.zeros(out.shape, dtype=xp.uint8)
+
+    def run(n0, n1):
+        o, k = out[n0:n1], idx[n0:n1]
+        o[...] = x[n0:n1, 0:hspan:stride, 0:wspan:stride, :]
+        for t in range(1, pool * pool):
+            i, j = divmod(t, pool)
+            v = x[n0:n1, i:i + hspan:stride, j:j + wspan:stride, :]
+            better = v > o
+            xp.copyto(k, t, where=better)
+            xp.copyto(o, v, where=better)
+
+    over_batch(run, N, x.nbytes, xp)
+    return out, (idx, x.shape, pool, stride)
+
+
+def maxpool2d_backward(dout, cache):
+    """dout (N, OH, OW, C) -> dx (N, H, W, C): each dout goes to its window's argmax.
+
+    Non-overlapping windows (stride >= pool), the fast path, write each offset's
+    slab once, straight into dx; overlapping windows accumulate, since one pixel
+    can be the maximum of several windows.
+    """
+    idx, x_shape, pool, stride = cache
+    xp = get_array_module(dout)
+    N, OH, OW, _ = dout.shape
+    H, W = x_shape[1:3]
+    hspan, wspan = stride * (OH - 1) + 1, stride * (OW - 1) + 1
+    overlapping = stride < pool
+    covered = stride == pool and OH * pool == H and OW * pool == W   # every pixel in one window
+    dx = xp.empty(x_shape, dtype=dout.dtype) if covered else xp.zeros(x_shape, dtype=dout.dtype)
+
+    def run(n0, n1):
+        d, k, g = dx[n0:n1], idx[n0:n1], dout[n0:n1]
+        for t in range(pool * pool):
+            i, j = divmod(t, pool)
+            target = d[:, i:i + hspan:stride, j:j + wspan:stride, :]
+            if overlapping:
+                target += g * (k == t)
+            else:
+                xp.multiply(g, k == t, out=target)
+
+    over_batch(run, N, dx.nbytes, xp)
+    return dx
+
+
+# ----------------------------------------------------------------------------- dense & shape
+def dense_forward(x, w, b):
+    """x (N, D), w (D, U), b (U,) -> out (N, U) = x w + b.  cache = (x, w)."""
+    if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[0] or b.shape != (w.shape[1],):
+        raise ValueError(f"dense: x {tuple(x.shape)}, w {tuple(w.shape)}, b {tuple(b.shape)} "
+                         "do not fit x (N, D) @ w (D, U) + b (U,)")
+    return x @ w + b, (x, w)
+
+
+def dense_backward(dout, cache):
+    """dout (N, U) -> dx = dout w^T (N, D), dw = x^T dout (D, U), db = sum_n dout (U,)."""
+    x, w = cache
+    return dout @ w.T, x.T @ dout, dout.sum(axis=0)
+
+
+def flatten_forward(x):
+    """(N, ...) -> (N, prod(...)) in C order (H, W, C for a feature map).  cache = x.shape."""
+    return x.reshape(x.shape[0], -1), x.shape
+
+
+def flatten_backward(dout, cache):
+    return dout.reshape(cache)
+
+
+# ----------------------------------------------------------------------------- activations
+def relu_forward(x, inplace=False):
+    """max(x, 0).  cache = out (its positive entries are where the gradient passes)."""
+    xp = get_array_module(x)
+    out = xp.maximum(x, 0, out=x if inplace else None)
+    return out, out
+
+
+def relu_backward(dout, cache, inplace=False):
+    """dx = dout * [out > 0] (the subgradient at 0 is taken as 0)."""
+    xp = get_array_module(dout)
+    dx = dout if inplace else dout.copy()
+    xp.copyto(dx, 0, where=cache <= 0)
+    return dx
+
+
+def sigmoid(z):
+    """1 / (1 + e^-z), computed from e^-|z| so no exp overflows for any finite z."""
+    xp = get_array_module(z)
+    e = xp.exp(-xp.abs(z))
+    return xp.where(z >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def sigmoid_forward(x):
+    """cache = out, since d sigma / dx = sigma (1 - sigma)."""
+    out = sigmoid(x)
+    return out, out
+
+
+def sigmoid_backward(dout, cache):
+    return dout * cache * (1 - cache)
+
+
+def dropout_forward(x, rate, train, rng):
+    """Inverted dropout: in training each unit is zeroed with probability ``rate``
+    and survivors are scaled by 1/(1 - rate), so evaluation is the identity.
+    ``rng`` is a ``xp.random.Generator``.  cache = mask (already scaled), or None
+    when the op is the identity (eval mode or rate 0)."""
+    if not 0 <= rate < 1:
+        raise ValueError(f"dropout: rate must be in [0, 1), got {rate!r}")
+    if not train or rate == 0:
+        return x, None
+    keep = rng.random(x.shape, dtype=x.dtype) >= rate
+    mask = keep.astype(x.dtype) / x.dtype.type(1 - rate)
+    return x * mask, mask
+
+
+def dropout_backward(dout, cache):
+    return dout if cache is None else dout * cache
+
+
+# ----------------------------------------------------------------------------- the Siamese join
+def l1_join_forward(h1, h2):
+    """d = |h1 - h2| elementwise (N, D).  cache = sign(h1 - h2), with sign(0) = 0:
+    where the two towers agree exactly, neither receives a gradient (the
+    subgradient 0 of |u| at u = 0)."""
+    if h1.shape != h2.shape:
+        raise ValueError(f"l1_join: tower outputs differ in shape, {tuple(h1.shape)} vs {tuple(h2.shape)}")
+    xp = get_array_module(h1)
+    diff = h1 - h2
+    return xp.abs(diff), xp.sign(diff)
+
+
+def l1_join_backward(dout, cache):
+    """dh1 = dout * sign(h1 - h2), dh2 = -dh1."""
+    dh1 = dout * cache
+    return dh1, -dh1
