@@ -1,0 +1,45 @@
+"""Shared fixtures: every backend test runs on NumPy, and on CuPy where a GPU exists."""
+import os
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import settings
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from minisiamese.backend import gpu_available  # noqa: E402
+
+settings.register_profile("default", deadline=None, max_examples=25, derandomize=True)
+settings.register_profile("thorough", deadline=None, max_examples=300)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+BACKENDS = [
+    pytest.param("cpu", id="cpu"),
+    pytest.param("gpu", id="gpu", marks=pytest.mark.skipif(not gpu_available(), reason="no CuPy/CUDA device")),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def xp(request):
+    from minisiamese.backend import get_backend
+    return get_backend(request.param)
+
+
+@pytest.fixture(params=BACKENDS)
+def device(request):
+    return request.param
+
+
+def as_xp(xp, a):
+    return xp.asarray(a)
+
+
+def to_np(a):
+    from minisiamese.backend import to_numpy
+    return to_numpy(a)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
