@@ -76,3 +76,30 @@ def to_numpy(x):
 
 def device_name(xp):
     return "gpu" if xp.__name__ == "cupy" else "cpu"
+
+
+def tune_cpu_allocator():
+    """Keep freed memory in the process for reuse instead of returning it to the OS.
+
+    Every training step allocates and frees arrays of hundreds of MB (conv1's
+    output alone is 604 MB at batch 256).  glibc serves such blocks with fresh
+    mmap()s, so each step pays for page faults on gigabytes of new pages -- on
+    the 2-core machines we measured, about 1 s of a 14 s step.  With mmap turned
+    off for large blocks and trimming disabled, freed blocks are reused.  The
+    process keeps its peak footprint (peak RSS is unchanged in practice).
+
+    Call once at program start (the CLI and the benchmarks do).  A no-op off
+    glibc.  Returns True when the setting took effect.
+    """
+    import ctypes
+    import ctypes.util
+    import platform
+    if platform.system() != "Linux":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1))

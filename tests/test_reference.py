@@ -108,3 +108,16 @@ def test_backends_agree_on_conv(xp, rng):
     x, w, b = rng.standard_normal((3, 10, 10, 4)), rng.standard_normal((5, 4, 3, 3)), rng.standard_normal(5)
     got, _ = ops.conv2d_forward(xp.asarray(x), xp.asarray(w), xp.asarray(b), 1, 1)
     np.testing.assert_allclose(to_np(got), reference.conv2d_ref(x, w, b, 1, 1), rtol=1e-10, atol=1e-10)
+
+
+def test_maxpool_2x2_fast_path_with_ties_matches_reference(xp):
+    """The 2x2/2 tournament fast path against the loop reference, on values with
+    many ties and on odd sizes (the trailing row/column is dropped)."""
+    r = np.random.default_rng(7)
+    for shape in [(3, 8, 8, 5), (2, 7, 9, 3)]:
+        x = r.integers(0, 2, shape).astype(np.float64)
+        out, cache = ops.maxpool2d_forward(xp.asarray(x), 2, 2)
+        ref_out, ref_dx_of = reference.maxpool_ref(x, 2, 2)
+        np.testing.assert_array_equal(to_np(out), ref_out)
+        dout = r.standard_normal(ref_out.shape)
+        np.testing.assert_array_equal(to_np(ops.maxpool2d_backward(xp.asarray(dout), cache)), ref_dx_of(dout))
