@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""minisiamese command line: train, evaluate, experiments, verify, download.
+
+    python cli.py train                      # the baseline on ../shared/data/lfw-a (or $MINISIAMESE_DATA)
+    python cli.py train --preset narrow --device gpu
+    python cli.py evaluate --checkpoint runs/baseline/model.npz
+    python cli.py experiments --only baseline narrow
+    python cli.py verify a.jpg b.jpg --checkpoint runs/baseline/model.npz
+    python cli.py download --data-dir ~/data/lfw-a
+
+Errors (missing data, a bad pairs file or config, a damaged checkpoint) print
+one line naming the file, line or value and exit with status 2; --debug shows
+the traceback instead.
+"""
+import argparse
+import os
+import sys
+
+
+def _common(p, config=True):
+    from minisiamese.data import DATA_DIR_ENV, default_data_dir
+    p.add_argument("--device", choices=["cpu", "gpu", "auto"], default="auto",
+                   help="cpu (NumPy) or gpu (CuPy); auto = gpu when CuPy sees a CUDA device, else cpu")
+    p.add_argument("--data-dir", default=default_data_dir(),
+                   help=f"LFW-a folder holding lfw2/ and the pairs files (default: ${DATA_DIR_ENV} "
+                        f"or %(default)s)")
+    p.add_argument("--cache-dir", default=os.environ.get("MINISIAMESE_CACHE",
+                                                         os.path.join(os.path.expanduser("~"), ".cache",
+                                                                      "minisiamese")),
+                   help="where preprocessed images are cached, keyed by content (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed for initialisation, split, shuffling, "
+                                                       "augmentation and one-shot tasks (default: 0)")
+    p.add_argument("--batch-size", type=int, help="pairs per batch (default: the config's, 128)")
+    p.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    if config:
+        g = p.add_mutually_exclusive_group()
+        g.add_argument("--preset", help="a named experiment: baseline (default), normalize, augment, "
+                                        "augment_normalize, dropout, narrow")
+        g.add_argument("--config", help="an experiment config JSON file (see docs/configs/)")
+        p.add_argument("--epochs", type=int, help="maximum epochs (default: the config's, 25)")
+        p.add_argument("--max-pairs", type=int,
+                       help="use a stratified subset of this many pairs of each pairs file (quick runs)")
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="cli.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train on pairsDevTrain, then evaluate on pairsDevTest",
+                       description="Train a Siamese net with the seed protocol (80/20 split, Adam, early "
+                                   "stopping), checkpointing every epoch; then evaluate on the test pairs "
+                                   "and write results.json and figures under --out.")
+    _common(t)
+    t.add_argument("--out", help="run folder (default: runs/<preset>)")
+    t.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.npz")
+
+    e = sub.add_parser("evaluate", help="evaluate a trained model on a pairs file",
+                       description="Accuracy, precision, recall, ROC AUC and one-shot accuracy on a pairs "
+                                   "file in the LFW format; View 2 pairs.txt is evaluated with its 10 folds.")
+    _common(e, config=False)
+    e.add_argument("--checkpoint", default=os.path.join("runs", "baseline", "model.npz"),
+                   help="model.npz written by train (default: %(default)s)")
+    e.add_argument("--pairs", default="pairsDevTest.txt",
+                   help="pairs file, a path or a name inside --data-dir (default: %(default)s)")
+    e.add_argument("--out", help="write results.json and figures here")
+    e.add_argument("--n-way", type=int, default=10, help="candidates per one-shot task (default: 10)")
+
+    x = sub.add_parser("experiments", help="run the seed's experiments and write docs/results.md",
+                       description="Train and evaluate the named experiments (all six by default). Finished "
+                                   "ones are skipped on rerun, interrupted ones resume, so the table can be "
+                                   "completed over several runs and machines.")
+    _common(x, config=False)
+    x.add_argument("--only", nargs="+", metavar="NAME", help="experiments to run (default: all)")
+    x.add_argument("--out", default="runs", help="root of the run folders (default: %(default)s)")
+    x.add_argument("--results", default=os.path.join("docs", "results.md"),
+                   help="results table to write (default: %(default)s)")
+    x.add_argument("--force", action="store_true", help="rerun experiments that already finished")
+    x.add_argument("--epochs", type=int, help="override every experiment's maximum epochs")
+    x.add_argument("--max-pairs", type=int, help="stratified subset of every pairs file (quick runs)")
+
+    v = sub.add_parser("verify", help="probability that two face images show the same person",
+                       description="Any image Pillow reads; it is converted to grayscale and resized to "
+                                   "the model's input size.")
+    v.add_argument("image1")
+    v.add_argument("image2")
+    v.add_argument("--checkpoint", default=os.path.join("runs", "baseline", "model.npz"),
+                   help="model.npz written by train (default: %(default)s)")
+    v.add_argument("--device", choices=["cpu", "gpu", "auto"], default="auto")
+    v.add_argument("--debug", action="store_true")
+
+    d = sub.add_parser("download", help="fetch LFW-a and the pairs files, verify, extract",
+                       description="Download the LFW-a archive and the pairs files from their public "
+                                   "hosts, verify SHA-256 sums, and extract into --data-dir. Interrupted "
+                                   "downloads resume.")
+    from minisiamese.data import default_data_dir
+    d.add_argument("--data-dir", default=default_data_dir(), help="target folder (default: %(default)s)")
+    d.add_argument("--archive-url", help="override the archive's URL (a mirror)")
+    d.add_argument("--pairs-url", help="override the base URL of the pairs files (a mirror)")
+    d.add_argument("--debug", action="store_true")
+    return p
+
+
+def _experiment_config(args, name=None):
+    from minisiamese.experiment import ExperimentConfig
+    if getattr(args, "config", None):
+        cfg = ExperimentConfig.from_file(args.config)
+    else:
+        cfg = ExperimentConfig.preset(name or getattr(args, "preset", None) or "baseline")
+    train = cfg.train
+    changes = {}
+    for arg, key in (("epochs", "epochs"), ("batch_size", "batch_size"), ("max_pairs", "max_pairs")):
+        value = getattr(args, arg, None)
+        if value is not None:
+            changes[key] = value
+    if changes:
+        import dataclasses
+        from minisiamese.config import ConfigError
+        for k, v in changes.items():
+            if v < (0 if k == "max_pairs" else 1):
+                raise ConfigError(f"--{k.replace('_', '-')} must be {'>= 0' if k == 'max_pairs' else '>= 1'}, "
+                                  f"got {v}")
+        cfg = cfg.replace(train=dataclasses.replace(train, **changes))
+        cfg.train.validate()
+    return cfg
+
+
+def cmd_train(args):
+    from minisiamese.cli_support import train_and_evaluate
+    cfg = _experiment_config(args)
+    out = args.out or os.path.join("runs", args.preset or (os.path.splitext(os.path.basename(args.config))[0]
+                                                          if args.config else "baseline"))
+    print(f"training {args.preset or args.config or 'baseline'} ({cfg.model.num_params():,} parameters) "
+          f"on {args.data_dir}, device {args.device}, output {out}", flush=True)
+    train_and_evaluate(cfg, out, args.data_dir, args.device, args.seed, args.cache_dir, resume=args.resume,
+                       progress=not args.quiet, log=lambda m: print(m, flush=True))
+
+
+def cmd_evaluate(args):
+    import json
+    from minisiamese.evaluate import evaluate_model_file
+    res = evaluate_model_file(args.checkpoint, args.data_dir, args.pairs, args.device, args.out, args.cache_dir,
+                              args.n_way, args.seed, args.batch_size or 128)
+    print(json.dumps(res, indent=1))
+    if res.get("warning"):
+        print("WARNING: " + res["warning"], file=sys.stderr)
+
+
+def cmd_experiments(args):
+    from minisiamese import experiments as ex
+    names = ex.selected(args.only)
+    for name in names:
+        cfg = _experiment_config(args, name)
+        ex.run_experiment(name, cfg, args.out, args.data_dir, args.device, args.seed, args.cache_dir,
+                          log=lambda m: print(m, flush=True), force=args.force, progress=not args.quiet)
+    rows = ex.collect(args.out)
+    cmd = "python cli.py experiments" + (f" --only {' '.join(args.only)}" if args.only else "")
+    os.makedirs(os.path.dirname(args.results) or ".", exist_ok=True)
+    figures_rel = os.path.relpath(args.out, os.path.dirname(args.results) or ".")
+    with open(args.results, "w") as f:
+        f.write(ex.results_markdown(rows, cmd, figures_rel=None if figures_rel.startswith("..") else figures_rel))
+    print(f"wrote {args.results} ({len(rows)} of {len(ex.EXPERIMENTS)} experiments finished)")
+
+
+def cmd_verify(args):
+    from minisiamese.data import load_image
+    from minisiamese.evaluate import load_trained
+    net, normalizer, threshold = load_trained(args.checkpoint, args.device)
+    size = net.config.input_size
+    x1 = (load_image(args.image1, size).astype("float32") / 255)[None, None]
+    x2 = (load_image(args.image2, size).astype("float32") / 255)[None, None]
+    p = float(net.predict_proba(normalizer(x1), normalizer(x2))[0])
+    verdict = "same person" if p >= threshold else "different people"
+    print(f"{p:.4f}  ({verdict} at threshold {threshold:.3f})")
+
+
+def cmd_download(args):
+    from minisiamese.download import download_lfwa
+    download_lfwa(args.data_dir, archive_url=args.archive_url, pairs_url=args.pairs_url)
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "experiments": cmd_experiments,
+            "verify": cmd_verify, "download": cmd_download}
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    from minisiamese.backend import tune_cpu_allocator
+    tune_cpu_allocator()
+    from minisiamese.errors import USER_ERRORS
+    try:
+        COMMANDS[args.command](args)
+    except USER_ERRORS as exc:
+        if getattr(args, "debug", False):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        out = getattr(args, "out", None)
+        print(f"\ninterrupted; the last finished epoch is saved"
+              + (f" in {out}/checkpoint.npz (continue with --resume)" if out else ""), file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

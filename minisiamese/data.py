@@ -1,0 +1,268 @@
+"""LFW-a on disk: the pairs files, the images, preprocessing and its cache.
+
+Layout (as published):  <data_dir>/lfw2/<Person>/<Person>_NNNN.jpg  and
+<data_dir>/pairsDevTrain.txt, pairsDevTest.txt, pairs.txt.
+
+Every problem with the files becomes one :class:`DataError` whose message names
+the file (and line) at fault.
+"""
+import hashlib
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+IMAGE_SIZE = 105
+PREPROCESS_VERSION = "gray-bilinear-antialias-v1"
+DATA_DIR_ENV = "MINISIAMESE_DATA"
+DEFAULT_DATA_DIR = os.path.join("..", "shared", "data", "lfw-a")
+
+
+class DataError(ValueError):
+    """Bad or missing data; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    name1: str
+    num1: int
+    name2: str
+    num2: int
+    label: int          # 1 same person, 0 different
+    line: int           # 1-based line in its pairs file
+
+
+def default_data_dir():
+    return os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
+
+
+def images_root(data_dir):
+    """The folder holding <Person>/ subfolders: data_dir/lfw2, or data_dir itself."""
+    inner = os.path.join(data_dir, "lfw2")
+    return inner if os.path.isdir(inner) else data_dir
+
+
+def image_path(data_dir, name, num):
+    return os.path.join(images_root(data_dir), name, f"{name}_{num:04d}.jpg")
+
+
+def missing_data_message(data_dir):
+    return (f"LFW-a not found in {data_dir!r} (expected lfw2/<Person>/<Person>_NNNN.jpg and "
+            f"pairsDevTrain.txt there). Get it with:  python cli.py download --data-dir {data_dir}  "
+            f"or point --data-dir (or ${DATA_DIR_ENV}) at an existing copy.")
+
+
+def check_data_dir(data_dir, needs=("pairsDevTrain.txt",)):
+    if not os.path.isdir(data_dir) or not os.path.isdir(images_root(data_dir)):
+        raise DataError(missing_data_message(data_dir))
+    for name in needs:
+        if not os.path.isfile(os.path.join(data_dir, name)):
+            raise DataError(f"{os.path.join(data_dir, name)}: pairs file missing. " + missing_data_message(data_dir))
+
+
+# ----------------------------------------------------------------------------- pairs files
+def _read_lines(path):
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        text = raw.decode("utf-8-sig")                      # tolerate a UTF-8 BOM
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    lines = text.splitlines()                               # \n, \r\n and \r alike
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return lines
+
+
+def _int_field(path, lineno, value, what):
+    try:
+        n = int(value)
+    except ValueError:
+        raise DataError(f"{path}:{lineno}: {what} must be an integer, got {value!r}") from None
+    if n < 1:
+        raise DataError(f"{path}:{lineno}: {what} must be >= 1, got {n}")
+    return n
+
+
+def _parse_pair(path, lineno, line, positive):
+    fields = line.split()
+    if positive:
+        if len(fields) != 3:
+            raise DataError(f"{path}:{lineno}: expected 'name i j' for a same-person pair, got {line.strip()!r}")
+        name, a, b = fields
+        return Pair(name, _int_field(path, lineno, a, "image number"), name,
+                    _int_field(path, lineno, b, "image number"), 1, lineno)
+    if len(fields) != 4:
+        raise DataError(f"{path}:{lineno}: expected 'name1 i name2 j' for a different-person pair, "
+                        f"got {line.strip()!r}")
+    n1, a, n2, b = fields
+    return Pair(n1, _int_field(path, lineno, a, "image number"), n2,
+                _int_field(path, lineno, b, "image number"), 0, lineno)
+
+
+def _parse_block(path, lines, start, count):
+    """``count`` positives then ``count`` negatives beginning at index ``start``."""
+    if len(lines) < start + 2 * count:
+        raise DataError(f"{path}: header promises {count} same + {count} different pairs from line "
+                        f"{start + 1}, but the file ends at line {len(lines)}")
+    pairs = [_parse_pair(path, start + k + 1, lines[start + k], True) for k in range(count)]
+    pairs += [_parse_pair(path, start + count + k + 1, lines[start + count + k], False) for k in range(count)]
+    return pairs
+
+
+def read_pairs(path):
+    """A View 1 file (pairsDevTrain.txt / pairsDevTest.txt): a count line, then
+    that many same-person lines and that many different-person lines."""
+    lines = _read_lines(path)
+    if not lines:
+        raise DataError(f"{path}: empty pairs file")
+    header = lines[0].split()
+    if len(header) == 2:                                    # a View 2 file given where View 1 was expected
+        return [p for fold in read_pairs_folds(path) for p in fold]
+    if len(header) != 1:
+        raise DataError(f"{path}:1: expected a pair count, got {lines[0].strip()!r}")
+    count = _int_field(path, 1, header[0], "pair count")
+    pairs = _parse_block(path, lines, 1, count)
+    if len(lines) != 1 + 2 * count:
+        raise DataError(f"{path}:{2 + 2 * count}: {len(lines) - 1 - 2 * count} line(s) beyond the "
+                        f"{2 * count} pairs the header promises")
+    return pairs
+
+
+def read_pairs_folds(path):
+    """View 2 ``pairs.txt``: 'folds count', then per fold count same + count different lines."""
+    lines = _read_lines(path)
+    if not lines:
+        raise DataError(f"{path}: empty pairs file")
+    header = lines[0].split()
+    if len(header) != 2:
+        raise DataError(f"{path}:1: expected 'folds pairs_per_fold', got {lines[0].strip()!r}")
+    folds = _int_field(path, 1, header[0], "fold count")
+    count = _int_field(path, 1, header[1], "pairs per fold")
+    out = [_parse_block(path, lines, 1 + f * 2 * count, count) for f in range(folds)]
+    if len(lines) != 1 + folds * 2 * count:
+        raise DataError(f"{path}:{2 + folds * 2 * count}: lines beyond the {folds} folds the header promises")
+    return out
+
+
+# ----------------------------------------------------------------------------- images
+def load_image(path, size=IMAGE_SIZE):
+    """One face as uint8 (size, size): converted to grayscale ('L') and resized
+    with Pillow's antialiased bilinear filter (250 -> 105 for LFW-a)."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(path) as im:
+            im.load()
+            gray = im.convert("L")
+    except FileNotFoundError:
+        raise DataError(f"{path}: image file missing") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path}: cannot decode image ({exc})") from None
+    if gray.size != (size, size):
+        gray = gray.resize((size, size), Image.BILINEAR, reducing_gap=None)
+    return np.asarray(gray, dtype=np.uint8)
+
+
+def _file_digest(path, where):
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except FileNotFoundError:
+        raise DataError(f"{path}: image file missing ({where})") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc}) ({where})") from None
+    return h.hexdigest()
+
+
+def load_images(data_dir, keys, cache_dir=None, size=IMAGE_SIZE, where=None):
+    """uint8 array (len(keys), size, size) for the (name, num) keys, read through
+    an on-disk cache keyed by the images' *content* (SHA-256 of every file, the
+    size and the preprocessing version), so a changed file is never served stale.
+
+    ``where`` maps a key to a text naming where it was asked for (pairs file and
+    line), for error messages.
+    """
+    from .checkpoint import load_arrays, save_arrays, CheckpointError
+    where = where or {}
+    paths = [image_path(data_dir, n, k) for n, k in keys]
+    h = hashlib.sha256(f"{PREPROCESS_VERSION}:{size}".encode())
+    for key, path in zip(keys, paths):
+        h.update(f"{key[0]}/{key[1]}:{_file_digest(path, where.get(key, 'image'))};".encode())
+    digest = h.hexdigest()[:32]
+    cache_file = os.path.join(cache_dir, f"images-{digest}.npz") if cache_dir else None
+    if cache_file and os.path.isfile(cache_file):
+        try:
+            arr = load_arrays(cache_file).get("images")
+            if arr is not None and arr.shape == (len(keys), size, size) and arr.dtype == np.uint8:
+                return arr
+        except CheckpointError:
+            pass                                              # damaged cache: rebuild it
+    arr = np.empty((len(keys), size, size), dtype=np.uint8)
+    for i, (key, path) in enumerate(zip(keys, paths)):
+        try:
+            arr[i] = load_image(path, size)
+        except DataError as exc:
+            raise DataError(f"{exc} ({where[key]})" if key in where else str(exc)) from None
+    if cache_file:
+        save_arrays(cache_file, {"images": arr})
+    return arr
+
+
+class PairSet:
+    """Pairs as indices into one table of unique images (each face decoded once).
+
+    images (U, S, S) float32 in [0, 1]; idx1, idx2 (N,) int; labels (N,) float32.
+    """
+
+    def __init__(self, images, idx1, idx2, labels, pairs=None, keys=None):
+        self.images, self.idx1, self.idx2 = images, np.asarray(idx1), np.asarray(idx2)
+        self.labels = np.asarray(labels, dtype=np.float32)
+        self.pairs = pairs
+        self.keys = keys
+
+    def __len__(self):
+        return len(self.labels)
+
+    def subset(self, rows):
+        rows = np.asarray(rows)
+        pairs = [self.pairs[i] for i in rows] if self.pairs is not None else None
+        return PairSet(self.images, self.idx1[rows], self.idx2[rows], self.labels[rows], pairs, self.keys)
+
+    def batch(self, rows):
+        """x1, x2 (B, 1, S, S) float32 and y (B,) for the given row indices."""
+        rows = np.asarray(rows)
+        x1 = self.images[self.idx1[rows]][:, None]
+        x2 = self.images[self.idx2[rows]][:, None]
+        return x1, x2, self.labels[rows]
+
+    def person_of_image(self):
+        """Person name of each row of ``images``."""
+        return [k[0] for k in self.keys]
+
+
+def load_pairset(data_dir, pairs_file, cache_dir=None, size=IMAGE_SIZE):
+    """Read a pairs file (View 1 or View 2, flattened) and the images it names."""
+    path = pairs_file if os.path.isabs(pairs_file) or os.path.exists(pairs_file) \
+        else os.path.join(data_dir, pairs_file)
+    pairs = read_pairs(path)
+    return pairset_from_pairs(data_dir, pairs, path, cache_dir, size)
+
+
+def pairset_from_pairs(data_dir, pairs, source, cache_dir=None, size=IMAGE_SIZE):
+    index, keys, where = {}, [], {}
+    idx1, idx2 = [], []
+    for p in pairs:
+        for key, out in (((p.name1, p.num1), idx1), ((p.name2, p.num2), idx2)):
+            if key not in index:
+                index[key] = len(keys)
+                keys.append(key)
+                where[key] = f"named in {source}:{p.line}"
+            out.append(index[key])
+    raw = load_images(data_dir, keys, cache_dir, size, where)
+    images = raw.astype(np.float32) / np.float32(255)
+    return PairSet(images, idx1, idx2, [p.label for p in pairs], pairs, keys)

@@ -1,0 +1,12 @@
+"""The exceptions a user can cause (bad files, values, devices): the CLI prints
+their message on one line instead of a traceback."""
+from .backend import BackendError
+from .checkpoint import CheckpointError
+from .download import DownloadError
+from .config import ConfigError
+from .data import DataError
+from .model import InputError
+from .train import TrainingError
+
+USER_ERRORS = (BackendError, CheckpointError, ConfigError, DataError, DownloadError, InputError, TrainingError,
+               FileNotFoundError, PermissionError, IsADirectoryError)

@@ -1,0 +1,104 @@
+"""Evaluation on a pairs file: verification metrics, ROC, one-shot tasks, figures."""
+import json
+import os
+
+import numpy as np
+
+from . import metrics, oneshot, plots
+from .checkpoint import read_model_file
+from .data import check_data_dir, load_pairset, read_pairs_folds
+from .model import SiameseNet
+from .train import Normalizer
+
+
+def load_trained(path, device="cpu"):
+    """(net, normalizer, threshold) from a model.npz written by training."""
+    config, params, extra = read_model_file(path)
+    net = SiameseNet(config, backend=device)
+    net.load_state_dict(params, source=str(path))
+    threshold = float(extra["threshold"]) if "threshold" in extra else 0.5
+    return net, Normalizer.from_extra(extra), threshold
+
+
+def predict(net, normalizer, pairset, batch_size=128):
+    """Probabilities for every pair of ``pairset``, a batch at a time (memory is
+    bounded by one batch of images, whatever the number of pairs)."""
+    out = []
+    for i in range(0, len(pairset), batch_size):
+        x1, x2, _ = pairset.batch(np.arange(i, min(len(pairset), i + batch_size)))
+        out.append(net.predict_proba(normalizer(x1), normalizer(x2), batch_size=batch_size))
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def evaluate_pairset(net, normalizer, pairset, threshold=0.5, n_way=10, seed=0, batch_size=128,
+                     figures_dir=None, oneshot_tasks=True):
+    """Metrics dict (and figures when ``figures_dir`` is given)."""
+    p = predict(net, normalizer, pairset, batch_size)
+    y = pairset.labels
+    res = {"pairs": int(len(y))}
+    res.update(metrics.binary_metrics(y, p, 0.5))
+    tuned = metrics.binary_metrics(y, p, threshold)
+    res["tuned"] = tuned
+    res["auc"] = metrics.roc_auc(y, p)
+    res["constant_output"] = metrics.is_constant(p)
+    if res["constant_output"]:
+        res["warning"] = (f"the model outputs (almost) the same probability {p.mean():.4f} for every pair: "
+                          "it has collapsed, and its metrics mean nothing")
+    if oneshot_tasks:
+        tasks = oneshot.build_tasks(pairset, n_way, seed)
+        scores = oneshot.score_tasks(tasks, lambda a, b: net.predict_proba(normalizer(a), normalizer(b)),
+                                     pairset.images, batch_size)
+        acc, chosen = oneshot.oneshot_accuracy(tasks, scores, seed)
+        res["oneshot"] = acc
+        res["oneshot_tasks"] = len(tasks)
+        res["oneshot_way"] = n_way
+    if figures_dir:
+        os.makedirs(figures_dir, exist_ok=True)
+        fpr, tpr, _ = metrics.roc_curve(y, p)
+        plots.plot_roc(fpr, tpr, res["auc"], os.path.join(figures_dir, "roc.png"))
+        plots.plot_pair_extremes(pairset, p, os.path.join(figures_dir, "pairs.png"))
+        if oneshot_tasks:
+            plots.plot_oneshot(tasks, scores, chosen, pairset.images, os.path.join(figures_dir, "oneshot.png"))
+    return res, p
+
+
+def evaluate_folds(net, normalizer, data_dir, path, cache_dir=None, batch_size=128):
+    """View 2 protocol: accuracy per fold with the threshold chosen on the other
+    nine folds (the model itself is not retrained), and AUC per fold."""
+    folds = read_pairs_folds(path)
+    from .data import pairset_from_pairs
+    sets = [pairset_from_pairs(data_dir, f, path, cache_dir, net.config.input_size) for f in folds]
+    probs = [predict(net, normalizer, s, batch_size) for s in sets]
+    rows = []
+    for k, s in enumerate(sets):
+        others_y = np.concatenate([sets[j].labels for j in range(len(sets)) if j != k])
+        others_p = np.concatenate([probs[j] for j in range(len(sets)) if j != k])
+        thr = metrics.best_threshold(others_y, others_p)
+        m = metrics.binary_metrics(s.labels, probs[k], thr)
+        m["auc"] = metrics.roc_auc(s.labels, probs[k])
+        rows.append(m)
+    acc = np.array([r["accuracy"] for r in rows])
+    return {"folds": rows, "accuracy_mean": float(acc.mean()), "accuracy_std": float(acc.std()),
+            "auc_mean": float(np.mean([r["auc"] for r in rows]))}
+
+
+def evaluate_model_file(model_path, data_dir, pairs="pairsDevTest.txt", device="cpu", out_dir=None,
+                        cache_dir=None, n_way=10, seed=0, batch_size=128):
+    net, normalizer, threshold = load_trained(model_path, device)
+    check_data_dir(data_dir, needs=())
+    path = pairs if os.path.exists(pairs) else os.path.join(data_dir, pairs)
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
+        view2 = len(f.readline().split()) == 2
+    if view2:
+        res = evaluate_folds(net, normalizer, data_dir, path, cache_dir, batch_size)
+    else:
+        pairset = load_pairset(data_dir, path, cache_dir, net.config.input_size)
+        res, _ = evaluate_pairset(net, normalizer, pairset, threshold, n_way, seed, batch_size,
+                                  figures_dir=os.path.join(out_dir, "figures") if out_dir else None)
+    res["pairs_file"] = os.path.basename(path)
+    res["model"] = str(model_path)
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, "results.json"), "w") as f:
+            json.dump(res, f, indent=1)
+    return res

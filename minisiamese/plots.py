@@ -1,0 +1,107 @@
+"""Figures (matplotlib, written as PNG files; nothing is shown on screen)."""
+import numpy as np
+
+TRAIN_COLOUR, VAL_COLOUR = "tab:orange", "c"
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_history(history, path):
+    """Loss and accuracy per epoch: training orange, validation cyan."""
+    plt = _plt()
+    ep = [h["epoch"] for h in history]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, title in ((axes[0], "loss", "loss (BCE + L2)"), (axes[1], "accuracy", "accuracy")):
+        ax.plot(ep, [h[key] for h in history], "o-", color=TRAIN_COLOUR, label="training")
+        ax.plot(ep, [h["val_" + key] for h in history], "o-", color=VAL_COLOUR, label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_roc(fpr, tpr, auc, path):
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot(fpr, tpr, color=VAL_COLOUR, label=f"AUC = {auc:.3f}")
+    ax.plot([0, 1], [0, 1], "--", color="grey", lw=0.8)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title("ROC on the test pairs")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_pair_extremes(pairset, p, path, k=4):
+    """Rows: the worst false negatives, the worst false positives, the most
+    confident correct same-person pairs; each pair with its probability."""
+    plt = _plt()
+    y = pairset.labels
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    groups = [("worst false negatives", pos[np.argsort(p[pos])][:k]),
+              ("worst false positives", neg[np.argsort(-p[neg])][:k]),
+              ("best same-person pairs", pos[np.argsort(-p[pos])][:k])]
+    fig, axes = plt.subplots(3, 2 * k, figsize=(2 * k * 1.2, 3 * 1.5))
+    for r, (title, rows) in enumerate(groups):
+        for c in range(k):
+            for side in (0, 1):
+                ax = axes[r, 2 * c + side]
+                ax.axis("off")
+                if c < len(rows):
+                    x1, x2, _ = pairset.batch([rows[c]])
+                    ax.imshow((x1 if side == 0 else x2)[0, 0], cmap="gray", vmin=0, vmax=1)
+                    if side == 0:
+                        ax.set_title(f"p={p[rows[c]]:.2f}", fontsize=8, loc="left")
+        axes[r, 0].text(-0.1, 0.5, title, transform=axes[r, 0].transAxes, rotation=90, va="center",
+                        ha="right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_oneshot(tasks, scores, chosen, images, path, k=2):
+    """The k best and k worst one-shot tasks (by the positive's margin): the
+    anchor, then every candidate with its probability; the correct candidate
+    framed green, the model's choice marked with a red title when wrong."""
+    plt = _plt()
+    answers = np.array([t.answer for t in tasks])
+    pos_score = scores[np.arange(len(tasks)), answers]
+    masked = scores.copy()
+    masked[np.arange(len(tasks)), answers] = -np.inf
+    margin = pos_score - masked.max(axis=1)
+    order = np.argsort(margin)
+    pick = list(order[::-1][:k]) + list(order[:k])
+    n_way = scores.shape[1]
+    fig, axes = plt.subplots(len(pick), n_way + 1, figsize=((n_way + 1) * 1.1, len(pick) * 1.4))
+    axes = np.atleast_2d(axes)
+    for r, ti in enumerate(pick):
+        t = tasks[ti]
+        axes[r, 0].imshow(images[t.anchor], cmap="gray", vmin=0, vmax=1)
+        axes[r, 0].set_title("anchor" if r else "anchor (best)", fontsize=7)
+        for c in range(n_way):
+            ax = axes[r, c + 1]
+            ax.imshow(images[t.candidates[c]], cmap="gray", vmin=0, vmax=1)
+            mark = "*" if c == chosen[ti] else ""
+            colour = "green" if c == t.answer else ("red" if c == chosen[ti] else "black")
+            ax.set_title(f"{mark}{scores[ti, c]:.2f}", fontsize=7, color=colour)
+            if c == t.answer:
+                for s in ax.spines.values():
+                    s.set_edgecolor("green")
+                    s.set_linewidth(2)
+        for ax in axes[r]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle("one-shot tasks: best (top) and worst (bottom); * = model's choice, green = correct", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

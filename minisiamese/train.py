@@ -1,0 +1,301 @@
+"""The seed report's training protocol, with atomic checkpoints and resume.
+
+Per epoch e (0-based): the learning rate is lr * lr_decay^e; the training pairs
+(plus ``augment.copies`` augmented copies of each, when augmenting) are shuffled
+and run in batches; the validation loss and accuracy are measured; the best
+weights so far (lowest validation loss) go to ``best.npz``; the whole training
+state goes to ``checkpoint.npz``.  Every random draw of epoch e comes from
+generators seeded by (seed, e), so a run resumed at an epoch boundary continues
+exactly as the uninterrupted run would have.
+"""
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from . import checkpoint as ckpt
+from .augment import augment_batch
+from .backend import get_backend, to_numpy
+from .config import ConfigError
+from .data import check_data_dir, load_pairset
+from .experiment import ExperimentConfig
+from .losses import bce_with_logits_forward
+from .metrics import best_threshold
+from .model import SiameseNet
+from .optim import Adam, ExponentialDecay
+
+TRAIN_FORMAT = "minisiamese-train-1"
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (non-finite loss, a checkpoint for another run...)."""
+
+
+def epoch_rng(seed, epoch, stream):
+    """The generator for one purpose (stream) of one epoch."""
+    return np.random.default_rng([seed, epoch, stream])
+
+
+def stratified_split(labels, val_fraction, seed):
+    """(train_rows, val_rows): ``val_fraction`` of each class to validation."""
+    rng = np.random.default_rng([seed, 7919])
+    train, val = [], []
+    for cls in (0, 1):
+        rows = rng.permutation(np.flatnonzero(labels == cls))
+        k = int(round(len(rows) * val_fraction))
+        val.append(rows[:k])
+        train.append(rows[k:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+
+
+def stratified_subset(labels, n, seed):
+    """About n rows, half of each class (for quick runs on a small subset)."""
+    rng = np.random.default_rng([seed, 104729])
+    rows = [rng.permutation(np.flatnonzero(labels == c))[:n // 2] for c in (1, 0)]
+    return np.sort(np.concatenate(rows))
+
+
+class Normalizer:
+    """Featurewise normalisation: (x - mean) / std with statistics of the
+    training images (one channel, so two scalars).  Identity when not fitted."""
+
+    def __init__(self, mean=0.0, std=1.0):
+        self.mean, self.std = float(mean), float(std)
+
+    @classmethod
+    def fit(cls, images):
+        std = float(images.std())
+        return cls(float(images.mean()), std if std > 0 else 1.0)
+
+    def __call__(self, x):
+        if self.mean == 0.0 and self.std == 1.0:
+            return x
+        return ((x - np.float32(self.mean)) / np.float32(self.std)).astype(np.float32)
+
+    def to_extra(self):
+        return {"norm_mean": np.array(self.mean), "norm_std": np.array(self.std)}
+
+    @classmethod
+    def from_extra(cls, extra):
+        return cls(float(extra.get("norm_mean", 0.0)), float(extra.get("norm_std", 1.0)))
+
+
+class Progress:
+    """One status line per epoch, redrawn in place on a terminal."""
+
+    def __init__(self, stream=sys.stderr, enabled=True):
+        self.stream, self.enabled = stream, enabled
+        self.tty = enabled and hasattr(stream, "isatty") and stream.isatty()
+
+    def update(self, epoch, epochs, done, total, loss, acc, rate):
+        if not self.tty:
+            return
+        width = 24
+        fill = int(width * done / max(1, total))
+        self.stream.write(f"\repoch {epoch}/{epochs} [{'#' * fill}{'.' * (width - fill)}] {done}/{total} "
+                          f"loss {loss:.4f} acc {acc:.3f} {rate:.1f} pairs/s ")
+        self.stream.flush()
+
+    def end(self):
+        if self.tty:
+            self.stream.write("\n")
+
+
+def val_loss_and_acc(net, pairset, normalizer, batch_size):
+    """Mean BCE + L2 penalty (as the training loss is defined) and accuracy at 0.5."""
+    probs, losses_, n = [], 0.0, len(pairset)
+    xp = net.xp
+    for i in range(0, n, batch_size):
+        x1, x2, y = pairset.batch(np.arange(i, min(n, i + batch_size)))
+        z = net.logits(normalizer(x1), normalizer(x2))
+        loss, _ = bce_with_logits_forward(z, xp.asarray(y, dtype=z.dtype))
+        losses_ += float(loss) * len(y)
+        probs.append(1 / (1 + np.exp(-to_numpy(z).astype(np.float64))))
+    p = np.concatenate(probs)
+    penalty = float(net.l2_penalty()[0])
+    return losses_ / n + penalty, float(np.mean((p >= 0.5) == (pairset.labels == 1))), p
+
+
+class Trainer:
+    def __init__(self, config, out_dir, data_dir, device="cpu", seed=0, cache_dir=None,
+                 log=print, progress=True):
+        if not isinstance(config, ExperimentConfig):
+            raise ConfigError("Trainer needs an ExperimentConfig")
+        self.cfg, self.out_dir, self.data_dir = config, out_dir, data_dir
+        self.device, self.seed, self.cache_dir = device, seed, cache_dir
+        self.log = log
+        self.progress = Progress(enabled=progress)
+        self.xp = get_backend(device)
+        self.checkpoint_path = os.path.join(out_dir, "checkpoint.npz")
+        self.best_path = os.path.join(out_dir, "best.npz")
+        self.model_path = os.path.join(out_dir, "model.npz")
+        self.history_path = os.path.join(out_dir, "history.json")
+
+    # ------------------------------------------------------------------ data
+    def load_data(self):
+        t = self.cfg.train
+        check_data_dir(self.data_dir, needs=(t.train_pairs,))
+        size = self.cfg.model.input_size
+        full = load_pairset(self.data_dir, t.train_pairs, self.cache_dir, size)
+        if t.max_pairs:
+            full = full.subset(stratified_subset(full.labels, t.max_pairs, self.seed))
+        train_rows, val_rows = stratified_split(full.labels, t.val_fraction, self.seed)
+        self.trainset, self.valset = full.subset(train_rows), full.subset(val_rows)
+        if self.cfg.normalize:
+            used = np.unique(np.concatenate([self.trainset.idx1, self.trainset.idx2]))
+            self.normalizer = Normalizer.fit(full.images[used])
+        else:
+            self.normalizer = Normalizer()
+        self.log(f"data: {len(self.trainset)} training pairs, {len(self.valset)} validation pairs "
+                 f"({len(full.images)} images, {size}x{size})")
+
+    # ------------------------------------------------------------------ state
+    def _new_state(self):
+        self.net = SiameseNet(self.cfg.model, seed=self.seed, backend=self.xp)
+        t = self.cfg.train
+        self.opt = Adam(lr=t.lr, beta1=t.beta1, beta2=t.beta2, eps=t.eps)
+        self.history, self.start_epoch = [], 0
+        self.best_val, self.best_epoch, self.wait = float("inf"), -1, 0
+
+    def _save_checkpoint(self, epoch):
+        arrays = {"format": np.array(TRAIN_FORMAT), "config": np.array(self.cfg.to_json()),
+                  "seed": np.array(self.seed), "epoch": np.array(epoch),
+                  "history": np.array(json.dumps(self.history)),
+                  "best_val": np.array(self.best_val), "best_epoch": np.array(self.best_epoch),
+                  "wait": np.array(self.wait)}
+        arrays.update({f"param/{k}": v for k, v in self.net.state_dict().items()})
+        arrays.update({f"opt/{k}": np.asarray(v) if np.isscalar(v) else v
+                       for k, v in self.opt.state_dict().items()})
+        arrays.update(self.normalizer.to_extra())
+        ckpt.save_arrays(self.checkpoint_path, arrays)
+
+    def _load_checkpoint(self):
+        path = self.checkpoint_path
+        a = ckpt.load_arrays(path)
+        if "format" not in a or str(a["format"]) != TRAIN_FORMAT:
+            raise ckpt.CheckpointError(f"{path}: not a minisiamese training checkpoint")
+        try:
+            stored = ExperimentConfig.from_dict(json.loads(str(a["config"])), source=f"{path}: config")
+        except (ConfigError, json.JSONDecodeError) as exc:
+            raise ckpt.CheckpointError(f"{path}: bad stored config ({exc})") from None
+        if stored != self.cfg:
+            raise TrainingError(f"{path}: this checkpoint was written for a different configuration; "
+                                f"resume with the same --config/--preset, or use a fresh --out")
+        if int(a["seed"]) != self.seed:
+            raise TrainingError(f"{path}: written with --seed {int(a['seed'])}, not {self.seed}")
+        self._new_state()
+        self.net.load_state_dict({k[6:]: v for k, v in a.items() if k.startswith("param/")}, source=path)
+        self.opt.load_state_dict({k[4:]: v for k, v in a.items() if k.startswith("opt/")}, self.xp)
+        self.history = json.loads(str(a["history"]))
+        self.start_epoch = int(a["epoch"]) + 1
+        self.best_val, self.best_epoch, self.wait = float(a["best_val"]), int(a["best_epoch"]), int(a["wait"])
+        self.normalizer = Normalizer.from_extra(a)
+
+    # ------------------------------------------------------------------ training
+    def _epoch_rows(self, epoch):
+        """(rows, augmented flags) for this epoch, shuffled."""
+        n = len(self.trainset)
+        copies = self.cfg.augment.copies if self.cfg.augment.kind != "none" else 0
+        rows = np.tile(np.arange(n), 1 + copies)
+        flags = np.repeat(np.arange(1 + copies) > 0, n)
+        order = epoch_rng(self.seed, epoch, 0).permutation(len(rows))
+        return rows[order], flags[order]
+
+    def _train_epoch(self, epoch):
+        t = self.cfg.train
+        xp = self.xp
+        ExponentialDecay(t.lr_decay).apply(self.opt, epoch)
+        self.net.rng = xp.random.default_rng(int(epoch_rng(self.seed, epoch, 1).integers(2 ** 62)))
+        aug_rng = epoch_rng(self.seed, epoch, 2)
+        rows, flags = self._epoch_rows(epoch)
+        total_loss = correct = seen = 0
+        t0 = time.perf_counter()
+        steps = -(-len(rows) // t.batch_size)
+        for step in range(steps):
+            sl = slice(step * t.batch_size, (step + 1) * t.batch_size)
+            x1, x2, y = self.trainset.batch(rows[sl])
+            if flags[sl].any():
+                f = flags[sl]
+                x1[f] = augment_batch(x1[f], self.cfg.augment, aug_rng)
+                x2[f] = augment_batch(x2[f], self.cfg.augment, aug_rng)
+            loss, grads, probs = self.net.loss_and_grads(self.normalizer(x1), self.normalizer(x2), y,
+                                                         return_probs=True)
+            bad = [k for k, g in grads.items() if not bool(xp.isfinite(g).all())]
+            if not np.isfinite(loss) or bad:
+                self.progress.end()
+                what = "loss is not finite" if not np.isfinite(loss) else f"gradient of {bad[0]} is not finite"
+                raise TrainingError(
+                    f"epoch {epoch + 1}, step {step + 1}: {what} (loss {loss}); the learning rate "
+                    f"{t.lr * self.opt.lr_scale:g} may be too high. The last good state is kept in "
+                    f"{self.checkpoint_path if os.path.exists(self.checkpoint_path) else '(none yet)'}")
+            self.opt.step(self.net.params, grads)
+            n = len(y)
+            total_loss += loss * n
+            correct += int(np.sum((to_numpy(probs) >= 0.5) == (y == 1)))
+            seen += n
+            self.progress.update(epoch + 1, t.epochs, step + 1, steps, total_loss / seen, correct / seen,
+                                 seen / (time.perf_counter() - t0))
+        self.progress.end()
+        return total_loss / seen, correct / seen, time.perf_counter() - t0
+
+    def fit(self, resume=False):
+        """Train (or continue) and return the history; leaves ``model.npz`` with
+        the best weights, the normalisation and the validation-chosen threshold."""
+        t = self.cfg.train
+        os.makedirs(self.out_dir, exist_ok=True)
+        if not hasattr(self, "trainset"):
+            self.load_data()
+        if resume and os.path.exists(self.checkpoint_path):
+            self._load_checkpoint()
+            self.log(f"resuming after epoch {self.start_epoch} from {self.checkpoint_path}")
+        else:
+            if resume:
+                self.log(f"--resume: no checkpoint in {self.out_dir}, starting afresh")
+            self._new_state()
+        with open(os.path.join(self.out_dir, "config.json"), "w") as f:
+            f.write(self.cfg.to_json())
+        stopped = self.wait >= t.patience
+        for epoch in range(self.start_epoch, t.epochs):
+            if stopped:
+                break
+            t_epoch = time.perf_counter()
+            loss, acc, _ = self._train_epoch(epoch)
+            val_loss, val_acc, _ = val_loss_and_acc(self.net, self.valset, self.normalizer, t.batch_size)
+            if not np.isfinite(val_loss):
+                raise TrainingError(f"epoch {epoch + 1}: validation loss is not finite; the last good "
+                                    f"state is kept in {self.checkpoint_path}")
+            improved = val_loss < self.best_val
+            if improved:
+                self.best_val, self.best_epoch, self.wait = val_loss, epoch, 0
+                ckpt.save_model(self.best_path, self.net, extra=dict(self.normalizer.to_extra(),
+                                                                     epoch=np.array(epoch)))
+            else:
+                self.wait += 1
+            secs = time.perf_counter() - t_epoch                # training + validation
+            self.history.append({"epoch": epoch + 1, "loss": loss, "accuracy": acc, "val_loss": val_loss,
+                                 "val_accuracy": val_acc, "lr": t.lr * self.opt.lr_scale, "seconds": secs})
+            self._save_checkpoint(epoch)
+            with open(self.history_path, "w") as f:
+                json.dump(self.history, f, indent=1)
+            self.log(f"epoch {epoch + 1}/{t.epochs}: loss {loss:.4f} acc {acc:.3f} | val_loss {val_loss:.4f} "
+                     f"val_acc {val_acc:.3f} | lr {t.lr * self.opt.lr_scale:.3g} | {secs:.0f}s"
+                     + (" *" if improved else ""))
+            stopped = self.wait >= t.patience
+            if stopped:
+                self.log(f"early stopping: validation loss has not improved for {t.patience} epochs; "
+                         f"restoring the weights of epoch {self.best_epoch + 1}")
+        self._finish()
+        return self.history
+
+    def _finish(self):
+        """Restore the best weights, choose the decision threshold on validation, write model.npz."""
+        if os.path.exists(self.best_path):
+            _, params, _ = ckpt.read_model_file(self.best_path)
+            self.net.load_state_dict(params, source=self.best_path)
+        _, _, p = val_loss_and_acc(self.net, self.valset, self.normalizer, self.cfg.train.batch_size)
+        self.threshold = best_threshold(self.valset.labels, p)
+        ckpt.save_model(self.model_path, self.net, extra=dict(
+            self.normalizer.to_extra(), threshold=np.array(self.threshold),
+            best_epoch=np.array(self.best_epoch), experiment=np.array(self.cfg.to_json())))

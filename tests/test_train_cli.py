@@ -1,0 +1,161 @@
+"""The training protocol (early stopping, checkpoints, resume, numerical
+trouble) and the CLI end to end, on a small data set the tests make."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+import cli
+from fixtures import make_dataset, tiny_config
+from minisiamese import train as train_mod
+from minisiamese.checkpoint import read_model_file
+from minisiamese.experiment import ExperimentConfig
+from minisiamese.train import Trainer, TrainingError
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lfw")
+    make_dataset(str(root), people=8, per_person=4, pairs_per_class=10)
+    return str(root)
+
+
+def config(tmp_path, **train):
+    return ExperimentConfig.from_file(tiny_config(str(tmp_path / "cfg.json"), **train))
+
+
+def test_early_stopping_restores_the_best_weights(dataset, tmp_path, monkeypatch):
+    scripted = iter([1.0, 0.8, 0.9, 0.95, 0.85, 0.7])
+    real = train_mod.val_loss_and_acc
+
+    def fake(net, pairset, normalizer, batch_size):
+        loss, acc, p = real(net, pairset, normalizer, batch_size)
+        return next(scripted, loss), acc, p
+
+    monkeypatch.setattr(train_mod, "val_loss_and_acc", fake)
+    tr = Trainer(config(tmp_path, epochs=10, patience=3), str(tmp_path / "run"), dataset,
+                 cache_dir=str(tmp_path / "cache"), log=lambda m: None, progress=False)
+    history = tr.fit()
+    assert len(history) == 5                           # best at epoch 2, then 3 epochs without improvement
+    assert tr.best_epoch == 1
+    _, best, extra = read_model_file(tr.best_path)
+    assert int(extra["epoch"]) == 1
+    _, final, _ = read_model_file(tr.model_path)
+    for k in best:
+        np.testing.assert_array_equal(final[k], best[k])
+    assert [round(h["lr"] / 1e-3, 6) for h in history] == [round(0.99 ** e, 6) for e in range(5)]
+
+
+def test_resume_is_bit_for_bit(dataset, tmp_path, monkeypatch):
+    cfg = config(tmp_path, epochs=3)
+    kw = dict(cache_dir=str(tmp_path / "cache"), log=lambda m: None, progress=False)
+    straight = Trainer(cfg, str(tmp_path / "a"), dataset, **kw)
+    straight.fit()
+
+    real_epoch = Trainer._train_epoch
+
+    def crash_in_third(self, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return real_epoch(self, epoch)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", crash_in_third)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg, str(tmp_path / "b"), dataset, **kw).fit()
+    monkeypatch.setattr(Trainer, "_train_epoch", real_epoch)
+    resumed = Trainer(cfg, str(tmp_path / "b"), dataset, **kw)
+    resumed.fit(resume=True)
+    for k in straight.net.params:
+        np.testing.assert_array_equal(straight.net.params[k], resumed.net.params[k])
+    strip = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h]  # noqa: E731
+    assert strip(straight.history) == strip(resumed.history)
+
+
+def test_resume_refuses_another_configuration(dataset, tmp_path):
+    kw = dict(cache_dir=str(tmp_path / "cache"), log=lambda m: None, progress=False)
+    Trainer(config(tmp_path, epochs=1), str(tmp_path / "r"), dataset, **kw).fit()
+    with pytest.raises(TrainingError, match="different configuration"):
+        Trainer(config(tmp_path, epochs=1, lr=5e-4), str(tmp_path / "r"), dataset, **kw).fit(resume=True)
+
+
+def test_non_finite_gradient_stops_with_epoch_and_step(dataset, tmp_path, monkeypatch):
+    """A gradient that turns NaN at step 2 of epoch 2 (as a diverging run's
+    would) stops training with a message naming both; the checkpoint of epoch
+    1 stays loadable."""
+    from minisiamese.model import SiameseNet
+    real = SiameseNet.loss_and_grads
+    calls = {"n": 0}
+
+    def poisoned(self, *args, **kwargs):
+        loss, grads, probs = real(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 4 + 2:                        # 16 training pairs, batch 4: 4 steps per epoch
+            grads["conv1.w"][0, 0, 0, 0] = np.nan
+        return loss, grads, probs
+
+    monkeypatch.setattr(SiameseNet, "loss_and_grads", poisoned)
+    tr = Trainer(config(tmp_path, epochs=3, batch_size=4), str(tmp_path / "nan"), dataset,
+                 cache_dir=str(tmp_path / "cache"), log=lambda m: None, progress=False)
+    with pytest.raises(TrainingError, match=r"epoch 2, step 2: gradient of conv1.w is not finite"):
+        tr.fit()
+    assert len(tr.history) == 1
+    from minisiamese.checkpoint import load_arrays
+    assert int(load_arrays(tr.checkpoint_path)["epoch"]) == 0
+
+
+def run_cli(argv, capsys):
+    code = cli.main(argv)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_train_evaluate_verify_end_to_end(dataset, tmp_path, capsys):
+    cfg = tiny_config(str(tmp_path / "cfg.json"), epochs=2)
+    out = str(tmp_path / "run")
+    common = ["--data-dir", dataset, "--cache-dir", str(tmp_path / "cache"), "--device", "cpu", "--quiet"]
+    code, stdout, err = run_cli(["train", "--config", cfg, "--out", out] + common, capsys)
+    assert code == 0, err
+    assert "test (20 pairs): accuracy" in stdout
+    res = json.load(open(os.path.join(out, "results.json")))
+    assert res["epochs_run"] == 2 and 0 <= res["auc"] <= 1 and res["oneshot_way"] == 3
+    for fig in ("history.png", "roc.png", "pairs.png", "oneshot.png"):
+        assert os.path.getsize(os.path.join(out, "figures", fig)) > 1000
+    code, stdout, err = run_cli(["evaluate", "--checkpoint", os.path.join(out, "model.npz"), "--n-way", "3"]
+                                + common, capsys)
+    assert code == 0, err
+    assert json.loads(stdout)["auc"] == pytest.approx(res["auc"])
+    img = os.path.join(dataset, "lfw2", "Person_Ee", "Person_Ee_0001.jpg")
+    code, stdout, err = run_cli(["verify", img, img, "--checkpoint", os.path.join(out, "model.npz"),
+                                 "--device", "cpu"], capsys)
+    assert code == 0 and float(stdout.split()[0]) > 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--data-dir", "/nonexistent/lfw"], "LFW-a not found in '/nonexistent/lfw'.*cli.py download"),
+    (["train", "--preset", "huge"], "unknown preset 'huge'"),
+    (["train", "--epochs", "0"], "--epochs must be >= 1, got 0"),
+    (["evaluate", "--checkpoint", "/nonexistent/model.npz"], "/nonexistent/model.npz: no such file"),
+    (["verify", "a.jpg", "b.jpg", "--checkpoint", "/nonexistent/m.npz"], "m.npz: no such file"),
+    (["experiments", "--only", "bogus"], r"unknown experiment\(s\) \['bogus'\]"),
+])
+def test_cli_errors_are_one_line_without_traceback(argv, message, capsys):
+    code, stdout, err = run_cli(argv, capsys)
+    assert code == 2
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+    import re
+    assert re.search(message, err), err
+
+
+def test_cli_bad_config_file(tmp_path, capsys, dataset):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"model": {"dense_units": -3}}')
+    code, _, err = run_cli(["train", "--config", str(bad), "--data-dir", dataset], capsys)
+    assert code == 2 and "bad.json: model: dense_units must be a positive integer, got -3" in err
+    bad.write_text('{"train": {"epoch": 3}}')
+    code, _, err = run_cli(["train", "--config", str(bad), "--data-dir", dataset], capsys)
+    assert code == 2 and "unknown key(s) ['epoch'] in train" in err
+    bad.write_text('{"train": ')
+    code, _, err = run_cli(["train", "--config", str(bad), "--data-dir", dataset], capsys)
+    assert code == 2 and "bad.json:1: not valid JSON" in err
