@@ -102,12 +102,17 @@ def main():
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparator")
     p.add_argument("--json", help="write all figures to this JSON file")
+    p.add_argument("--default-allocator", action="store_true",
+                   help="leave glibc's allocator as it is (cli.py tunes it; see backend.tune_cpu_allocator)")
     p.add_argument("--impl", choices=["ours", "torch"], help=argparse.SUPPRESS)
     p.add_argument("--channels-last", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
 
     if args.child:
+        from minisiamese.backend import tune_cpu_allocator
+        if not args.default_allocator:
+            tune_cpu_allocator()        # as cli.py does; applied to the comparator too
         result = child_ours(args) if args.impl == "ours" else child_torch(args)
         print(json.dumps(result))
         return
@@ -115,6 +120,8 @@ def main():
     here = os.path.abspath(__file__)
     common = ["--device", args.device, "--preset", args.preset, "--batch", str(args.batch),
               "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    if args.default_allocator:
+        common.append("--default-allocator")
     results = [run_child(here, common + ["--impl", "ours"])]
     if not args.no_torch and torch_available():
         results.append(run_child(here, common + ["--impl", "torch"]))

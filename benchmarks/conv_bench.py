@@ -1,0 +1,135 @@
+"""Per-layer conv benchmark: the four conv layers of the baseline at N = 256
+(channels-last), forward and backward time and GFLOP/s.
+
+Columns: the nested-loop reference (measured on a small proxy -- N = 1 and a
+4x4 output -- and reported as GFLOP/s, since a full layer would take hours),
+im2col + BLAS in NumPy, and PyTorch (NCHW, oneDNN) when installed.  GPU columns
+(our CuPy path, cuDNN) join with --device gpu once the GPU path lands.
+
+    python benchmarks/conv_bench.py [--n 256] [--repeats 3] [--json out.json] [--plot out.png]
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import machine, median_time, torch_available  # noqa: E402
+
+from minisiamese import ops, reference  # noqa: E402
+from minisiamese.backend import tune_cpu_allocator  # noqa: E402
+
+# (name, input H=W, C, F, K) of the baseline's conv layers
+LAYERS = [("conv1", 105, 1, 64, 10), ("conv2", 48, 64, 128, 7), ("conv3", 21, 128, 128, 4),
+          ("conv4", 9, 128, 256, 4)]
+
+
+def flops(n, S, C, F, K):
+    O = S - K + 1
+    fwd = 2.0 * n * O * O * F * K * K * C
+    return fwd, fwd * (2 if C > 1 else 1)          # backward: dW (+ dX except for the first layer)
+
+
+def bench_reference(C, F, K):
+    """GFLOP/s of the nested-loop conv on N = 1 with a 4x4 output (F capped at 2)."""
+    S, f = K + 3, min(F, 2)
+    rng = np.random.default_rng(0)
+    x, w, b = rng.random((1, S, S, C)), rng.random((f, C, K, K)), rng.random(f)
+    t0 = time.perf_counter()
+    reference.conv2d_ref(x, w, b)
+    return 2.0 * 16 * f * K * K * C / (time.perf_counter() - t0) / 1e9
+
+
+def bench_numpy(n, S, C, F, K, repeats):
+    rng = np.random.default_rng(0)
+    x = rng.random((n, S, S, C), dtype=np.float32)
+    w = (rng.standard_normal((F, C, K, K)) * 0.01).astype(np.float32)
+    b = np.zeros(F, np.float32)
+    out, cache = ops.conv2d_forward(x, w, b)
+    dout = rng.standard_normal(out.shape, dtype=np.float32)
+    fwd, _ = median_time(lambda: ops.conv2d_forward(x, w, b), repeats)
+    bwd, _ = median_time(lambda: ops.conv2d_backward(dout, cache, need_dx=C > 1), repeats)
+    return fwd, bwd
+
+
+def bench_torch(n, S, C, F, K, repeats, device="cpu"):
+    import torch
+    x = torch.rand(n, C, S, S, device=device, requires_grad=C > 1)
+    conv = torch.nn.Conv2d(C, F, K).to(device)
+    sync = torch.cuda.synchronize if device == "cuda" else None
+    out = conv(x)
+    dout = torch.randn_like(out)
+
+    def forward():
+        with torch.no_grad():
+            conv(x)
+
+    def backward():
+        y = conv(x)
+        y.backward(dout)
+    fwd, _ = median_time(forward, repeats, sync=sync)
+    both, _ = median_time(backward, repeats, sync=sync)
+    return fwd, max(both - fwd, 1e-9)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=256, help="images per batch (default: 256 = 128 pairs)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--json", help="write the table to this JSON file")
+    p.add_argument("--plot", help="write a bar chart of GFLOP/s to this PNG file")
+    args = p.parse_args()
+    tune_cpu_allocator()
+    use_torch = not args.no_torch and torch_available()
+    if use_torch:
+        import torch
+        torch.set_num_threads(os.cpu_count())
+    rows = []
+    for name, S, C, F, K in LAYERS:
+        f_fwd, f_bwd = flops(args.n, S, C, F, K)
+        row = {"layer": name, "shape": f"{S}x{S}x{C} -> {F}@{K}x{K}", "gflop_fwd": f_fwd / 1e9,
+               "gflop_bwd": f_bwd / 1e9, "ref_gflops": bench_reference(C, F, K)}
+        row["numpy_fwd_s"], row["numpy_bwd_s"] = bench_numpy(args.n, S, C, F, K, args.repeats)
+        if use_torch:
+            row["torch_fwd_s"], row["torch_bwd_s"] = bench_torch(args.n, S, C, F, K, args.repeats)
+        rows.append(row)
+        print(f"{name} done", file=sys.stderr)
+    head = f"{'layer':6s} {'GFLOP f/b':>11s} {'loop ref GF/s':>13s} {'numpy fwd s':>11s} {'bwd s':>7s} {'GF/s':>6s}"
+    if use_torch:
+        head += f" {'torch fwd s':>11s} {'bwd s':>7s} {'GF/s':>6s}"
+    print(f"conv layers of the baseline at N = {args.n} (median of {args.repeats})")
+    print(head)
+    for r in rows:
+        total = r["gflop_fwd"] + r["gflop_bwd"]
+        line = (f"{r['layer']:6s} {r['gflop_fwd']:5.1f}/{r['gflop_bwd']:5.1f} {r['ref_gflops']:13.5f} "
+                f"{r['numpy_fwd_s']:11.3f} {r['numpy_bwd_s']:7.3f} {total / (r['numpy_fwd_s'] + r['numpy_bwd_s']):6.1f}")
+        if use_torch:
+            line += (f" {r['torch_fwd_s']:11.3f} {r['torch_bwd_s']:7.3f} "
+                     f"{total / (r['torch_fwd_s'] + r['torch_bwd_s']):6.1f}")
+        print(line)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": machine(), "n": args.n, "rows": rows}, f, indent=1)
+    if args.plot:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        xs = np.arange(len(rows))
+        tot = lambda r, k: (r["gflop_fwd"] + r["gflop_bwd"]) / (r[k + "_fwd_s"] + r[k + "_bwd_s"])  # noqa: E731
+        ax.bar(xs - 0.2, [tot(r, "numpy") for r in rows], 0.4, label="minisiamese (NumPy im2col)")
+        if use_torch:
+            ax.bar(xs + 0.2, [tot(r, "torch") for r in rows], 0.4, label="PyTorch CPU")
+        ax.set_xticks(xs, [r["layer"] for r in rows])
+        ax.set_ylabel("GFLOP/s (forward + backward)")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(args.plot, dpi=110)
+
+
+if __name__ == "__main__":
+    main()
