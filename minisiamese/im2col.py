@@ -6,10 +6,13 @@ Layout (channels-last, the order that makes every copy move contiguous runs):
     cols (N*OH*OW, KH*KW*C)   row = (n, oh, ow), column = (i, j, c)
 
 so that ``cols @ w.transpose(2, 3, 1, 0).reshape(KH*KW*C, F)`` is the convolution.
-Both functions take ``xp`` from their argument and run unchanged on NumPy and
-CuPy; ``minisiamese.reference`` holds the nested-loop definitions they are tested
+Both take ``xp`` from their argument; on CuPy arrays they hand over to the CUDA
+kernels of ``kernels/im2col.cu`` (same signature, same layout).
+``minisiamese.reference`` holds the nested-loop definitions both are tested
 against.
 """
+import numpy as np
+
 from .backend import get_array_module
 from .parallel import over_batch
 from .shapes import conv_output_size
@@ -38,7 +41,10 @@ def im2col(x, KH, KW, stride=1, pad=0, out=None):
     N, H, W, C = x.shape
     OH = conv_output_size(H, KH, stride, pad)
     OW = conv_output_size(W, KW, stride, pad)
-    xpad = xp.ascontiguousarray(_padded(x, pad))
+    if xp is not np:                                   # CuPy: the kernel in kernels/im2col.cu
+        from .gpu import im2col_gpu
+        return im2col_gpu(x, KH, KW, stride, pad, OH, OW, out)
+    xpad = np.ascontiguousarray(_padded(x, pad))
     sN, sH, sW, sC = xpad.strides
     windows = xp.lib.stride_tricks.as_strided(
         xpad, shape=(N, OH, OW, KH, KW, C),
@@ -68,6 +74,9 @@ def col2im(cols, x_shape, KH, KW, stride=1, pad=0, out=None):
     N, H, W, C = x_shape
     OH = conv_output_size(H, KH, stride, pad)
     OW = conv_output_size(W, KW, stride, pad)
+    if xp is not np:                                   # CuPy: a gather kernel, no atomics
+        from .gpu import col2im_gpu
+        return col2im_gpu(cols, x_shape, KH, KW, stride, pad, OH, OW, out)
     cols6 = cols.reshape(N, OH, OW, KH, KW, C)
     if out is not None and pad == 0:
         dxp = out

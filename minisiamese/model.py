@@ -104,14 +104,15 @@ class SiameseNet:
         p, caches = self.params, []
         h = x
         for k in range(1, self.n_conv + 1):
-            h, c_conv = ops.conv2d_forward(h, p[f"conv{k}.w"], p[f"conv{k}.b"])   # (M, OH, OW, F)
+            h, c_conv = ops.conv2d_forward(h, p[f"conv{k}.w"])                  # (M, OH, OW, F), no bias yet
             c_pool = None
             if k < self.n_conv:
-                # pool, then ReLU: the same function as ReLU then pool (max and
-                # max(., 0) commute), on a map pool^2 times smaller.
+                # Pool first, then bias + ReLU: the same function as conv + b -> ReLU
+                # -> pool (a per-channel constant and max(., 0) both commute with
+                # the window maximum), on a map pool^2 times smaller.
                 h, c_pool = ops.maxpool2d_forward(h, self.config.pool)           # (M, OH/2, OW/2, F)
-            h, c_relu = ops.relu_forward(h, inplace=True)
-            caches.append((c_conv, c_pool, c_relu))
+            h, c_act = ops.bias_relu_forward(h, p[f"conv{k}.b"])
+            caches.append((c_conv, c_pool, c_act))
         h, c_flat = ops.flatten_forward(h)                                       # (M, D)
         h, c_drop = ops.dropout_forward(h, self.config.dropout, train, self.rng)
         h, c_dense = ops.dense_forward(h, p["dense.w"], p["dense.b"])            # (M, U)
@@ -126,11 +127,11 @@ class SiameseNet:
         d = ops.dropout_backward(d, c_drop)
         d = ops.flatten_backward(d, c_flat)
         for k in range(self.n_conv, 0, -1):
-            c_conv, c_pool, c_relu = caches[k - 1]
-            d = ops.relu_backward(d, c_relu, inplace=True)
+            c_conv, c_pool, c_act = caches[k - 1]
+            d, grads[f"conv{k}.b"] = ops.bias_relu_backward(d, c_act)
             if c_pool is not None:
                 d = ops.maxpool2d_backward(d, c_pool)
-            d, grads[f"conv{k}.w"], grads[f"conv{k}.b"] = ops.conv2d_backward(d, c_conv, need_dx=k > 1)
+            d, grads[f"conv{k}.w"], _ = ops.conv2d_backward(d, c_conv, need_dx=k > 1)
             caches[k - 1] = None                                # free the activations early
 
     # ------------------------------------------------------------------ the pair

@@ -11,6 +11,8 @@ Conventions (cs231n / llm.c style):
   float32 training and float64 gradient checks run the same code.
 * Bad shapes raise ``ValueError`` naming them.
 """
+import numpy as np
+
 from .backend import get_array_module
 from .im2col import col2im, im2col
 from .parallel import over_batch
@@ -27,18 +29,20 @@ def _chunks(N, bytes_per_image):
 
 
 # ----------------------------------------------------------------------------- conv
-def conv2d_forward(x, w, b, stride=1, pad=0):
+def conv2d_forward(x, w, b=None, stride=1, pad=0):
     """Convolution (cross-correlation, as every framework computes it).
 
-    x (N, H, W, C), w (F, C, KH, KW), b (F,) -> out (N, OH, OW, F) with
+    x (N, H, W, C), w (F, C, KH, KW), b (F,) or None -> out (N, OH, OW, F) with
     out[n, oh, ow, f] = b[f] + sum_{i, j, c} xpad[n, oh*s+i, ow*s+j, c] w[f, c, i, j].
 
     Computed as im2col(x) @ wmat, wmat = w reordered to (KH*KW*C, F), a chunk of
-    images at a time.  cache = (x, w, stride, pad): the columns are *not* kept
-    (they are 5.7 GB for conv2 at batch 256) and are rebuilt in the backward pass.
+    images at a time.  cache = (x, w, stride, pad, has_bias): the columns are
+    *not* kept (they are 5.7 GB for conv2 at batch 256) and are rebuilt in the
+    backward pass.  ``b=None`` leaves the bias to a later op (the model adds it
+    after pooling, with the ReLU: see :func:`bias_relu_forward`).
     """
     xp = get_array_module(x)
-    OH, OW = check_conv_args(x.shape, w.shape, b.shape, stride, pad)
+    OH, OW = check_conv_args(x.shape, w.shape, None if b is None else b.shape, stride, pad)
     N, H, W, C = x.shape
     F, _, KH, KW = w.shape
     wmat = w.transpose(2, 3, 1, 0).reshape(KH * KW * C, F)              # (K, F)
@@ -50,18 +54,19 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
     for n0, n1 in chunks:
         cols = im2col(x[n0:n1], KH, KW, stride, pad, out=buf)            # (n*OH*OW, K)
         xp.matmul(cols, wmat, out=out2[n0 * rows:n1 * rows])
-    out += b
-    return out, (x, w, stride, pad)
+    if b is not None:
+        out += b
+    return out, (x, w, stride, pad, b is not None)
 
 
 def conv2d_backward(dout, cache, need_dx=True):
-    """dout (N, OH, OW, F) -> dx (N, H, W, C) or None, dw (F, C, KH, KW), db (F,).
+    """dout (N, OH, OW, F) -> dx (N, H, W, C) or None, dw (F, C, KH, KW), db (F,) or None.
 
     With cols = im2col(x) and Y = cols @ wmat:  dwmat = cols^T dY,
     dcols = dY wmat^T, and dx = col2im(dcols) (col2im is the adjoint of im2col).
     ``need_dx=False`` skips dx for the first layer, whose input is the image.
     """
-    x, w, stride, pad = cache
+    x, w, stride, pad, has_bias = cache
     xp = get_array_module(dout)
     N, H, W, C = x.shape
     F, _, KH, KW = w.shape
@@ -69,7 +74,7 @@ def conv2d_backward(dout, cache, need_dx=True):
     rows = OH * OW
     wmat = w.transpose(2, 3, 1, 0).reshape(KH * KW * C, F)              # (K, F)
     dout2 = dout.reshape(N * rows, F)                                     # (N*OH*OW, F)
-    db = dout2.sum(axis=0)                                                # (F,)
+    db = dout2.sum(axis=0) if has_bias else None                          # (F,)
     dwmat = xp.zeros_like(wmat)                                           # (K, F)
     dx = xp.empty(x.shape, dtype=dout.dtype) if need_dx else None
     chunks = _chunks(N, rows * KH * KW * C * x.itemsize)
@@ -107,6 +112,10 @@ def maxpool2d_forward(x, pool=2, stride=None):
     OH, OW = check_pool_args(x.shape, pool, stride)
     if pool * pool > 256:
         raise ValueError(f"maxpool2d: window {pool}x{pool} has more offsets than a uint8 index holds")
+    if xp is not np:                                    # CuPy: kernels/maxpool.cu, same tie rule
+        from .gpu import maxpool_forward_gpu
+        out, idx = maxpool_forward_gpu(x, pool, stride, OH, OW)
+        return out, (idx, x.shape, pool, stride)
     N = x.shape[0]
     hspan, wspan = stride * (OH - 1) + 1, stride * (OW - 1) + 1
     out = xp.empty((N, OH, OW, x.shape[3]), dtype=x.dtype)               # (N, OH, OW, C)
@@ -148,6 +157,9 @@ def maxpool2d_backward(dout, cache):
     """
     idx, x_shape, pool, stride = cache
     xp = get_array_module(dout)
+    if xp is not np:                                    # CuPy: a gather kernel, no atomics
+        from .gpu import maxpool_backward_gpu
+        return maxpool_backward_gpu(dout, idx, x_shape, pool, stride)
     N, OH, OW, _ = dout.shape
     H, W = x_shape[1:3]
     hspan, wspan = stride * (OH - 1) + 1, stride * (OW - 1) + 1
@@ -206,9 +218,38 @@ def relu_forward(x, inplace=False):
 def relu_backward(dout, cache, inplace=False):
     """dx = dout * [out > 0] (the subgradient at 0 is taken as 0)."""
     xp = get_array_module(dout)
+    if xp is not np:
+        from .gpu import relu_backward_gpu
+        dout, cache = xp.ascontiguousarray(dout), xp.ascontiguousarray(cache)
+        return relu_backward_gpu(dout, cache, dout if inplace else xp.empty_like(dout))
     dx = dout if inplace else dout.copy()
     xp.copyto(dx, 0, where=cache <= 0)
     return dx
+
+
+def bias_relu_forward(x, b):
+    """out = max(x + b, 0), b (C,) broadcast over the channel (last) axis; in place.
+
+    The model applies it after max-pooling: adding a per-channel constant and
+    taking a window's maximum commute, so conv -> +b -> pool -> ReLU equals
+    conv -> pool -> (+b, ReLU) on a map pool^2 times smaller.  cache = out.
+    """
+    xp = get_array_module(x)
+    if b.shape != (x.shape[-1],):
+        raise ValueError(f"bias_relu: b {tuple(b.shape)} does not match the {x.shape[-1]} channels of x {tuple(x.shape)}")
+    if xp is not np:
+        from .gpu import bias_relu_forward_gpu
+        out = bias_relu_forward_gpu(xp.ascontiguousarray(x), b)
+        return out, out
+    x += b
+    xp.maximum(x, 0, out=x)
+    return x, x
+
+
+def bias_relu_backward(dout, cache):
+    """dx = dout * [out > 0] (in place), db = dx summed over all but the channel axis."""
+    dx = relu_backward(dout, cache, inplace=True)
+    return dx, dx.reshape(-1, dx.shape[-1]).sum(axis=0)
 
 
 def sigmoid(z):

@@ -1,6 +1,8 @@
 """Optimizers and the learning-rate schedule.  Updates are in place, parameter
 by parameter, over the dicts that ``SiameseNet.state_dict`` and
 ``loss_and_grads`` return."""
+import numpy as np
+
 from .backend import get_array_module
 
 
@@ -57,6 +59,10 @@ class Adam:
                 self.m[name] = xp.zeros_like(w)
                 self.v[name] = xp.zeros_like(w)
             m, v = self.m[name], self.v[name]
+            if xp is not np:                            # CuPy: one fused kernel per array
+                from .gpu import adam_update_gpu
+                adam_update_gpu(w, xp.ascontiguousarray(g, dtype=w.dtype), m, v, alpha, b1, b2, self.eps)
+                continue
             m *= b1
             m += (1 - b1) * g
             v *= b2

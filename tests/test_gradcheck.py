@@ -195,3 +195,24 @@ def test_sigmoid_is_finite_for_huge_inputs():
     with np.errstate(over="raise", invalid="raise", divide="raise"):
         s = ops.sigmoid(np.array([-1e4, -50.0, 0.0, 50.0, 1e4]))
     np.testing.assert_allclose(s, [0, 1 / (1 + np.exp(50)), 0.5, 1 / (1 + np.exp(-50)), 1])
+
+
+@given(st.integers(1, 3), st.integers(1, 4), st.integers(1, 4), st.integers(0, 2 ** 31))
+def test_bias_relu_gradients(N, H, C, seed):
+    r = np.random.default_rng(seed)
+    x, b = r.standard_normal((N, H, H, C)), r.standard_normal(C)
+    x[np.abs(x + b) < 1e-3] += 0.5                    # keep away from the kink
+    out, cache = ops.bias_relu_forward(x.copy(), b)
+    g = r.standard_normal(out.shape)
+    dx, db = ops.bias_relu_backward(g.copy(), cache)
+    f = lambda: np.sum(ops.bias_relu_forward(x.copy(), b)[0] * g)  # noqa: E731
+    check(f, dx, x)
+    check(f, db, b)
+
+
+def test_conv2d_without_bias(rng):
+    x, w = rng.standard_normal((2, 5, 5, 2)), rng.standard_normal((3, 2, 2, 2))
+    out, cache = ops.conv2d_forward(x, w)
+    np.testing.assert_allclose(out, ops.conv2d_forward(x, w, np.zeros(3))[0])
+    dx, dw, db = ops.conv2d_backward(np.ones_like(out), cache)
+    assert db is None and dw.shape == w.shape
