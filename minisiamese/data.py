@@ -216,7 +216,10 @@ def load_images(data_dir, keys, cache_dir=None, size=IMAGE_SIZE, where=None):
 class PairSet:
     """Pairs as indices into one table of unique images (each face decoded once).
 
-    images (U, S, S) float32 in [0, 1]; idx1, idx2 (N,) int; labels (N,) float32.
+    images (U, S, S) uint8, as decoded; idx1, idx2 (N,) int; labels (N,) float32.
+    Pixels become float32 in [0, 1] only batch by batch, so memory is about
+    S*S bytes per unique image (44 KB at 105x105) plus one batch, whatever the
+    number of pairs.
     """
 
     def __init__(self, images, idx1, idx2, labels, pairs=None, keys=None):
@@ -233,16 +236,25 @@ class PairSet:
         pairs = [self.pairs[i] for i in rows] if self.pairs is not None else None
         return PairSet(self.images, self.idx1[rows], self.idx2[rows], self.labels[rows], pairs, self.keys)
 
+    def image_batch(self, indices):
+        """(B, 1, S, S) float32 in [0, 1] for rows of the image table."""
+        return to_unit_float(self.images[np.asarray(indices)])[:, None]
+
     def batch(self, rows):
-        """x1, x2 (B, 1, S, S) float32 and y (B,) for the given row indices."""
+        """x1, x2 (B, 1, S, S) float32 in [0, 1] and y (B,) for the given pair rows."""
         rows = np.asarray(rows)
-        x1 = self.images[self.idx1[rows]][:, None]
-        x2 = self.images[self.idx2[rows]][:, None]
-        return x1, x2, self.labels[rows]
+        return self.image_batch(self.idx1[rows]), self.image_batch(self.idx2[rows]), self.labels[rows]
 
     def person_of_image(self):
         """Person name of each row of ``images``."""
         return [k[0] for k in self.keys]
+
+
+def to_unit_float(images):
+    """uint8 pixels -> float32 in [0, 1]; float input is returned as float32."""
+    if images.dtype == np.uint8:
+        return images.astype(np.float32) / np.float32(255)
+    return images.astype(np.float32, copy=False)
 
 
 def load_pairset(data_dir, pairs_file, cache_dir=None, size=IMAGE_SIZE):
@@ -263,6 +275,5 @@ def pairset_from_pairs(data_dir, pairs, source, cache_dir=None, size=IMAGE_SIZE)
                 keys.append(key)
                 where[key] = f"named in {source}:{p.line}"
             out.append(index[key])
-    raw = load_images(data_dir, keys, cache_dir, size, where)
-    images = raw.astype(np.float32) / np.float32(255)
+    images = load_images(data_dir, keys, cache_dir, size, where)
     return PairSet(images, idx1, idx2, [p.label for p in pairs], pairs, keys)

@@ -47,7 +47,7 @@ def evaluate_pairset(net, normalizer, pairset, threshold=0.5, n_way=10, seed=0, 
     if oneshot_tasks:
         tasks = oneshot.build_tasks(pairset, n_way, seed)
         scores = oneshot.score_tasks(tasks, lambda a, b: net.predict_proba(normalizer(a), normalizer(b)),
-                                     pairset.images, batch_size)
+                                     pairset, batch_size)
         acc, chosen = oneshot.oneshot_accuracy(tasks, scores, seed)
         res["oneshot"] = acc
         res["oneshot_tasks"] = len(tasks)
@@ -58,7 +58,7 @@ def evaluate_pairset(net, normalizer, pairset, threshold=0.5, n_way=10, seed=0, 
         plots.plot_roc(fpr, tpr, res["auc"], os.path.join(figures_dir, "roc.png"))
         plots.plot_pair_extremes(pairset, p, os.path.join(figures_dir, "pairs.png"))
         if oneshot_tasks:
-            plots.plot_oneshot(tasks, scores, chosen, pairset.images, os.path.join(figures_dir, "oneshot.png"))
+            plots.plot_oneshot(tasks, scores, chosen, pairset, os.path.join(figures_dir, "oneshot.png"))
     return res, p
 
 

@@ -37,11 +37,12 @@ def build_tasks(pairset, n_way=10, seed=0):
     return tasks
 
 
-def score_tasks(tasks, score_fn, images, batch_size=128):
+def score_tasks(tasks, score_fn, pairset, batch_size=128):
     """(N_tasks, n_way) scores: score_fn(x1, x2) on every (anchor, candidate)."""
     a = np.repeat([t.anchor for t in tasks], [len(t.candidates) for t in tasks])
-    c = np.concatenate([t.candidates for t in tasks])
-    scores = np.concatenate([score_fn(images[a[i:i + batch_size]][:, None], images[c[i:i + batch_size]][:, None])
+    c = np.concatenate([t.candidates for t in tasks]) if tasks else np.zeros(0, int)
+    scores = np.concatenate([score_fn(pairset.image_batch(a[i:i + batch_size]),
+                                      pairset.image_batch(c[i:i + batch_size]))
                              for i in range(0, len(a), batch_size)]) if len(a) else np.zeros(0)
     return scores.reshape(len(tasks), -1)
 

@@ -69,7 +69,7 @@ def plot_pair_extremes(pairset, p, path, k=4):
     plt.close(fig)
 
 
-def plot_oneshot(tasks, scores, chosen, images, path, k=2):
+def plot_oneshot(tasks, scores, chosen, pairset, path, k=2):
     """The k best and k worst one-shot tasks (by the positive's margin): the
     anchor, then every candidate with its probability; the correct candidate
     framed green, the model's choice marked with a red title when wrong."""
@@ -86,11 +86,11 @@ def plot_oneshot(tasks, scores, chosen, images, path, k=2):
     axes = np.atleast_2d(axes)
     for r, ti in enumerate(pick):
         t = tasks[ti]
-        axes[r, 0].imshow(images[t.anchor], cmap="gray", vmin=0, vmax=1)
+        axes[r, 0].imshow(pairset.image_batch([t.anchor])[0, 0], cmap="gray", vmin=0, vmax=1)
         axes[r, 0].set_title("anchor" if r else "anchor (best)", fontsize=7)
         for c in range(n_way):
             ax = axes[r, c + 1]
-            ax.imshow(images[t.candidates[c]], cmap="gray", vmin=0, vmax=1)
+            ax.imshow(pairset.image_batch([t.candidates[c]])[0, 0], cmap="gray", vmin=0, vmax=1)
             mark = "*" if c == chosen[ti] else ""
             colour = "green" if c == t.answer else ("red" if c == chosen[ti] else "black")
             ax.set_title(f"{mark}{scores[ti, c]:.2f}", fontsize=7, color=colour)

@@ -19,7 +19,7 @@ from . import checkpoint as ckpt
 from .augment import augment_batch
 from .backend import get_backend, to_numpy
 from .config import ConfigError
-from .data import check_data_dir, load_pairset
+from .data import check_data_dir, load_pairset, to_unit_float
 from .experiment import ExperimentConfig
 from .losses import bce_with_logits_forward
 from .metrics import best_threshold
@@ -145,7 +145,7 @@ class Trainer:
         self.trainset, self.valset = full.subset(train_rows), full.subset(val_rows)
         if self.cfg.normalize:
             used = np.unique(np.concatenate([self.trainset.idx1, self.trainset.idx2]))
-            self.normalizer = Normalizer.fit(full.images[used])
+            self.normalizer = Normalizer.fit(to_unit_float(full.images[used]))
         else:
             self.normalizer = Normalizer()
         self.log(f"data: {len(self.trainset)} training pairs, {len(self.valset)} validation pairs "

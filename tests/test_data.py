@@ -100,8 +100,9 @@ def test_pairset_and_content_keyed_cache(tmp_path):
     make_dataset(root, people=4, per_person=3, pairs_per_class=4)
     cache = str(tmp_path / "cache")
     s = load_pairset(root, "pairsDevTrain.txt", cache, size=24)
-    assert len(s) == 8 and s.images.dtype == np.float32 and s.images.shape[1:] == (24, 24)
-    assert 0 <= s.images.min() and s.images.max() <= 1
+    assert len(s) == 8 and s.images.dtype == np.uint8 and s.images.shape[1:] == (24, 24)
+    x = s.image_batch(np.arange(len(s.images)))
+    assert x.dtype == np.float32 and x.shape[1] == 1 and 0 <= x.min() and x.max() <= 1
     assert list(s.labels) == [1] * 4 + [0] * 4
     x1, x2, y = s.batch([0, 5])
     assert x1.shape == (2, 1, 24, 24) and list(y) == [1, 0]
