@@ -156,10 +156,10 @@ def cmd_experiments(args):
                           log=lambda m: print(m, flush=True), force=args.force, progress=not args.quiet)
     rows = ex.collect(args.out)
     cmd = "python cli.py experiments" + (f" --only {' '.join(args.only)}" if args.only else "")
-    os.makedirs(os.path.dirname(args.results) or ".", exist_ok=True)
-    figures_rel = os.path.relpath(args.out, os.path.dirname(args.results) or ".")
+    docs = os.path.dirname(args.results) or "."
+    ex.copy_figures(rows, args.out, os.path.join(docs, "figures", "results"))
     with open(args.results, "w") as f:
-        f.write(ex.results_markdown(rows, cmd, figures_rel=None if figures_rel.startswith("..") else figures_rel))
+        f.write(ex.results_markdown(rows, cmd, figures_rel="figures/results"))
     print(f"wrote {args.results} ({len(rows)} of {len(ex.EXPERIMENTS)} experiments finished)")
 
 

@@ -26,6 +26,21 @@ def run_experiment(name, config, out_root, data_dir, device, seed, cache_dir, lo
                               progress=progress, experiment=name)
 
 
+FIGURES = (("history.png", "training curves"), ("roc.png", "ROC"), ("pairs.png", "worst/best pairs"),
+           ("oneshot.png", "one-shot tasks"))
+
+
+def copy_figures(rows, out_root, dest_root):
+    """Copy each finished experiment's figures next to the results table."""
+    import shutil
+    for name in rows:
+        for fig, _ in FIGURES:
+            src = os.path.join(out_root, name, "figures", fig)
+            if os.path.exists(src):
+                os.makedirs(os.path.join(dest_root, name), exist_ok=True)
+                shutil.copyfile(src, os.path.join(dest_root, name, fig))
+
+
 def collect(out_root):
     rows = {}
     for name in EXPERIMENTS:
@@ -68,9 +83,11 @@ def results_markdown(rows, command, figures_rel=None):
     if figures_rel:
         lines += ["", "## Figures", ""]
         for name in rows:
-            for fig, what in (("history.png", "training curves"), ("roc.png", "ROC"),
-                              ("pairs.png", "worst/best pairs"), ("oneshot.png", "one-shot tasks")):
-                lines.append(f"- {name}: [{what}]({figures_rel}/{name}/{fig})")
+            lines.append(f"### {EXPERIMENTS[name][0]}")
+            lines.append("")
+            for fig, what in FIGURES:
+                lines.append(f"![{name}: {what}]({figures_rel}/{name}/{fig})")
+            lines.append("")
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs"
     lines += ["", f"_Table written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {machine}._", ""]
     return "\n".join(lines)

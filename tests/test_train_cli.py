@@ -159,3 +159,31 @@ def test_cli_bad_config_file(tmp_path, capsys, dataset):
     bad.write_text('{"train": ')
     code, _, err = run_cli(["train", "--config", str(bad), "--data-dir", dataset], capsys)
     assert code == 2 and "bad.json:1: not valid JSON" in err
+
+
+def test_cli_experiments_table_and_view2_folds(dataset, tmp_path, capsys, monkeypatch):
+    """experiments runs, skips what finished, writes the table with figures; evaluate reads View 2 files."""
+    from minisiamese import experiment
+    tiny = ExperimentConfig.from_file(tiny_config(str(tmp_path / "cfg.json"), epochs=1))
+    monkeypatch.setitem(experiment.EXPERIMENTS, "baseline", ("Baseline", tiny))
+    results = str(tmp_path / "docs" / "results.md")
+    argv = ["experiments", "--only", "baseline", "--out", str(tmp_path / "runs"), "--results", results,
+            "--data-dir", dataset, "--cache-dir", str(tmp_path / "cache"), "--device", "cpu", "--quiet"]
+    code, stdout, err = run_cli(argv, capsys)
+    assert code == 0, err
+    table = open(results).read()
+    assert "| Baseline | " in table and "not run yet" in table and "0.670" in table
+    assert os.path.exists(tmp_path / "docs" / "figures" / "results" / "baseline" / "roc.png")
+    code, stdout, err = run_cli(argv, capsys)
+    assert code == 0 and "finished before" in stdout
+    # View 2: 'folds n' then per fold n same + n different lines
+    lines = open(os.path.join(dataset, "pairsDevTest.txt")).read().splitlines()[1:]
+    pos, neg = lines[:10], lines[10:]
+    v2 = tmp_path / "pairs_v2.txt"
+    v2.write_text("2\t5\n" + "\n".join(pos[:5] + neg[:5] + pos[5:] + neg[5:]) + "\n")
+    code, stdout, err = run_cli(["evaluate", "--checkpoint", str(tmp_path / "runs" / "baseline" / "model.npz"),
+                                 "--pairs", str(v2), "--data-dir", dataset, "--cache-dir", str(tmp_path / "cache"),
+                                 "--device", "cpu"], capsys)
+    assert code == 0, err
+    res = json.loads(stdout)
+    assert len(res["folds"]) == 2 and 0 <= res["accuracy_mean"] <= 1

@@ -1,0 +1,88 @@
+"""Interrupted writes, untrusted files, fuzzed configs."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from minisiamese.checkpoint import CheckpointError, load_arrays
+from minisiamese.config import ConfigError, ModelConfig
+from minisiamese.experiment import ExperimentConfig
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+WRITER = """
+import sys, numpy as np
+sys.path.insert(0, {root!r})
+from minisiamese.checkpoint import save_arrays
+k = 0
+while True:
+    k += 1
+    save_arrays({path!r}, {{"k": np.array(k), "a": np.full(3_000_000, k, np.float32)}})
+    print(k, flush=True)
+"""
+
+
+def test_sigkill_during_checkpoint_writes_leaves_a_loadable_file(tmp_path):
+    """Kill a process that rewrites a 12 MB checkpoint in a loop, at several
+    moments: the file on disk is always one complete version, never a mix."""
+    path = str(tmp_path / "ckpt.npz")
+    for delay in (0.15, 0.31, 0.47, 0.63, 0.8):
+        proc = subprocess.Popen([sys.executable, "-c", WRITER.format(root=ROOT, path=path)],
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline()                  # at least one complete write happened
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        arrays = load_arrays(path)
+        k = int(arrays["k"])
+        assert k >= 1 and arrays["a"].shape == (3_000_000,) and np.all(arrays["a"] == k)
+    leftovers = [p for p in os.listdir(tmp_path) if p != "ckpt.npz"]
+    assert all(p.startswith(".tmp-") for p in leftovers)   # only abandoned temporaries, never the real name
+
+
+def test_truncated_checkpoint_is_a_clear_error(tmp_path):
+    path = tmp_path / "c.npz"
+    np.savez(path, a=np.zeros(1000))
+    data = path.read_bytes()
+    for cut in (10, len(data) // 2, len(data) - 5):
+        path.write_bytes(data[:cut])
+        with pytest.raises(CheckpointError, match="c.npz: not a readable .npz file"):
+            load_arrays(path)
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers(-10, 10 ** 6) | st.floats(allow_nan=True)
+                           | st.text(max_size=5), lambda c: st.lists(c, max_size=4)
+                           | st.dictionaries(st.text(max_size=8), c, max_size=4), max_leaves=8)
+model_keys = st.sampled_from(["input_size", "conv_filters", "conv_kernels", "pool", "dense_units", "dropout",
+                              "l2_conv", "l2_dense", "init", "bogus"])
+
+
+@given(st.dictionaries(model_keys, json_values, max_size=5))
+def test_model_config_fuzz_only_raises_config_errors(d):
+    try:
+        cfg = ModelConfig.from_dict(d)
+    except ConfigError:
+        return
+    assert cfg.num_params() > 0 and cfg == ModelConfig.from_json(cfg.to_json())
+
+
+@given(st.dictionaries(st.sampled_from(["model", "train", "augment", "normalize", "extra"]),
+                       st.dictionaries(st.sampled_from(["epochs", "lr", "batch_size", "kind", "copies",
+                                                        "dense_units", "patience", "zoom"]), json_values,
+                                       max_size=3) | json_values, max_size=4))
+def test_experiment_config_fuzz_only_raises_config_errors(tmp_path_factory, d):
+    path = tmp_path_factory.mktemp("cfg") / "c.json"
+    path.write_text(json.dumps(d))
+    try:
+        cfg = ExperimentConfig.from_file(str(path))
+    except ConfigError as exc:
+        assert "c.json" in str(exc)
+        return
+    assert ExperimentConfig.from_dict(json.loads(cfg.to_json())) == cfg
