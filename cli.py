@@ -131,6 +131,7 @@ def cmd_train(args):
     cfg = _experiment_config(args)
     out = args.out or os.path.join("runs", args.preset or (os.path.splitext(os.path.basename(args.config))[0]
                                                           if args.config else "baseline"))
+    args.out = out                                     # for the Ctrl-C message
     print(f"training {args.preset or args.config or 'baseline'} ({cfg.model.num_params():,} parameters) "
           f"on {args.data_dir}, device {args.device}, output {out}", flush=True)
     train_and_evaluate(cfg, out, args.data_dir, args.device, args.seed, args.cache_dir, resume=args.resume,
@@ -202,8 +203,11 @@ def main(argv=None):
         return 2
     except KeyboardInterrupt:
         out = getattr(args, "out", None)
-        print(f"\ninterrupted; the last finished epoch is saved"
-              + (f" in {out}/checkpoint.npz (continue with --resume)" if out else ""), file=sys.stderr)
+        if args.command in ("train", "experiments") and out:
+            print(f"\ninterrupted: the state after the last finished epoch is kept in {out} "
+                  f"(checkpoint.npz); continue with --resume (experiments resume by themselves)", file=sys.stderr)
+        else:
+            print("\ninterrupted", file=sys.stderr)
         return 130
     return 0
 

@@ -86,3 +86,36 @@ def test_experiment_config_fuzz_only_raises_config_errors(tmp_path_factory, d):
         assert "c.json" in str(exc)
         return
     assert ExperimentConfig.from_dict(json.loads(cfg.to_json())) == cfg
+
+
+def test_ctrl_c_during_training_exits_cleanly_and_resume_finishes(tmp_path):
+    """SIGINT mid-run: exit status 130, a one-line message, no traceback, a
+    loadable checkpoint that --resume continues from."""
+    from fixtures import make_dataset, tiny_config
+    data = str(tmp_path / "data")
+    make_dataset(data, people=8, per_person=4, pairs_per_class=10)
+    cfg = tiny_config(str(tmp_path / "cfg.json"), epochs=400, patience=400)
+    out = tmp_path / "run"
+    cmd = [sys.executable, os.path.join(ROOT, "cli.py"), "train", "--config", cfg, "--out", str(out),
+           "--data-dir", data, "--cache-dir", str(tmp_path / "cache"), "--device", "cpu", "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not (out / "checkpoint.npz").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "interrupted: the state after the last finished epoch is kept in" in stderr
+    assert "Traceback" not in stderr
+    epoch = int(load_arrays(out / "checkpoint.npz")["epoch"])
+    assert 0 <= epoch < 399
+    # --resume picks up after the saved epoch (that it then matches an uninterrupted run bit for bit
+    # is test_train_cli.test_resume_is_bit_for_bit)
+    from minisiamese.experiment import ExperimentConfig
+    from minisiamese.train import Trainer
+    tr = Trainer(ExperimentConfig.from_file(cfg), str(out), data, cache_dir=str(tmp_path / "cache"),
+                 log=lambda m: None, progress=False)
+    tr.load_data()
+    tr._load_checkpoint()
+    assert tr.start_epoch == epoch + 1 and len(tr.history) == epoch + 1
