@@ -10,6 +10,16 @@ class ConfigError(ValueError):
     """A config value or key is not acceptable; the message names it."""
 
 
+def check_mapping(d, known, source, part=""):
+    """``d`` must be a dict whose keys are all in ``known``."""
+    where = f" in {part}" if part else ""
+    if not isinstance(d, dict):
+        raise ConfigError(f"{source}: expected an object of config keys{where}, got {type(d).__name__}")
+    unknown = sorted(set(d) - set(known))
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {unknown}{where}; known keys are {sorted(known)}")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The Siamese network of Koch et al. (2015) as the seed report sized it.
@@ -121,12 +131,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d, source="config"):
-        if not isinstance(d, dict):
-            raise ConfigError(f"{source}: expected a mapping of config keys, got {type(d).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"{source}: unknown key(s) {unknown}; known keys are {sorted(known)}")
+        check_mapping(d, {f.name for f in dataclasses.fields(cls)}, source)
         for key in ("conv_filters", "conv_kernels"):
             if key in d and not isinstance(d[key], (list, tuple)):
                 raise ConfigError(f"{source}: {key} must be a list of integers, got {d[key]!r}")

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 
 from .augment import AugmentConfig
-from .config import ConfigError, ModelConfig
+from .config import ConfigError, ModelConfig, check_mapping
 
 
 @dataclass(frozen=True)
@@ -71,21 +71,11 @@ class ExperimentConfig:
 
     @classmethod
     def from_dict(cls, d, source="config"):
-        if not isinstance(d, dict):
-            raise ConfigError(f"{source}: expected a JSON object")
-        known = {"model", "train", "augment", "normalize"}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"{source}: unknown key(s) {unknown}; known keys are {sorted(known)}")
+        check_mapping(d, {"model", "train", "augment", "normalize"}, source)
         parts = {}
         for key, klass in (("train", TrainConfig), ("augment", AugmentConfig)):
             sub = d.get(key, {})
-            if not isinstance(sub, dict):
-                raise ConfigError(f"{source}: {key} must be an object")
-            names = {f.name for f in dataclasses.fields(klass)}
-            bad = sorted(set(sub) - names)
-            if bad:
-                raise ConfigError(f"{source}: unknown key(s) {bad} in {key}; known keys are {sorted(names)}")
+            check_mapping(sub, {f.name for f in dataclasses.fields(klass)}, source, part=key)
             parts[key] = klass(**sub)
         parts["model"] = ModelConfig.from_dict(d.get("model", {}), source=f"{source}: model")
         try:
