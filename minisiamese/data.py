@@ -218,7 +218,7 @@ class PairSet:
 
     images (U, S, S) uint8, as decoded; idx1, idx2 (N,) int; labels (N,) float32.
     Pixels become float32 in [0, 1] only batch by batch, so memory is about
-    S*S bytes per unique image (44 KB at 105x105) plus one batch, whatever the
+    S*S bytes per unique image (11 KB at 105x105) plus one batch, whatever the
     number of pairs.
     """
 
