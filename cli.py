@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""minisiamese command line: train, evaluate, experiments, verify, download.
+"""minisiamese command line: train, evaluate, experiments, verify, pack, download.
 
     python cli.py train                      # the baseline on ../shared/data/lfw-a (or $MINISIAMESE_DATA)
     python cli.py train --preset narrow --device gpu
@@ -90,6 +90,18 @@ def build_parser():
     v.add_argument("--device", choices=["cpu", "gpu", "auto"], default="auto")
     v.add_argument("--debug", action="store_true")
 
+    k = sub.add_parser("pack", help="write the preprocessed faces of some pairs files as one small .npz",
+                       description="For machines that cannot hold the JPEGs (a GPU box reached by copying a "
+                                   "folder, say): writes OUT/faces-<size>.npz (uint8 faces, about 11 KB each) "
+                                   "and copies of the pairs files; use OUT as --data-dir there.")
+    k.add_argument("--data-dir", default=None, help="LFW-a folder (default: as for train)")
+    k.add_argument("--out", required=True, help="folder to write")
+    k.add_argument("--pairs", nargs="+", default=["pairsDevTrain.txt", "pairsDevTest.txt"],
+                   help="pairs files whose faces to pack (default: %(default)s)")
+    k.add_argument("--size", type=int, default=105, help="face size in pixels (default: %(default)s)")
+    k.add_argument("--cache-dir", default=None)
+    k.add_argument("--debug", action="store_true")
+
     d = sub.add_parser("download", help="fetch LFW-a and the pairs files, verify, extract",
                        description="Download the LFW-a archive and the pairs files from their public "
                                    "hosts, verify SHA-256 sums, and extract into --data-dir. Interrupted "
@@ -176,13 +188,21 @@ def cmd_verify(args):
     print(f"{p:.4f}  ({verdict} at threshold {threshold:.3f})")
 
 
+def cmd_pack(args):
+    from minisiamese.data import check_data_dir, default_data_dir, pack_faces
+    data_dir = args.data_dir or default_data_dir()
+    check_data_dir(data_dir, needs=())
+    path, n = pack_faces(data_dir, args.out, args.pairs, args.cache_dir, args.size)
+    print(f"wrote {path}: {n} faces of {args.size}x{args.size} ({os.path.getsize(path) / 2 ** 20:.1f} MiB)")
+
+
 def cmd_download(args):
     from minisiamese.download import download_lfwa
     download_lfwa(args.data_dir, archive_url=args.archive_url, pairs_url=args.pairs_url)
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "experiments": cmd_experiments,
-            "verify": cmd_verify, "download": cmd_download}
+            "verify": cmd_verify, "pack": cmd_pack, "download": cmd_download}
 
 
 def main(argv=None):

@@ -1,12 +1,14 @@
 """Per-layer conv benchmark: the four conv layers of the baseline at N = 256
 (channels-last), forward and backward time and GFLOP/s.
 
-Columns: the nested-loop reference (measured on a small proxy -- N = 1 and a
-4x4 output -- and reported as GFLOP/s, since a full layer would take hours),
-im2col + BLAS in NumPy, and PyTorch (NCHW, oneDNN) when installed.  GPU columns
-(our CuPy path, cuDNN) join with --device gpu once the GPU path lands.
+Columns on --device cpu: the nested-loop reference (measured on a small proxy --
+N = 1 and a 4x4 output -- and reported as GFLOP/s, since a full layer would take
+hours), im2col + BLAS in NumPy, and PyTorch (NCHW, oneDNN) when installed.
+On --device gpu: our CuPy path (im2col/col2im kernels + cuBLAS) and cuDNN through
+PyTorch when installed, timed after warm-up with the device synchronised, plus
+the device's measured float32 GEMM rate for scale.
 
-    python benchmarks/conv_bench.py [--n 256] [--repeats 3] [--json out.json] [--plot out.png]
+    python benchmarks/conv_bench.py [--device cpu|gpu] [--n 256] [--repeats 3] [--json out.json] [--plot out.png]
 """
 import argparse
 import json
@@ -43,16 +45,25 @@ def bench_reference(C, F, K):
     return 2.0 * 16 * f * K * K * C / (time.perf_counter() - t0) / 1e9
 
 
-def bench_numpy(n, S, C, F, K, repeats):
+def bench_ours(n, S, C, F, K, repeats, xp=np):
+    """minisiamese's conv on the backend ``xp`` (NumPy, or CuPy with our kernels)."""
     rng = np.random.default_rng(0)
-    x = rng.random((n, S, S, C), dtype=np.float32)
-    w = (rng.standard_normal((F, C, K, K)) * 0.01).astype(np.float32)
-    b = np.zeros(F, np.float32)
+    x = xp.asarray(rng.random((n, S, S, C), dtype=np.float32))
+    w = xp.asarray((rng.standard_normal((F, C, K, K)) * 0.01).astype(np.float32))
+    b = xp.zeros(F, np.float32)
     out, cache = ops.conv2d_forward(x, w, b)
-    dout = rng.standard_normal(out.shape, dtype=np.float32)
-    fwd, _ = median_time(lambda: ops.conv2d_forward(x, w, b), repeats)
-    bwd, _ = median_time(lambda: ops.conv2d_backward(dout, cache, need_dx=C > 1), repeats)
+    dout = xp.asarray(rng.standard_normal(out.shape, dtype=np.float32))
+    sync = xp.cuda.Stream.null.synchronize if xp is not np else None
+    fwd, _ = median_time(lambda: ops.conv2d_forward(x, w, b), repeats, sync=sync)
+    bwd, _ = median_time(lambda: ops.conv2d_backward(dout, cache, need_dx=C > 1), repeats, sync=sync)
     return fwd, bwd
+
+
+def device_gemm_gflops(xp, size=8192, repeats=5):
+    a = xp.random.random((size, size), dtype=np.float32)
+    sync = xp.cuda.Stream.null.synchronize
+    t, _ = median_time(lambda: a @ a, repeats, sync=sync)
+    return 2.0 * size ** 3 / t / 1e9
 
 
 def bench_torch(n, S, C, F, K, repeats, device="cpu"):
@@ -77,6 +88,7 @@ def bench_torch(n, S, C, F, K, repeats, device="cpu"):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     p.add_argument("--n", type=int, default=256, help="images per batch (default: 256 = 128 pairs)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-torch", action="store_true")
@@ -84,24 +96,40 @@ def main():
     p.add_argument("--plot", help="write a bar chart of GFLOP/s to this PNG file")
     args = p.parse_args()
     tune_cpu_allocator()
+    from minisiamese.backend import get_backend
+    xp = get_backend(args.device)
+    gpu = args.device == "gpu"
     use_torch = not args.no_torch and torch_available()
     if use_torch:
         import torch
         torch.set_num_threads(os.cpu_count())
+        if gpu:
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False   # float32, as ours
+    extra = {}
+    if gpu:
+        extra["device_gemm_gflops"] = device_gemm_gflops(xp)
+        extra["gpu"] = xp.cuda.runtime.getDeviceProperties(0)["name"].decode()
+        extra["cupy"] = xp.__version__
+        print(f"{extra['gpu']}: float32 GEMM (8192^3, cuBLAS) {extra['device_gemm_gflops']:.0f} GFLOP/s")
     rows = []
     for name, S, C, F, K in LAYERS:
         f_fwd, f_bwd = flops(args.n, S, C, F, K)
         row = {"layer": name, "shape": f"{S}x{S}x{C} -> {F}@{K}x{K}", "gflop_fwd": f_fwd / 1e9,
-               "gflop_bwd": f_bwd / 1e9, "ref_gflops": bench_reference(C, F, K)}
-        row["numpy_fwd_s"], row["numpy_bwd_s"] = bench_numpy(args.n, S, C, F, K, args.repeats)
+               "gflop_bwd": f_bwd / 1e9, "ref_gflops": bench_reference(C, F, K) if not gpu else float("nan")}
+        row["numpy_fwd_s"], row["numpy_bwd_s"] = bench_ours(args.n, S, C, F, K, args.repeats, xp)
         if use_torch:
-            row["torch_fwd_s"], row["torch_bwd_s"] = bench_torch(args.n, S, C, F, K, args.repeats)
+            row["torch_fwd_s"], row["torch_bwd_s"] = bench_torch(args.n, S, C, F, K, args.repeats,
+                                                                 "cuda" if gpu else "cpu")
         rows.append(row)
         print(f"{name} done", file=sys.stderr)
-    head = f"{'layer':6s} {'GFLOP f/b':>11s} {'loop ref GF/s':>13s} {'numpy fwd s':>11s} {'bwd s':>7s} {'GF/s':>6s}"
+    ours = "cupy" if gpu else "numpy"
+    theirs = "cudnn" if gpu else "torch"
+    head = f"{'layer':6s} {'GFLOP f/b':>11s} {'loop ref GF/s':>13s} {ours + ' fwd s':>11s} {'bwd s':>7s} {'GF/s':>6s}"
     if use_torch:
-        head += f" {'torch fwd s':>11s} {'bwd s':>7s} {'GF/s':>6s}"
-    print(f"conv layers of the baseline at N = {args.n} (median of {args.repeats})")
+        head += f" {theirs + ' fwd s':>11s} {'bwd s':>7s} {'GF/s':>6s}"
+    print(f"conv layers of the baseline at N = {args.n}, device {args.device} (median of {args.repeats}); "
+          f"'{ours}' = minisiamese")
     print(head)
     for r in rows:
         total = r["gflop_fwd"] + r["gflop_bwd"]
@@ -113,7 +141,8 @@ def main():
         print(line)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": machine(), "n": args.n, "rows": rows}, f, indent=1)
+            json.dump({"machine": machine(), "device": args.device, "n": args.n, "rows": rows, **extra}, f,
+                      indent=1)
     if args.plot:
         import matplotlib
         matplotlib.use("Agg")
@@ -121,9 +150,10 @@ def main():
         fig, ax = plt.subplots(figsize=(6, 3.5))
         xs = np.arange(len(rows))
         tot = lambda r, k: (r["gflop_fwd"] + r["gflop_bwd"]) / (r[k + "_fwd_s"] + r[k + "_bwd_s"])  # noqa: E731
-        ax.bar(xs - 0.2, [tot(r, "numpy") for r in rows], 0.4, label="minisiamese (NumPy im2col)")
+        ax.bar(xs - 0.2, [tot(r, "numpy") for r in rows], 0.4, label=f"minisiamese ({args.device})")
         if use_torch:
-            ax.bar(xs + 0.2, [tot(r, "torch") for r in rows], 0.4, label="PyTorch CPU")
+            ax.bar(xs + 0.2, [tot(r, "torch") for r in rows], 0.4,
+                   label="PyTorch + cuDNN" if gpu else "PyTorch CPU")
         ax.set_xticks(xs, [r["layer"] for r in rows])
         ax.set_ylabel("GFLOP/s (forward + backward)")
         ax.legend()

@@ -52,8 +52,15 @@ def missing_data_message(data_dir):
             f"or point --data-dir (or ${DATA_DIR_ENV}) at an existing copy.")
 
 
+def bundle_path(data_dir, size=IMAGE_SIZE):
+    """A packed face bundle (see :func:`pack_faces`) standing in for lfw2/."""
+    return os.path.join(data_dir, f"faces-{size}.npz")
+
+
 def check_data_dir(data_dir, needs=("pairsDevTrain.txt",)):
-    if not os.path.isdir(data_dir) or not os.path.isdir(images_root(data_dir)):
+    has_images = os.path.isdir(os.path.join(data_dir, "lfw2")) or any(
+        f.startswith("faces-") and f.endswith(".npz") for f in (os.listdir(data_dir) if os.path.isdir(data_dir) else []))
+    if not os.path.isdir(data_dir) or not (has_images or os.path.isdir(images_root(data_dir))):
         raise DataError(missing_data_message(data_dir))
     for name in needs:
         if not os.path.isfile(os.path.join(data_dir, name)):
@@ -189,6 +196,8 @@ def load_images(data_dir, keys, cache_dir=None, size=IMAGE_SIZE, where=None):
     """
     from .checkpoint import load_arrays, save_arrays, CheckpointError
     where = where or {}
+    if not os.path.isdir(os.path.join(data_dir, "lfw2")) and os.path.isfile(bundle_path(data_dir, size)):
+        return _from_bundle(bundle_path(data_dir, size), keys, where)
     paths = [image_path(data_dir, n, k) for n, k in keys]
     h = hashlib.sha256(f"{PREPROCESS_VERSION}:{size}".encode())
     for key, path in zip(keys, paths):
@@ -211,6 +220,44 @@ def load_images(data_dir, keys, cache_dir=None, size=IMAGE_SIZE, where=None):
     if cache_file:
         save_arrays(cache_file, {"images": arr})
     return arr
+
+
+def _key_text(key):
+    return f"{key[0]}/{key[1]}"
+
+
+def _from_bundle(path, keys, where):
+    from .checkpoint import load_arrays
+    arrays = load_arrays(path)
+    if "keys" not in arrays or "images" not in arrays or arrays["images"].dtype != np.uint8:
+        raise DataError(f"{path}: not a face bundle written by 'cli.py pack'")
+    row = {k: i for i, k in enumerate(arrays["keys"].tolist())}
+    missing = [k for k in keys if _key_text(k) not in row]
+    if missing:
+        k = missing[0]
+        raise DataError(f"{path}: has no image {_key_text(k)}" + (f" ({where[k]})" if k in where else ""))
+    return arrays["images"][[row[_key_text(k)] for k in keys]]
+
+
+def pack_faces(data_dir, out_dir, pairs_files, cache_dir=None, size=IMAGE_SIZE):
+    """Write the preprocessed faces named by ``pairs_files`` (uint8, size x size)
+    and copies of those files into ``out_dir``: a small stand-in for the data
+    folder (about 11 KB a face) for machines that cannot hold the JPEGs."""
+    import shutil
+    from .checkpoint import save_arrays
+    keys, seen = [], set()
+    for name in pairs_files:
+        src = name if os.path.exists(name) else os.path.join(data_dir, name)
+        for p in read_pairs(src):
+            for key in ((p.name1, p.num1), (p.name2, p.num2)):
+                if key not in seen:
+                    seen.add(key)
+                    keys.append(key)
+        os.makedirs(out_dir, exist_ok=True)
+        shutil.copyfile(src, os.path.join(out_dir, os.path.basename(src)))
+    images = load_images(data_dir, keys, cache_dir, size)
+    save_arrays(bundle_path(out_dir, size), {"keys": np.array([_key_text(k) for k in keys]), "images": images})
+    return bundle_path(out_dir, size), len(keys)
 
 
 class PairSet:

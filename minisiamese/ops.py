@@ -45,7 +45,7 @@ def conv2d_forward(x, w, b=None, stride=1, pad=0):
     OH, OW = check_conv_args(x.shape, w.shape, None if b is None else b.shape, stride, pad)
     N, H, W, C = x.shape
     F, _, KH, KW = w.shape
-    wmat = w.transpose(2, 3, 1, 0).reshape(KH * KW * C, F)              # (K, F)
+    wmat = xp.ascontiguousarray(w.transpose(2, 3, 1, 0).reshape(KH * KW * C, F))   # (K, F), C order
     out = xp.empty((N, OH, OW, F), dtype=x.dtype)
     out2 = out.reshape(N * OH * OW, F)                                    # (N*OH*OW, F)
     rows = OH * OW
@@ -72,16 +72,16 @@ def conv2d_backward(dout, cache, need_dx=True):
     F, _, KH, KW = w.shape
     _, OH, OW, _ = dout.shape
     rows = OH * OW
-    wmat = w.transpose(2, 3, 1, 0).reshape(KH * KW * C, F)              # (K, F)
+    wmat = xp.ascontiguousarray(w.transpose(2, 3, 1, 0).reshape(KH * KW * C, F))   # (K, F), C order
     dout2 = dout.reshape(N * rows, F)                                     # (N*OH*OW, F)
     db = dout2.sum(axis=0) if has_bias else None                          # (F,)
-    dwmat = xp.zeros_like(wmat)                                           # (K, F)
+    dwmat = xp.zeros(wmat.shape, dtype=wmat.dtype)                        # (K, F), C order: BLAS-friendly out=
     dx = xp.empty(x.shape, dtype=dout.dtype) if need_dx else None
     chunks = _chunks(N, rows * KH * KW * C * x.itemsize)
     n_max = chunks[0][1] - chunks[0][0]
     buf = xp.empty(n_max * rows * KH * KW * C, dtype=x.dtype)
     dbuf = xp.empty((n_max * rows, KH * KW * C), dtype=dout.dtype) if need_dx else None
-    part = xp.empty_like(dwmat)
+    part = xp.empty(dwmat.shape, dtype=dwmat.dtype)
     for n0, n1 in chunks:
         dy = dout2[n0 * rows:n1 * rows]                                   # (n*OH*OW, F)
         cols = im2col(x[n0:n1], KH, KW, stride, pad, out=buf)            # (n*OH*OW, K)

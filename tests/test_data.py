@@ -123,8 +123,6 @@ def test_pairset_and_content_keyed_cache(tmp_path):
 def test_missing_image_names_pairs_file_and_line(tmp_path):
     root = str(tmp_path)
     make_dataset(root, people=4, per_person=3, pairs_per_class=2)
-    with open(os.path.join(root, "pairsDevTrain.txt"), "a") as f:
-        pass
     text = open(os.path.join(root, "pairsDevTrain.txt")).read().splitlines()
     text[1] = "Person_Aa\t1\t9"
     with open(os.path.join(root, "pairsDevTrain.txt"), "w") as f:

@@ -187,3 +187,21 @@ def test_cli_experiments_table_and_view2_folds(dataset, tmp_path, capsys, monkey
     assert code == 0, err
     res = json.loads(stdout)
     assert len(res["folds"]) == 2 and 0 <= res["accuracy_mean"] <= 1
+
+
+def test_packed_face_bundle_stands_in_for_the_jpegs(dataset, tmp_path, capsys):
+    bundle = str(tmp_path / "bundle")
+    code, stdout, err = run_cli(["pack", "--data-dir", dataset, "--out", bundle, "--size", "24"], capsys)
+    assert code == 0, err
+    assert sorted(os.listdir(bundle)) == ["faces-24.npz", "pairsDevTest.txt", "pairsDevTrain.txt"]
+    from minisiamese.data import load_pairset
+    direct = load_pairset(dataset, "pairsDevTrain.txt", None, size=24)
+    packed = load_pairset(bundle, "pairsDevTrain.txt", None, size=24)
+    np.testing.assert_array_equal(packed.images, direct.images)
+    cfg = tiny_config(str(tmp_path / "cfg.json"), epochs=1)
+    code, stdout, err = run_cli(["train", "--config", cfg, "--out", str(tmp_path / "run"), "--data-dir", bundle,
+                                 "--device", "cpu", "--quiet"], capsys)
+    assert code == 0, err
+    from minisiamese.data import DataError, load_images
+    with pytest.raises(DataError, match="faces-24.npz: has no image Nobody/1"):
+        load_images(bundle, [("Nobody", 1)], size=24)
