@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # One prepared GPU check, for a machine with an NVIDIA GPU, CuPy, PyTorch and no network.
 # Runs the test suite (GPU cases included), the conv and training-step benchmarks against
-# PyTorch + cuDNN, and a full baseline training + evaluation on LFW-a, writing everything
-# to one output folder.
+# PyTorch + cuDNN, and a full baseline training + evaluation on LFW-a; packs every log, JSON
+# and figure (not the weights) into OUT_DIR/gpu_check.tar.gz.
 #
 #   bash benchmarks/gpu_check.sh OUT_DIR [DATA_DIR]
 #
 # DATA_DIR is an LFW-a folder, or a packed bundle made here first with
 #   python3 cli.py pack --out gpu_bundle        (53 MiB: the faces of both View 1 files)
 set -uo pipefail
-out=${1:?usage: gpu_check.sh OUT_DIR [DATA_DIR]}
+dest=${1:?usage: gpu_check.sh OUT_DIR [DATA_DIR]}
 data=${2:-gpu_bundle}
 cd "$(dirname "$0")/.."
-mkdir -p "$out"
+out=$(mktemp -d)/gpu_check
+mkdir -p "$out" "$dest"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 {
   date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
@@ -23,5 +24,7 @@ python3 benchmarks/conv_bench.py --device gpu --repeats 10 --json "$out/conv_ben
 python3 benchmarks/train_step_bench.py --device gpu --steps 20 --warmup 3 --json "$out/train_step.json" > "$out/train_step.txt" 2>&1
 python3 cli.py train --device gpu --data-dir "$data" --out "$out/baseline" --cache-dir "$out/cache" --quiet > "$out/train.txt" 2>&1
 echo "train rc=$?" >> "$out/train.txt"
-rm -rf "$out/cache" "$out/baseline/checkpoint.npz" "$out/baseline/best.npz"   # keep model.npz, results, figures
+rm -rf "$out/cache"
 tail -n 3 "$out"/*.txt
+tar czf "$dest/gpu_check.tar.gz" --exclude='*.npz' -C "$(dirname "$out")" gpu_check
+ls -l "$dest"
