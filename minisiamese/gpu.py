@@ -50,7 +50,7 @@ def im2col_gpu(x, KH, KW, stride, pad, OH, OW, out=None):
     size = N * OH * OW * KH * KW * C
     cols = cupy.empty(size, dtype=x.dtype) if out is None else out.reshape(-1)[:size]
     k = _kernel("im2col.cu", "im2col_nhwc", x.dtype)
-    k(_grid(size), (BLOCK,), [cupy.ascontiguousarray(x), cols] + _i32(N, H, W, C, KH, KW, stride, pad, OH, OW))
+    k(_grid(size), (BLOCK,), (cupy.ascontiguousarray(x), cols, *_i32(N, H, W, C, KH, KW, stride, pad, OH, OW)))
     return cols.reshape(N * OH * OW, KH * KW * C)
 
 
@@ -60,7 +60,7 @@ def col2im_gpu(cols, x_shape, KH, KW, stride, pad, OH, OW, out=None):
     N, H, W, C = x_shape
     dx = cupy.empty(x_shape, dtype=cols.dtype) if out is None or not out.flags.c_contiguous else out
     k = _kernel("im2col.cu", "col2im_nhwc", cols.dtype)
-    k(_grid(dx.size), (BLOCK,), [cupy.ascontiguousarray(cols), dx] + _i32(N, H, W, C, KH, KW, stride, pad, OH, OW))
+    k(_grid(dx.size), (BLOCK,), (cupy.ascontiguousarray(cols), dx, *_i32(N, H, W, C, KH, KW, stride, pad, OH, OW)))
     if out is not None and dx is not out:
         out[...] = dx
         return out
@@ -73,7 +73,7 @@ def maxpool_forward_gpu(x, pool, stride, OH, OW):
     out = cupy.empty((N, OH, OW, C), dtype=x.dtype)
     idx = cupy.empty((N, OH, OW, C), dtype=cupy.uint8)
     k = _kernel("maxpool.cu", "maxpool_fwd_nhwc", x.dtype)
-    k(_grid(out.size), (BLOCK,), [cupy.ascontiguousarray(x), out, idx] + _i32(N, H, W, C, pool, stride, OH, OW))
+    k(_grid(out.size), (BLOCK,), (cupy.ascontiguousarray(x), out, idx, *_i32(N, H, W, C, pool, stride, OH, OW)))
     return out, idx
 
 
@@ -83,20 +83,20 @@ def maxpool_backward_gpu(dout, idx, x_shape, pool, stride):
     _, OH, OW, _ = dout.shape
     dx = cupy.empty(x_shape, dtype=dout.dtype)
     k = _kernel("maxpool.cu", "maxpool_bwd_nhwc", dout.dtype)
-    k(_grid(dx.size), (BLOCK,), [cupy.ascontiguousarray(dout), idx, dx] + _i32(N, H, W, C, pool, stride, OH, OW))
+    k(_grid(dx.size), (BLOCK,), (cupy.ascontiguousarray(dout), idx, dx, *_i32(N, H, W, C, pool, stride, OH, OW)))
     return dx
 
 
 def bias_relu_forward_gpu(x, b):
     """In place: x = max(x + b, 0) over the last (channel) axis."""
     k = _kernel("elementwise.cu", "bias_relu_fwd", x.dtype)
-    k(_grid(x.size), (BLOCK,), [x, b.astype(x.dtype, copy=False), np.int64(x.size), np.int32(x.shape[-1])])
+    k(_grid(x.size), (BLOCK,), (x, b.astype(x.dtype, copy=False), np.int64(x.size), np.int32(x.shape[-1])))
     return x
 
 
 def relu_backward_gpu(dout, y, out):
     k = _kernel("elementwise.cu", "relu_bwd", dout.dtype)
-    k(_grid(dout.size), (BLOCK,), [dout, y, out, np.int64(dout.size)])
+    k(_grid(dout.size), (BLOCK,), (dout, y, out, np.int64(dout.size)))
     return out
 
 
@@ -104,4 +104,4 @@ def adam_update_gpu(w, g, m, v, alpha, beta1, beta2, eps):
     """One Adam step on one parameter array, in place (all four contiguous)."""
     t = w.dtype.type
     k = _kernel("elementwise.cu", "adam_update", w.dtype)
-    k(_grid(w.size), (BLOCK,), [w, g, m, v, np.int64(w.size), t(alpha), t(beta1), t(beta2), t(eps)])
+    k(_grid(w.size), (BLOCK,), (w, g, m, v, np.int64(w.size), t(alpha), t(beta1), t(beta2), t(eps)))

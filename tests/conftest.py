@@ -43,3 +43,19 @@ def to_np(a):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def shim(tmp_path_factory):
+    """kernels/*.cu compiled for the host (tests/kernel_shim), as a ctypes library."""
+    import ctypes
+    import shutil
+    import subprocess
+    if shutil.which("g++") is None:
+        pytest.skip("g++ not installed")
+    lib = tmp_path_factory.mktemp("shim") / "libshim.so"
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernel_shim", "shim.cpp")
+    proc = subprocess.run(["g++", "-O1", "-std=c++17", "-shared", "-fPIC", src, "-o", str(lib)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return ctypes.CDLL(str(lib))

@@ -35,18 +35,6 @@ def test_cuda_source_compiles_for_sm90(source, tmp_path):
     assert proc.returncode == 0, proc.stderr
 
 
-@pytest.fixture(scope="module")
-def shim(tmp_path_factory):
-    if shutil.which("g++") is None:
-        pytest.skip("g++ not installed")
-    lib = tmp_path_factory.mktemp("shim") / "libshim.so"
-    src = os.path.join(ROOT, "tests", "kernel_shim", "shim.cpp")
-    proc = subprocess.run(["g++", "-O1", "-std=c++17", "-shared", "-fPIC", src, "-o", str(lib)],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    return ctypes.CDLL(str(lib))
-
-
 def ptr(a):
     return a.ctypes.data_as(ctypes.c_void_p)
 
