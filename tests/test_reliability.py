@@ -119,3 +119,13 @@ def test_ctrl_c_during_training_exits_cleanly_and_resume_finishes(tmp_path):
     tr.load_data()
     tr._load_checkpoint()
     assert tr.start_epoch == epoch + 1 and len(tr.history) == epoch + 1
+
+
+def test_example_configs_load():
+    folder = os.path.join(ROOT, "docs", "configs")
+    names = sorted(os.listdir(folder))
+    assert "baseline.json" in names
+    for name in names:
+        cfg = ExperimentConfig.from_file(os.path.join(folder, name))
+        assert cfg.model.num_params() > 0
+    assert ExperimentConfig.from_file(os.path.join(folder, "baseline.json")) == ExperimentConfig.preset("baseline")
