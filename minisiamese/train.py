@@ -27,6 +27,7 @@ from .model import SiameseNet
 from .optim import Adam, ExponentialDecay
 
 TRAIN_FORMAT = "minisiamese-train-1"
+DIVERGENCE_FACTOR = 10       # a training loss this many times the first one stops the run
 
 
 class TrainingError(RuntimeError):
@@ -158,6 +159,7 @@ class Trainer:
         self.opt = Adam(lr=t.lr, beta1=t.beta1, beta2=t.beta2, eps=t.eps)
         self.history, self.start_epoch = [], 0
         self.best_val, self.best_epoch, self.wait = float("inf"), -1, 0
+        self.reference_loss = None
 
     def _save_checkpoint(self, epoch):
         arrays = {"format": np.array(TRAIN_FORMAT), "config": np.array(self.cfg.to_json()),
@@ -203,6 +205,29 @@ class Trainer:
         order = epoch_rng(self.seed, epoch, 0).permutation(len(rows))
         return rows[order], flags[order]
 
+    def _check_step(self, epoch, step, loss, grads):
+        """Stop on a non-finite loss or gradient, or a loss that has grown past
+        DIVERGENCE_FACTOR times the run's first training loss: never train on
+        silently.  The last checkpoint (end of the previous epoch) is kept."""
+        xp = self.xp
+        bad = [k for k, g in grads.items() if not bool(xp.isfinite(g).all())]
+        if self.reference_loss is None and np.isfinite(loss):
+            self.reference_loss = self.history[0]["loss"] if self.history else loss
+        if not np.isfinite(loss):
+            what = f"the loss is not finite ({loss})"
+        elif bad:
+            what = f"the gradient of {bad[0]} is not finite (loss {loss:.4g})"
+        elif loss > DIVERGENCE_FACTOR * self.reference_loss:
+            what = (f"the loss {loss:.4g} is over {DIVERGENCE_FACTOR}x the first training loss "
+                    f"{self.reference_loss:.4g}: training is diverging")
+        else:
+            return
+        self.progress.end()
+        kept = self.checkpoint_path if os.path.exists(self.checkpoint_path) else "(none yet: no epoch finished)"
+        raise TrainingError(f"epoch {epoch + 1}, step {step + 1}: {what}; the learning rate "
+                            f"{self.cfg.train.lr * self.opt.lr_scale:g} is probably too high. "
+                            f"The last good state is kept in {kept}")
+
     def _train_epoch(self, epoch):
         t = self.cfg.train
         xp = self.xp
@@ -222,14 +247,7 @@ class Trainer:
                 x2[f] = augment_batch(x2[f], self.cfg.augment, aug_rng)
             loss, grads, probs = self.net.loss_and_grads(self.normalizer(x1), self.normalizer(x2), y,
                                                          return_probs=True)
-            bad = [k for k, g in grads.items() if not bool(xp.isfinite(g).all())]
-            if not np.isfinite(loss) or bad:
-                self.progress.end()
-                what = "loss is not finite" if not np.isfinite(loss) else f"gradient of {bad[0]} is not finite"
-                raise TrainingError(
-                    f"epoch {epoch + 1}, step {step + 1}: {what} (loss {loss}); the learning rate "
-                    f"{t.lr * self.opt.lr_scale:g} may be too high. The last good state is kept in "
-                    f"{self.checkpoint_path if os.path.exists(self.checkpoint_path) else '(none yet)'}")
+            self._check_step(epoch, step, loss, grads)
             self.opt.step(self.net.params, grads)
             n = len(y)
             total_loss += loss * n

@@ -97,7 +97,7 @@ def test_non_finite_gradient_stops_with_epoch_and_step(dataset, tmp_path, monkey
     monkeypatch.setattr(SiameseNet, "loss_and_grads", poisoned)
     tr = Trainer(config(tmp_path, epochs=3, batch_size=4), str(tmp_path / "nan"), dataset,
                  cache_dir=str(tmp_path / "cache"), log=lambda m: None, progress=False)
-    with pytest.raises(TrainingError, match=r"epoch 2, step 2: gradient of conv1.w is not finite"):
+    with pytest.raises(TrainingError, match=r"epoch 2, step 2: the gradient of conv1.w is not finite"):
         tr.fit()
     assert len(tr.history) == 1
     from minisiamese.checkpoint import load_arrays
@@ -205,3 +205,21 @@ def test_packed_face_bundle_stands_in_for_the_jpegs(dataset, tmp_path, capsys):
     from minisiamese.data import DataError, load_images
     with pytest.raises(DataError, match="faces-24.npz: has no image Nobody/1"):
         load_images(bundle, [("Nobody", 1)], size=24)
+
+
+def test_a_diverging_learning_rate_is_stopped_not_trained_on(dataset, tmp_path):
+    """lr 0.5 with a strong L2 penalty: Adam's first steps blow the weights (and
+    the penalty) up by two orders of magnitude, with every number still finite."""
+    from fixtures import TINY_MODEL
+    cfg = ExperimentConfig.from_dict({"model": dict(TINY_MODEL, l2_conv=0.05, l2_dense=0.05),
+                                      "train": {"epochs": 3, "batch_size": 4, "lr": 0.5}})
+    tr = Trainer(cfg, str(tmp_path / "div"), dataset, cache_dir=str(tmp_path / "cache"), log=lambda m: None,
+                 progress=False)
+    with pytest.raises(TrainingError, match=r"epoch 1, step \d+: the loss .* is over 10x the first training "
+                                            r"loss .*diverging; the learning rate 0.5 is probably too high"):
+        tr.fit()
+
+
+def test_debug_shows_the_traceback(capsys):
+    with pytest.raises(Exception, match="LFW-a not found"):
+        cli.main(["train", "--data-dir", "/nonexistent/lfw", "--debug"])
