@@ -221,11 +221,14 @@ def main(argv=None):
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        from minisiamese.train import TrainingInterrupted
         out = getattr(args, "out", None)
-        if args.command in ("train", "experiments") and out:
-            print(f"\ninterrupted: the state after the last finished epoch is kept in {out} "
-                  f"(checkpoint.npz); continue with --resume (experiments resume by themselves)", file=sys.stderr)
+        if isinstance(exc, TrainingInterrupted):
+            print(str(exc), file=sys.stderr)
+        elif args.command in ("train", "experiments") and out:
+            print(f"\ninterrupted: the last saved state is in {out} (checkpoint.npz); continue with --resume "
+                  f"(experiments resume by themselves)", file=sys.stderr)
         else:
             print("\ninterrupted", file=sys.stderr)
         return 130

@@ -10,7 +10,9 @@ exactly as the uninterrupted run would have.
 """
 import json
 import os
+import signal
 import sys
+import threading
 import time
 
 import numpy as np
@@ -32,6 +34,21 @@ DIVERGENCE_FACTOR = 10       # a training loss this many times the first one sto
 
 class TrainingError(RuntimeError):
     """Training cannot go on (non-finite loss, a checkpoint for another run...)."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C: the state was saved after the step in progress; --resume continues."""
+
+
+def _rng_state(rng):
+    """JSON of a NumPy generator's state ('' for generators without one, e.g. CuPy's)."""
+    bit_gen = getattr(rng, "bit_generator", None)
+    return json.dumps(bit_gen.state) if bit_gen is not None and type(rng).__module__.startswith("numpy") else ""
+
+
+def _set_rng_state(rng, text):
+    if text:
+        rng.bit_generator.state = json.loads(text)
 
 
 def epoch_rng(seed, epoch, stream):
@@ -133,6 +150,7 @@ class Trainer:
         self.best_path = os.path.join(out_dir, "best.npz")
         self.model_path = os.path.join(out_dir, "model.npz")
         self.history_path = os.path.join(out_dir, "history.json")
+        self._stop_requested = False
 
     # ------------------------------------------------------------------ data
     def load_data(self):
@@ -160,13 +178,17 @@ class Trainer:
         self.history, self.start_epoch = [], 0
         self.best_val, self.best_epoch, self.wait = float("inf"), -1, 0
         self.reference_loss = None
+        self.partial = None          # where an interrupted epoch stopped (see _train_epoch)
 
-    def _save_checkpoint(self, epoch):
+    def _save_checkpoint(self, epoch, partial=None):
+        """``epoch``: the last finished epoch (0-based, -1 for none); ``partial``:
+        where the epoch after it was interrupted, or None."""
         arrays = {"format": np.array(TRAIN_FORMAT), "config": np.array(self.cfg.to_json()),
                   "seed": np.array(self.seed), "epoch": np.array(epoch),
                   "history": np.array(json.dumps(self.history)),
                   "best_val": np.array(self.best_val), "best_epoch": np.array(self.best_epoch),
-                  "wait": np.array(self.wait)}
+                  "wait": np.array(self.wait), "partial": np.array(json.dumps(partial) if partial else ""),
+                  "reference_loss": np.array(np.nan if self.reference_loss is None else self.reference_loss)}
         arrays.update({f"param/{k}": v for k, v in self.net.state_dict().items()})
         arrays.update({f"opt/{k}": np.asarray(v) if np.isscalar(v) else v
                        for k, v in self.opt.state_dict().items()})
@@ -194,6 +216,12 @@ class Trainer:
         self.start_epoch = int(a["epoch"]) + 1
         self.best_val, self.best_epoch, self.wait = float(a["best_val"]), int(a["best_epoch"]), int(a["wait"])
         self.normalizer = Normalizer.from_extra(a)
+        ref = float(a["reference_loss"]) if "reference_loss" in a else float("nan")
+        self.reference_loss = None if np.isnan(ref) else ref
+        partial = str(a["partial"]) if "partial" in a else ""
+        if partial:
+            self.partial = json.loads(partial)
+            self.start_epoch = self.partial["epoch"]
 
     # ------------------------------------------------------------------ training
     def _epoch_rows(self, epoch):
@@ -229,16 +257,38 @@ class Trainer:
                             f"The last good state is kept in {kept}")
 
     def _train_epoch(self, epoch):
+        """One pass over the epoch's batches; returns (loss, accuracy, seconds).
+
+        A Ctrl-C (see :meth:`fit`) is acted on between steps: the state after the
+        last finished step -- weights, Adam, the epoch's generator states and
+        running totals -- is saved as ``partial`` and :class:`TrainingInterrupted`
+        raised; a resumed run picks the epoch up at the next step, bit for bit
+        on the CPU.
+        """
         t = self.cfg.train
         xp = self.xp
         ExponentialDecay(t.lr_decay).apply(self.opt, epoch)
         self.net.rng = xp.random.default_rng(int(epoch_rng(self.seed, epoch, 1).integers(2 ** 62)))
         aug_rng = epoch_rng(self.seed, epoch, 2)
         rows, flags = self._epoch_rows(epoch)
-        total_loss = correct = seen = 0
-        t0 = time.perf_counter()
+        start, total_loss, correct, seen, before = 0, 0.0, 0, 0, 0.0
+        if self.partial is not None and self.partial["epoch"] == epoch:
+            p = self.partial
+            start, total_loss, correct, seen, before = p["step"], p["loss"], p["correct"], p["seen"], p["seconds"]
+            _set_rng_state(aug_rng, p["aug_rng"])
+            _set_rng_state(self.net.rng, p["dropout_rng"])
+        self.partial = None
+        t0 = time.perf_counter() - before
         steps = -(-len(rows) // t.batch_size)
-        for step in range(steps):
+        for step in range(start, steps):
+            if self._stop_requested:
+                self.progress.end()
+                state = {"epoch": epoch, "step": step, "loss": total_loss, "correct": correct, "seen": seen,
+                         "seconds": time.perf_counter() - t0, "aug_rng": _rng_state(aug_rng),
+                         "dropout_rng": _rng_state(self.net.rng)}
+                self._save_checkpoint(epoch - 1, partial=state)
+                raise TrainingInterrupted(f"interrupted at epoch {epoch + 1}, step {step + 1}: the state is saved in "
+                                          f"{self.checkpoint_path}; continue with --resume")
             sl = slice(step * t.batch_size, (step + 1) * t.batch_size)
             x1, x2, y = self.trainset.batch(rows[sl])
             if flags[sl].any():
@@ -258,6 +308,14 @@ class Trainer:
         self.progress.end()
         return total_loss / seen, correct / seen, time.perf_counter() - t0
 
+    def _on_sigint(self, signum, frame):
+        """First Ctrl-C: finish the step in progress, save, stop.  Second: stop now
+        (the last saved checkpoint stays intact: writes are atomic)."""
+        if self._stop_requested:
+            raise KeyboardInterrupt
+        self._stop_requested = True
+        self.log("\nCtrl-C: saving after this step (press again to stop at once)")
+
     def fit(self, resume=False):
         """Train (or continue) and return the history; leaves ``model.npz`` with
         the best weights, the normalisation and the validation-chosen threshold."""
@@ -267,18 +325,33 @@ class Trainer:
             self.load_data()
         if resume and os.path.exists(self.checkpoint_path):
             self._load_checkpoint()
-            self.log(f"resuming after epoch {self.start_epoch} from {self.checkpoint_path}")
+            where = (f"at epoch {self.partial['epoch'] + 1}, step {self.partial['step'] + 1}" if self.partial
+                     else f"after epoch {self.start_epoch}")
+            self.log(f"resuming {where} from {self.checkpoint_path}")
         else:
             if resume:
                 self.log(f"--resume: no checkpoint in {self.out_dir}, starting afresh")
             self._new_state()
         with open(os.path.join(self.out_dir, "config.json"), "w") as f:
             f.write(self.cfg.to_json())
+        self._stop_requested = False
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, self._on_sigint) if in_main else None
+        try:
+            self._epochs()
+        finally:
+            if in_main:
+                signal.signal(signal.SIGINT, previous)
+        self._finish()
+        return self.history
+
+    def _epochs(self):
+        t = self.cfg.train
         stopped = self.wait >= t.patience
         for epoch in range(self.start_epoch, t.epochs):
             if stopped:
                 break
-            t_epoch = time.perf_counter()
+            t_epoch = time.perf_counter() - (self.partial["seconds"] if self.partial else 0.0)
             loss, acc, _ = self._train_epoch(epoch)
             val_loss, val_acc, _ = val_loss_and_acc(self.net, self.valset, self.normalizer, t.batch_size)
             if not np.isfinite(val_loss):
@@ -304,8 +377,6 @@ class Trainer:
             if stopped:
                 self.log(f"early stopping: validation loss has not improved for {t.patience} epochs; "
                          f"restoring the weights of epoch {self.best_epoch + 1}")
-        self._finish()
-        return self.history
 
     def _finish(self):
         """Restore the best weights, choose the decision threshold on validation, write model.npz."""

@@ -88,9 +88,10 @@ def test_experiment_config_fuzz_only_raises_config_errors(tmp_path_factory, d):
     assert ExperimentConfig.from_dict(json.loads(cfg.to_json())) == cfg
 
 
-def test_ctrl_c_during_training_exits_cleanly_and_resume_finishes(tmp_path):
-    """SIGINT mid-run: exit status 130, a one-line message, no traceback, a
-    loadable checkpoint that --resume continues from."""
+def test_ctrl_c_during_training_saves_the_step_and_exits_cleanly(tmp_path):
+    """SIGINT mid-run: the step in progress finishes, the state is saved, exit
+    status 130 with one line naming where, no traceback; --resume continues
+    from that step."""
     from fixtures import make_dataset, tiny_config
     data = str(tmp_path / "data")
     make_dataset(data, people=8, per_person=4, pairs_per_class=10)
@@ -106,19 +107,21 @@ def test_ctrl_c_during_training_exits_cleanly_and_resume_finishes(tmp_path):
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
-    assert "interrupted: the state after the last finished epoch is kept in" in stderr
     assert "Traceback" not in stderr
-    epoch = int(load_arrays(out / "checkpoint.npz")["epoch"])
-    assert 0 <= epoch < 399
-    # --resume picks up after the saved epoch (that it then matches an uninterrupted run bit for bit
-    # is test_train_cli.test_resume_is_bit_for_bit)
+    import re
+    m = re.search(r"interrupted at epoch (\d+), step (\d+): the state is saved in .*checkpoint.npz; "
+                  r"continue with --resume", stderr)
+    assert m, stderr
+    state = load_arrays(out / "checkpoint.npz")
+    partial = json.loads(str(state["partial"]))
+    assert (partial["epoch"] + 1, partial["step"] + 1) == (int(m.group(1)), int(m.group(2)))
     from minisiamese.experiment import ExperimentConfig
     from minisiamese.train import Trainer
     tr = Trainer(ExperimentConfig.from_file(cfg), str(out), data, cache_dir=str(tmp_path / "cache"),
                  log=lambda m: None, progress=False)
     tr.load_data()
     tr._load_checkpoint()
-    assert tr.start_epoch == epoch + 1 and len(tr.history) == epoch + 1
+    assert tr.start_epoch == partial["epoch"] and tr.partial["step"] == partial["step"]
 
 
 def test_example_configs_load():

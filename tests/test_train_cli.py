@@ -72,6 +72,44 @@ def test_resume_is_bit_for_bit(dataset, tmp_path, monkeypatch):
     assert strip(straight.history) == strip(resumed.history)
 
 
+@pytest.mark.parametrize("randomness", [False, True], ids=["plain", "dropout+augmentation"])
+def test_ctrl_c_mid_epoch_then_resume_is_bit_for_bit(dataset, tmp_path, monkeypatch, randomness):
+    """A stop request between steps 2 and 3 of epoch 2 (what Ctrl-C sets) saves
+    the step-level state (generators included); resuming finishes exactly as
+    the uninterrupted run."""
+    from fixtures import TINY_MODEL
+    from minisiamese.model import SiameseNet
+    from minisiamese.train import TrainingInterrupted
+    cfg = ExperimentConfig.from_dict({
+        "model": dict(TINY_MODEL, dropout=0.3 if randomness else 0.0),
+        "augment": {"kind": "seed", "copies": 1} if randomness else {},
+        "train": {"epochs": 3, "batch_size": 8 if randomness else 4, "lr": 1e-3}})
+    kw = dict(cache_dir=str(tmp_path / "cache"), log=lambda m: None, progress=False)
+    straight = Trainer(cfg, str(tmp_path / "a"), dataset, **kw)
+    straight.fit()
+
+    interrupted = Trainer(cfg, str(tmp_path / "b"), dataset, **kw)
+    real = SiameseNet.loss_and_grads
+    calls = {"n": 0}
+
+    def counting(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4 + 2:                        # epoch 2 (4 steps per epoch either way), step 2
+            interrupted._stop_requested = True
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(SiameseNet, "loss_and_grads", counting)
+    with pytest.raises(TrainingInterrupted, match="interrupted at epoch 2, step 3"):
+        interrupted.fit()
+    monkeypatch.setattr(SiameseNet, "loss_and_grads", real)
+    resumed = Trainer(cfg, str(tmp_path / "b"), dataset, **kw)
+    resumed.fit(resume=True)
+    for k in straight.net.params:
+        np.testing.assert_array_equal(straight.net.params[k], resumed.net.params[k])
+    strip = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h]  # noqa: E731
+    assert strip(straight.history) == strip(resumed.history)
+
+
 def test_resume_refuses_another_configuration(dataset, tmp_path):
     kw = dict(cache_dir=str(tmp_path / "cache"), log=lambda m: None, progress=False)
     Trainer(config(tmp_path, epochs=1), str(tmp_path / "r"), dataset, **kw).fit()
