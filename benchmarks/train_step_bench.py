@@ -34,6 +34,7 @@ def child_ours(args):
     x1 = rng.random((n, 1, 105, 105), dtype=np.float32)
     x2 = rng.random((n, 1, 105, 105), dtype=np.float32)
     y = (rng.random(n) < 0.5).astype(np.float32)
+    x1, x2, y = xp.asarray(x1), xp.asarray(x2), xp.asarray(y)     # on the device, as PyTorch's are
     sync = (lambda: xp.cuda.Stream.null.synchronize()) if xp.__name__ == "cupy" else None
 
     def step():
