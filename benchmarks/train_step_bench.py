@@ -66,9 +66,42 @@ def child_ours(args):
         instrumented = time.perf_counter() - t0
     finally:
         xp.matmul = real_matmul
-    return {"impl": "minisiamese", "device": args.device, "median_s": med, "times_s": times,
-            "gemm_s": gemm["seconds"], "gemm_gflop": gemm["flops"] / 1e9, "gemm_calls": gemm["calls"],
-            "instrumented_step_s": instrumented, "peak_rss_gib": peak_rss_gib()}
+    result = {"impl": "minisiamese", "device": args.device, "median_s": med, "times_s": times,
+              "gemm_s": gemm["seconds"], "gemm_gflop": gemm["flops"] / 1e9, "gemm_calls": gemm["calls"],
+              "instrumented_step_s": instrumented, "peak_rss_gib": peak_rss_gib()}
+    if args.profile:
+        result["profile_s"] = profile_step(step, sync)
+    return result
+
+
+def profile_step(step, sync):
+    """Seconds per op over one more step, every public op and im2col/col2im timed
+    where it is called (nested calls count in both: conv2d_backward includes its
+    im2col)."""
+    from minisiamese import ops
+    names = [n for n in dir(ops) if n.endswith(("_forward", "_backward"))] + ["im2col", "col2im"]
+    spent, originals = {}, {n: getattr(ops, n) for n in names}
+
+    def timed(name, fn):
+        def wrapper(*a, **k):
+            if sync:
+                sync()
+            t0 = time.perf_counter()
+            r = fn(*a, **k)
+            if sync:
+                sync()
+            spent[name] = spent.get(name, 0.0) + time.perf_counter() - t0
+            return r
+        return wrapper
+
+    for n, fn in originals.items():
+        setattr(ops, n, timed(n, fn))
+    try:
+        step()
+    finally:
+        for n, fn in originals.items():
+            setattr(ops, n, fn)
+    return dict(sorted(spent.items(), key=lambda kv: -kv[1]))
 
 
 def child_torch(args):
@@ -103,6 +136,7 @@ def main():
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparator")
     p.add_argument("--json", help="write all figures to this JSON file")
+    p.add_argument("--profile", action="store_true", help="also print seconds per op for one more step")
     p.add_argument("--default-allocator", action="store_true",
                    help="leave glibc's allocator as it is (cli.py tunes it; see backend.tune_cpu_allocator)")
     p.add_argument("--impl", choices=["ours", "torch"], help=argparse.SUPPRESS)
@@ -123,7 +157,8 @@ def main():
               "--steps", str(args.steps), "--warmup", str(args.warmup)]
     if args.default_allocator:
         common.append("--default-allocator")
-    results = [run_child(here, common + ["--impl", "ours"])]
+    ours_args = common + ["--impl", "ours"] + (["--profile"] if args.profile else [])
+    results = [run_child(here, ours_args)]
     if not args.no_torch and torch_available():
         results.append(run_child(here, common + ["--impl", "torch"]))
         if args.device == "cpu":
@@ -143,6 +178,10 @@ def main():
           f"{ours['instrumented_step_s'] / ours['gemm_s']:.2f} (same instrumented step)")
     for r in results[1:]:
         print(f"ratio ours / {r['impl']}: {ours['median_s'] / r['median_s']:.2f}")
+    if "profile_s" in ours:
+        print("seconds per op in one step (nested: conv2d_* include their im2col/col2im):")
+        for name, secs in ours["profile_s"].items():
+            print(f"  {name:22s} {secs:7.3f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": machine(), "args": vars(args), "results": results}, f, indent=2)
