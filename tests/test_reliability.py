@@ -132,3 +132,58 @@ def test_example_configs_load():
         cfg = ExperimentConfig.from_file(os.path.join(folder, name))
         assert cfg.model.num_params() > 0
     assert ExperimentConfig.from_file(os.path.join(folder, "baseline.json")) == ExperimentConfig.preset("baseline")
+
+
+def _corrupt(root, how):
+    """Damage a copy of the fixture data set in one way; returns the text the error must contain."""
+    pairs = os.path.join(root, "pairsDevTrain.txt")
+    lines = open(pairs).read().splitlines()
+    first = lines[1].split("\t")
+    img = os.path.join(root, "lfw2", first[0], f"{first[0]}_{int(first[1]):04d}.jpg")
+    if how == "malformed line":
+        lines[3] = "just-a-name"
+        open(pairs, "w").write("\n".join(lines) + "\n")
+        return "pairsDevTrain.txt:4: expected 'name i j'"
+    if how == "wrong count":
+        lines[0] = "11"
+        open(pairs, "w").write("\n".join(lines) + "\n")
+        return "header promises 11 same + 11 different pairs"
+    if how == "unknown person":
+        lines[2] = "Nobody_Known\t1\t2"
+        open(pairs, "w").write("\n".join(lines) + "\n")
+        return "Nobody_Known_0001.jpg: image file missing (named in"
+    if how == "image number out of range":
+        lines[2] = f"{first[0]}\t1\t99"
+        open(pairs, "w").write("\n".join(lines) + "\n")
+        return f"{first[0]}_0099.jpg: image file missing (named in"
+    if how == "truncated jpeg":
+        data = open(img, "rb").read()
+        open(img, "wb").write(data[:len(data) // 3])
+        return f"{first[0]}_{int(first[1]):04d}.jpg: cannot decode image"
+    if how == "not a jpeg":
+        open(img, "wb").write(b"<html>not found</html>")
+        return f"{first[0]}_{int(first[1]):04d}.jpg: cannot decode image"
+    if how == "empty image":
+        open(img, "wb").write(b"")
+        return f"{first[0]}_{int(first[1]):04d}.jpg: cannot decode image"
+    if how == "missing pairs file":
+        os.unlink(pairs)
+        return "pairsDevTrain.txt: pairs file missing"
+    raise AssertionError(how)
+
+
+@pytest.mark.parametrize("how", ["malformed line", "wrong count", "unknown person", "image number out of range",
+                                 "truncated jpeg", "not a jpeg", "empty image", "missing pairs file"])
+def test_cli_battery_bad_data_gives_one_line_and_status_2(tmp_path, how, capsys):
+    import cli
+    from fixtures import make_dataset, tiny_config
+    root = str(tmp_path / "data")
+    make_dataset(root, people=8, per_person=4, pairs_per_class=10)
+    expected = _corrupt(root, how)
+    code = cli.main(["train", "--config", tiny_config(str(tmp_path / "c.json"), epochs=1), "--data-dir", root,
+                     "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"), "--device", "cpu",
+                     "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert expected in err, err
