@@ -56,8 +56,10 @@ def results_markdown(rows, command, figures_rel=None):
              "Trained on pairsDevTrain (80 % train / 20 % validation, stratified, seeded), evaluated on "
              "pairsDevTest: binary accuracy at threshold 0.5, one-shot accuracy over 500 10-way tasks "
              "(one per positive test pair), recall, precision and ROC AUC. Every row comes from a real run "
-             "of the command below; rows appear as runs finish.", "",
-             f"Command: `{command}`", "",
+             "of `python cli.py experiments --only NAME` (seed 0); finished experiments are kept in "
+             "`runs/NAME/results.json` and reused, so rows appear as runs finish, on any machine. Wall time "
+             "is the sum of the epochs (training + validation) plus the evaluation.", "",
+             f"Last written by: `{command}`", "",
              "| experiment | accuracy | one-shot | recall | precision | AUC | epochs (best) | parameters | "
              "wall time | device |",
              "|---|---|---|---|---|---|---|---|---|---|"]

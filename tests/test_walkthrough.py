@@ -22,3 +22,9 @@ def test_walkthrough_snippets_run():
             exec(compile(code, f"{DOC}:block{k + 1}", "exec"), namespace)
         except Exception as exc:                            # name the block that failed
             raise AssertionError(f"walkthrough block {k + 1} failed: {type(exc).__name__}: {exc}\n{code}") from exc
+def test_walkthrough_figures_exist():
+    with open(DOC) as f:
+        figures = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", f.read())
+    assert figures
+    missing = [p for p in figures if not os.path.exists(os.path.join(os.path.dirname(DOC), p))]
+    assert not missing, f"figures referenced but not generated: {missing} (python docs/make_figures.py)"
