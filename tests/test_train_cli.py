@@ -47,6 +47,14 @@ def test_early_stopping_restores_the_best_weights(dataset, tmp_path, monkeypatch
     assert [round(h["lr"] / 1e-3, 6) for h in history] == [round(0.99 ** e, 6) for e in range(5)]
 
 
+def assert_same_run(a, b):
+    """Bit-identical weights and the same history (wall-clock seconds aside)."""
+    for k in a.net.params:
+        np.testing.assert_array_equal(a.net.params[k], b.net.params[k])
+    strip = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h]  # noqa: E731
+    assert strip(a.history) == strip(b.history)
+
+
 def test_resume_is_bit_for_bit(dataset, tmp_path, monkeypatch):
     cfg = config(tmp_path, epochs=3)
     kw = dict(cache_dir=str(tmp_path / "cache"), log=lambda m: None, progress=False)
@@ -66,10 +74,7 @@ def test_resume_is_bit_for_bit(dataset, tmp_path, monkeypatch):
     monkeypatch.setattr(Trainer, "_train_epoch", real_epoch)
     resumed = Trainer(cfg, str(tmp_path / "b"), dataset, **kw)
     resumed.fit(resume=True)
-    for k in straight.net.params:
-        np.testing.assert_array_equal(straight.net.params[k], resumed.net.params[k])
-    strip = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h]  # noqa: E731
-    assert strip(straight.history) == strip(resumed.history)
+    assert_same_run(straight, resumed)
 
 
 @pytest.mark.parametrize("randomness", [False, True], ids=["plain", "dropout+augmentation"])
@@ -104,10 +109,7 @@ def test_ctrl_c_mid_epoch_then_resume_is_bit_for_bit(dataset, tmp_path, monkeypa
     monkeypatch.setattr(SiameseNet, "loss_and_grads", real)
     resumed = Trainer(cfg, str(tmp_path / "b"), dataset, **kw)
     resumed.fit(resume=True)
-    for k in straight.net.params:
-        np.testing.assert_array_equal(straight.net.params[k], resumed.net.params[k])
-    strip = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h]  # noqa: E731
-    assert strip(straight.history) == strip(resumed.history)
+    assert_same_run(straight, resumed)
 
 
 def test_resume_refuses_another_configuration(dataset, tmp_path):
