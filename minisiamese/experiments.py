@@ -4,7 +4,7 @@ import os
 import platform
 import time
 
-from .experiment import EXPERIMENTS, SEED_BEST, ExperimentConfig
+from .experiment import EXPERIMENTS, SEED_BEST
 
 RESULT_FILE = "results.json"
 
@@ -103,7 +103,3 @@ def selected(names):
         from .config import ConfigError
         raise ConfigError(f"unknown experiment(s) {bad}; choose from {list(EXPERIMENTS)}")
     return names
-
-
-def experiment_config(name):
-    return ExperimentConfig.preset(name)
