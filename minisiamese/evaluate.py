@@ -6,7 +6,7 @@ import numpy as np
 
 from . import metrics, oneshot, plots
 from .checkpoint import read_model_file
-from .data import check_data_dir, load_pairset, read_pairs_folds
+from .data import check_data_dir, load_pairset, pairset_from_pairs, read_pairs_folds
 from .model import SiameseNet
 from .train import Normalizer
 
@@ -66,7 +66,6 @@ def evaluate_folds(net, normalizer, data_dir, path, cache_dir=None, batch_size=1
     """View 2 protocol: accuracy per fold with the threshold chosen on the other
     nine folds (the model itself is not retrained), and AUC per fold."""
     folds = read_pairs_folds(path)
-    from .data import pairset_from_pairs
     sets = [pairset_from_pairs(data_dir, f, path, cache_dir, net.config.input_size) for f in folds]
     probs = [predict(net, normalizer, s, batch_size) for s in sets]
     rows = []

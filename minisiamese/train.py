@@ -24,6 +24,7 @@ from .config import ConfigError
 from .data import check_data_dir, load_pairset, to_unit_float
 from .experiment import ExperimentConfig
 from .losses import bce_with_logits_forward
+from .ops import sigmoid
 from .metrics import best_threshold
 from .model import SiameseNet
 from .optim import Adam, ExponentialDecay
@@ -130,7 +131,7 @@ def val_loss_and_acc(net, pairset, normalizer, batch_size):
         z = net.logits(normalizer(x1), normalizer(x2))
         loss, _ = bce_with_logits_forward(z, xp.asarray(y, dtype=z.dtype))
         losses_ += float(loss) * len(y)
-        probs.append(1 / (1 + np.exp(-to_numpy(z).astype(np.float64))))
+        probs.append(sigmoid(to_numpy(z).astype(np.float64)))
     p = np.concatenate(probs)
     penalty = float(net.l2_penalty()[0])
     return losses_ / n + penalty, float(np.mean((p >= 0.5) == (pairset.labels == 1))), p
