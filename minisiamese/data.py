@@ -58,9 +58,10 @@ def bundle_path(data_dir, size=IMAGE_SIZE):
 
 
 def check_data_dir(data_dir, needs=("pairsDevTrain.txt",)):
-    has_images = os.path.isdir(os.path.join(data_dir, "lfw2")) or any(
-        f.startswith("faces-") and f.endswith(".npz") for f in (os.listdir(data_dir) if os.path.isdir(data_dir) else []))
-    if not os.path.isdir(data_dir) or not (has_images or os.path.isdir(images_root(data_dir))):
+    """The folder must exist and hold the pairs files in ``needs``.  Its images
+    may be in lfw2/, directly inside it, or in a bundle from :func:`pack_faces`;
+    a missing image is reported by the loader, naming it."""
+    if not os.path.isdir(data_dir):
         raise DataError(missing_data_message(data_dir))
     for name in needs:
         if not os.path.isfile(os.path.join(data_dir, name)):
