@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from conftest import to_np
 from minisiamese import losses, ops
 from minisiamese.gradcheck import numeric_grad, rel_error
-from test_reference import conv_case, pool_case
+from test_reference import conv_arrays, conv_case, pool_case
 
 TOL = 1e-7
 
@@ -22,9 +22,8 @@ def check(f, backward_grad, x):
 
 @given(conv_case())
 def test_conv2d_gradients(case):
-    N, H, W, C, F, KH, KW, stride, pad, seed = case
-    r = np.random.default_rng(seed)
-    x, w, b = r.standard_normal((N, H, W, C)), r.standard_normal((F, C, KH, KW)), r.standard_normal(F)
+    stride, pad = case[7:9]
+    x, w, b, r = conv_arrays(case)
     out, cache = ops.conv2d_forward(x, w, b, stride, pad)
     g = r.standard_normal(out.shape)
     dx, dw, db = ops.conv2d_backward(g, cache)

@@ -23,6 +23,13 @@ def conv_case(draw):
     return N, H, W, C, F, KH, KW, stride, pad, seed
 
 
+def conv_arrays(case):
+    """x (N, H, W, C), w (F, C, KH, KW), b (F,) drawn for a conv_case."""
+    N, H, W, C, F, KH, KW, stride, pad, seed = case
+    r = np.random.default_rng(seed)
+    return r.standard_normal((N, H, W, C)), r.standard_normal((F, C, KH, KW)), r.standard_normal(F), r
+
+
 @given(conv_case())
 def test_im2col_matches_loop_reference_index_by_index(case):
     N, H, W, C, F, KH, KW, stride, pad, seed = case
@@ -46,9 +53,8 @@ def test_col2im_matches_loop_reference(case):
 
 @given(conv_case())
 def test_conv_forward_matches_loop_reference(case):
-    N, H, W, C, F, KH, KW, stride, pad, seed = case
-    r = np.random.default_rng(seed)
-    x, w, b = r.standard_normal((N, H, W, C)), r.standard_normal((F, C, KH, KW)), r.standard_normal(F)
+    stride, pad = case[7:9]
+    x, w, b, _ = conv_arrays(case)
     out, _ = ops.conv2d_forward(x, w, b, stride, pad)
     np.testing.assert_allclose(out, reference.conv2d_ref(x, w, b, stride, pad), rtol=1e-10, atol=1e-10)
 
