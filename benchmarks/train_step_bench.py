@@ -10,6 +10,7 @@ Each implementation runs in its own subprocess so its peak memory is its own.
 """
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -18,8 +19,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import machine, median_time, peak_rss_gib, run_child, torch_available  # noqa: E402
 
 
-def gemm_flops(M, K, N):
-    return 2.0 * M * K * N
+def gemm_flops(a_shape, b_shape):
+    """FLOPs of matmul(a, b), batched (stacked) operands included."""
+    batch = max(math.prod(a_shape[:-2]), math.prod(b_shape[:-2]))
+    return 2.0 * batch * a_shape[-2] * a_shape[-1] * b_shape[-1]
 
 
 def child_ours(args):
@@ -55,7 +58,7 @@ def child_ours(args):
         if sync:
             sync()
         gemm["seconds"] += time.perf_counter() - t0
-        gemm["flops"] += gemm_flops(a.shape[0], a.shape[1], b.shape[1])
+        gemm["flops"] += gemm_flops(a.shape, b.shape)
         gemm["calls"] += 1
         return r
 
