@@ -27,7 +27,7 @@ def train_and_evaluate(config, out_dir, data_dir, device, seed, cache_dir, resum
                               config.train.oneshot_way, seed, config.train.batch_size, figures_dir=figures)
     res.update({"experiment": experiment, "device": device_name(get_backend(device)),
                 "epochs_run": len(history), "best_epoch": trainer.best_epoch + 1,
-                "parameters": trainer.net.num_params(), "seed": seed,
+                "parameters": trainer.net.num_params(), "seed": seed, "conv_plan": trainer.conv_plan,
                 "train_seconds": sum(h["seconds"] for h in history), "model": trainer.model_path})
     # all epochs (also those of earlier, resumed invocations) plus this evaluation
     res["wall_seconds"] = res["train_seconds"] + time.time() - t_eval

@@ -3,6 +3,8 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
+from .convplan import ALGOS
+
 INITS = ("koch", "glorot")
 
 
@@ -34,6 +36,9 @@ class ModelConfig:
     (Keras kernel_regularizer: lambda * sum w^2; biases are not penalised).
     ``init``: "glorot" (Keras defaults: Glorot-uniform kernels, zero biases) or
     "koch" (kernels N(0, 0.01) for conv and N(0, 0.2) for dense, biases N(0.5, 0.01)).
+    ``conv_algo``: how each conv layer is computed, "im2col", "fft" or "auto"
+    (see :mod:`minisiamese.convplan`), one name for every layer or a list with
+    one per layer; it changes the speed, not the function.
     """
     input_size: int = 105
     conv_filters: tuple = (64, 128, 128, 256)
@@ -44,11 +49,18 @@ class ModelConfig:
     l2_conv: float = 1e-3
     l2_dense: float = 1e-4
     init: str = "glorot"
+    conv_algo: tuple = "auto"
 
     def __post_init__(self):
         # tuples even when built from JSON lists
         object.__setattr__(self, "conv_filters", tuple(self.conv_filters))
         object.__setattr__(self, "conv_kernels", tuple(self.conv_kernels))
+        algo = self.conv_algo
+        if isinstance(algo, str):
+            algo = (algo,) * len(self.conv_filters)
+        elif not isinstance(algo, (list, tuple)):
+            raise ConfigError(f"config: conv_algo must be one of {list(ALGOS)} or a list of them, got {algo!r}")
+        object.__setattr__(self, "conv_algo", tuple(algo))
         self.validate()
 
     # -- checks -----------------------------------------------------------------
@@ -77,13 +89,30 @@ class ModelConfig:
         non_neg("l2_dense", self.l2_dense)
         if self.init not in INITS:
             raise ConfigError(f"config: init must be one of {INITS}, got {self.init!r}")
+        if len(self.conv_algo) != len(self.conv_filters):
+            raise ConfigError(f"config: conv_algo {list(self.conv_algo)} must name one algorithm per conv layer "
+                              f"({len(self.conv_filters)}), or be one name for all")
+        for k, algo in enumerate(self.conv_algo):
+            if algo not in ALGOS:
+                raise ConfigError(f"config: conv_algo[{k}] (layer conv{k + 1}) must be one of {list(ALGOS)}, "
+                                  f"got {algo!r}")
         self.feature_shape()  # raises when the maps shrink to nothing
 
     def feature_shape(self):
         """(H, W, C) of the last conv block's output, checking every layer fits."""
-        s = self.input_size
+        return self._conv_shapes()[-1]
+
+    def conv_input_shapes(self):
+        """[(H, W, C)] of each conv layer's input, in order."""
+        return self._conv_shapes()[:-1]
+
+    def _conv_shapes(self):
+        s, c = self.input_size, 1
         n = len(self.conv_kernels)
+        shapes = []
         for k, kk in enumerate(self.conv_kernels):
+            shapes.append((s, s, c))
+            c = self.conv_filters[k]
             if kk > s:
                 raise ConfigError(f"config: conv{k + 1} kernel {kk} does not fit its {s}x{s} input "
                                   f"(input_size {self.input_size})")
@@ -92,7 +121,8 @@ class ModelConfig:
                 if self.pool > s:
                     raise ConfigError(f"config: pool {self.pool} does not fit the {s}x{s} output of conv{k + 1}")
                 s //= self.pool
-        return s, s, self.conv_filters[-1]
+        shapes.append((s, s, c))
+        return shapes
 
     # -- shapes -------------------------------------------------------------------
     def param_shapes(self):
@@ -124,6 +154,7 @@ class ModelConfig:
         d = dataclasses.asdict(self)
         d["conv_filters"] = list(self.conv_filters)
         d["conv_kernels"] = list(self.conv_kernels)
+        d["conv_algo"] = list(self.conv_algo)
         return d
 
     def to_json(self):

@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 
-from . import losses, ops
+from . import convplan, losses, ops
 from .backend import get_backend, to_numpy
 from .config import ModelConfig
 
@@ -56,6 +56,7 @@ class SiameseNet:
         self.params = {k: self.xp.asarray(v) for k, v in init_params(self.config, seed, self.dtype).items()}
         self.rng = self.xp.random.default_rng(seed + 1)   # dropout masks
         self.n_conv = len(self.config.conv_filters)
+        self.conv_algos = None       # a fixed plan ["im2col" | "fft", ...] (see fix_conv_plan)
 
     # ------------------------------------------------------------------ parameters
     def state_dict(self):
@@ -103,8 +104,9 @@ class SiameseNet:
         """x (M, S, S, 1) -> h (M, U), and the caches of every layer in order."""
         p, caches = self.params, []
         h = x
+        algos = self.conv_algos or [step["algo"] for step in self.conv_plan(x.shape[0], timings=False)]
         for k in range(1, self.n_conv + 1):
-            h, c_conv = ops.conv2d_forward(h, p[f"conv{k}.w"])                  # (M, OH, OW, F), no bias yet
+            h, c_conv = ops.conv2d_forward(h, p[f"conv{k}.w"], algo=algos[k - 1])      # (M, OH, OW, F), no bias yet
             c_pool = None
             if k < self.n_conv:
                 # Pool first, then bias + ReLU: the same function as conv + b -> ReLU
@@ -133,6 +135,37 @@ class SiameseNet:
                 d = ops.maxpool2d_backward(d, c_pool)
             d, grads[f"conv{k}.w"], _ = ops.conv2d_backward(d, c_conv, need_dx=k > 1)
             caches[k - 1] = None                                # free the activations early
+
+    def conv_plan(self, images, timings=True):
+        """The algorithm each conv layer runs for a batch of ``images`` tower
+        inputs (2 x the pairs of a batch): a list of {"layer", "setting",
+        "algo"} dicts, with ``timings`` also what ``auto`` measured.  Resolving
+        ``"auto"`` benchmarks once per layer shape and process (see
+        :mod:`minisiamese.convplan`); conv1 is timed without dx, which its
+        backward pass never computes."""
+        plan = []
+        for k, (setting, (H, W, C)) in enumerate(zip(self.config.conv_algo, self.config.conv_input_shapes()), 1):
+            args = ((images, H, W, C), self.params[f"conv{k}.w"].shape, 1, 0, self.dtype, self.xp, k > 1)
+            entry = {"layer": f"conv{k}", "setting": setting, "algo": convplan.resolve(setting, *args)}
+            if timings and setting == "auto":
+                entry.update({key: v for key, v in convplan.decision(*args).items() if key != "algo"})
+            plan.append(entry)
+        return plan
+
+    def fix_conv_plan(self, images=None, algos=None):
+        """Fix the layers' algorithms for every later batch: the plan resolved
+        for ``images`` tower inputs, or the given list of ``algos`` (a stored
+        plan, so a resumed run computes exactly what the first one did).
+        Returns the plan as :meth:`conv_plan` describes it."""
+        if algos is None:
+            plan = self.conv_plan(images)
+        else:
+            if len(algos) != self.n_conv or any(a not in ("im2col", "fft") for a in algos):
+                raise ValueError(f"conv plan {algos!r}: expected one of 'im2col'/'fft' per conv layer ({self.n_conv})")
+            plan = [{"layer": f"conv{k}", "setting": s, "algo": a}
+                    for k, (s, a) in enumerate(zip(self.config.conv_algo, algos), 1)]
+        self.conv_algos = [step["algo"] for step in plan]
+        return plan
 
     # ------------------------------------------------------------------ the pair
     def _forward(self, a, b, train):

@@ -13,6 +13,7 @@ Conventions (cs231n / llm.c style):
 """
 import numpy as np
 
+from . import convplan, fftconv
 from .backend import get_array_module
 from .im2col import col2im, im2col
 from .parallel import over_batch
@@ -29,17 +30,40 @@ def _chunks(N, bytes_per_image):
 
 
 # ----------------------------------------------------------------------------- conv
-def conv2d_forward(x, w, b=None, stride=1, pad=0):
+def conv2d_forward(x, w, b=None, stride=1, pad=0, algo="im2col"):
     """Convolution (cross-correlation, as every framework computes it).
 
     x (N, H, W, C), w (F, C, KH, KW), b (F,) or None -> out (N, OH, OW, F) with
     out[n, oh, ow, f] = b[f] + sum_{i, j, c} xpad[n, oh*s+i, ow*s+j, c] w[f, c, i, j].
 
-    Computed as im2col(x) @ wmat, wmat = w reordered to (KH*KW*C, F), a chunk of
+    ``algo``: "im2col" (:func:`im2col_conv2d_forward`), "fft"
+    (:func:`minisiamese.fftconv.conv2d_fft_forward`, stride 1 only) or "auto"
+    (chosen per layer shape by :func:`minisiamese.convplan.resolve`).  The cache
+    is the chosen algorithm's; :func:`conv2d_backward` tells them apart.
+    ``b=None`` leaves the bias to a later op (the model adds it after pooling,
+    with the ReLU: see :func:`bias_relu_forward`).
+    """
+    xp = get_array_module(x)
+    check_conv_args(x.shape, w.shape, None if b is None else b.shape, stride, pad)
+    if convplan.resolve(algo, x.shape, w.shape, stride, pad, x.dtype, xp) == "fft":
+        return fftconv.conv2d_fft_forward(x, w, b, stride, pad)
+    return im2col_conv2d_forward(x, w, b, stride, pad)
+
+
+def conv2d_backward(dout, cache, need_dx=True):
+    """dout (N, OH, OW, F) -> dx (N, H, W, C) or None, dw (F, C, KH, KW), db (F,) or None,
+    by the algorithm that produced ``cache``.  ``need_dx=False`` skips dx (the
+    first layer's input is the image)."""
+    if isinstance(cache, fftconv.FFTConvCache):
+        return fftconv.conv2d_fft_backward(dout, cache, need_dx)
+    return im2col_conv2d_backward(dout, cache, need_dx)
+
+
+def im2col_conv2d_forward(x, w, b=None, stride=1, pad=0):
+    """The convolution of :func:`conv2d_forward` as im2col(x) @ wmat, wmat = w reordered to (KH*KW*C, F), a chunk of
     images at a time.  cache = (x, w, stride, pad, has_bias): the columns are
     *not* kept (they are 5.7 GB for conv2 at batch 256) and are rebuilt in the
-    backward pass.  ``b=None`` leaves the bias to a later op (the model adds it
-    after pooling, with the ReLU: see :func:`bias_relu_forward`).
+    backward pass.
     """
     xp = get_array_module(x)
     OH, OW = check_conv_args(x.shape, w.shape, None if b is None else b.shape, stride, pad)
@@ -59,7 +83,7 @@ def conv2d_forward(x, w, b=None, stride=1, pad=0):
     return out, (x, w, stride, pad, b is not None)
 
 
-def conv2d_backward(dout, cache, need_dx=True):
+def im2col_conv2d_backward(dout, cache, need_dx=True):
     """dout (N, OH, OW, F) -> dx (N, H, W, C) or None, dw (F, C, KH, KW), db (F,) or None.
 
     With cols = im2col(x) and Y = cols @ wmat:  dwmat = cols^T dY,

@@ -20,8 +20,9 @@ def _workers():
     return max(1, int(os.environ.get("MINISIAMESE_THREADS", "0")) or os.cpu_count() or 1)
 
 
-def over_batch(fn, N, work_bytes, xp=np):
-    """Call ``fn(n0, n1)`` on contiguous slices that cover range(N)."""
+def over_batch(fn, N, work_bytes, xp=np, piece_bytes=PIECE_BYTES):
+    """Call ``fn(n0, n1)`` on contiguous slices that cover range(N), each about
+    ``piece_bytes`` of the ``work_bytes`` in all."""
     global _pool
     workers = min(_workers(), N)
     if xp is not np or workers < 2 or work_bytes < _MIN_BYTES:
@@ -29,7 +30,7 @@ def over_batch(fn, N, work_bytes, xp=np):
         return
     if _pool is None:
         _pool = ThreadPoolExecutor(max_workers=_workers(), thread_name_prefix="minisiamese")
-    pieces = max(workers, min(N, -(-work_bytes // PIECE_BYTES)))
+    pieces = max(workers, min(N, -(-work_bytes // piece_bytes)))
     bounds = [N * k // pieces for k in range(pieces + 1)]
     futures = [_pool.submit(fn, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
     for f in futures:

@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from . import checkpoint as ckpt
+from . import convplan
 from .augment import augment_batch
 from .backend import get_backend, to_numpy
 from .config import ConfigError
@@ -172,8 +173,11 @@ class Trainer:
                  f"({len(full.images)} images, {size}x{size})")
 
     # ------------------------------------------------------------------ state
-    def _new_state(self):
+    def _new_state(self, conv_algos=None):
+        """Fresh weights and optimizer; the conv plan given (a resumed run's) or
+        resolved now for this run's batch shape, then fixed for the whole run."""
         self.net = SiameseNet(self.cfg.model, seed=self.seed, backend=self.xp)
+        self.conv_plan = self.net.fix_conv_plan(2 * self.cfg.train.batch_size, conv_algos)
         t = self.cfg.train
         self.opt = Adam(lr=t.lr, beta1=t.beta1, beta2=t.beta2, eps=t.eps)
         self.history, self.start_epoch = [], 0
@@ -189,6 +193,7 @@ class Trainer:
                   "history": np.array(json.dumps(self.history)),
                   "best_val": np.array(self.best_val), "best_epoch": np.array(self.best_epoch),
                   "wait": np.array(self.wait), "partial": np.array(json.dumps(partial) if partial else ""),
+                  "conv_plan": np.array(json.dumps(self.net.conv_algos)),
                   "reference_loss": np.array(np.nan if self.reference_loss is None else self.reference_loss)}
         arrays.update({f"param/{k}": v for k, v in self.net.state_dict().items()})
         arrays.update({f"opt/{k}": np.asarray(v) if np.isscalar(v) else v
@@ -210,7 +215,7 @@ class Trainer:
                                 f"resume with the same --config/--preset, or use a fresh --out")
         if int(a["seed"]) != self.seed:
             raise TrainingError(f"{path}: written with --seed {int(a['seed'])}, not {self.seed}")
-        self._new_state()
+        self._new_state(json.loads(str(a["conv_plan"])) if "conv_plan" in a else None)
         self.net.load_state_dict({k[6:]: v for k, v in a.items() if k.startswith("param/")}, source=path)
         self.opt.load_state_dict({k[4:]: v for k, v in a.items() if k.startswith("opt/")}, self.xp)
         self.history = json.loads(str(a["history"]))
@@ -333,6 +338,7 @@ class Trainer:
             if resume:
                 self.log(f"--resume: no checkpoint in {self.out_dir}, starting afresh")
             self._new_state()
+        self.log("conv plan: " + convplan.describe_plan(self.conv_plan))
         with open(os.path.join(self.out_dir, "config.json"), "w") as f:
             f.write(self.cfg.to_json())
         self._stop_requested = False

@@ -73,15 +73,15 @@ def make(shim_lib):
     mod.__version__ = "fake"
     mod.ndarray = ndarray
 
-    def forward(name):
-        fn = getattr(np, name)
+    def forward(name, namespace=np):
+        fn = getattr(namespace, name)
         return lambda *a, **k: _wrap(fn(*[_host(x) if not isinstance(x, (list, tuple)) else
                                          type(x)(_host(y) for y in x) for x in a],
                                        **{kk: _host(v) for kk, v in k.items()}))
 
     for name in ("empty", "zeros", "empty_like", "zeros_like", "ascontiguousarray", "concatenate", "maximum",
                  "exp", "abs", "where", "sign", "log1p", "log", "sqrt", "clip", "isfinite", "sum", "arange",
-                 "full", "ones"):
+                 "full", "ones", "conj", "pad"):
         setattr(mod, name, forward(name))
     for name in ("uint8", "float32", "float64", "int32", "int64"):
         setattr(mod, name, getattr(np, name))
@@ -100,6 +100,7 @@ def make(shim_lib):
 
     mod.asarray, mod.matmul, mod.copyto = asarray, matmul, copyto
     mod.random = types.SimpleNamespace(default_rng=_Generator)
+    mod.fft = types.SimpleNamespace(**{name: forward(name, np.fft) for name in ("rfft2", "irfft2", "ifft", "irfft")})
     mod.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 1),
                                      Stream=types.SimpleNamespace(null=types.SimpleNamespace(synchronize=lambda: None)))
     mod.RawModule = lambda code, options=(): types.SimpleNamespace(

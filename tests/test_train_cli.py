@@ -263,3 +263,30 @@ def test_a_diverging_learning_rate_is_stopped_not_trained_on(dataset, tmp_path):
 def test_debug_shows_the_traceback(capsys):
     with pytest.raises(Exception, match="LFW-a not found"):
         cli.main(["train", "--data-dir", "/nonexistent/lfw", "--debug"])
+
+
+def test_conv_plan_is_logged_stored_and_reused_on_resume(dataset, tmp_path, monkeypatch):
+    """The plan resolved at the start is fixed for the run, written to the log
+    and the checkpoint, and a resumed run takes it from the checkpoint instead
+    of benchmarking again (so it computes exactly what the first run did)."""
+    cfg = config(tmp_path, epochs=2)
+    lines = []
+    first = Trainer(cfg, str(tmp_path / "run"), dataset, cache_dir=str(tmp_path / "cache"), log=lines.append,
+                    progress=False)
+    first.fit()
+    plan_line = next(m for m in lines if m.startswith("conv plan: "))
+    assert plan_line.count("conv") - 1 == len(cfg.model.conv_filters) and "auto:" in plan_line
+    path = os.path.join(str(tmp_path / "run"), "checkpoint.npz")
+    stored = json.loads(str(np.load(path)["conv_plan"]))
+    assert stored == first.net.conv_algos and set(stored) <= {"im2col", "fft"}
+    # plant a different plan: the resumed run must use it, not resolve its own
+    planted = ["fft" if a == "im2col" else "im2col" for a in stored]
+    arrays = dict(np.load(path))
+    arrays["conv_plan"] = np.array(json.dumps(planted))
+    np.savez(path, **arrays)
+    monkeypatch.setattr("minisiamese.convplan.resolve", lambda *a, **k: pytest.fail("benchmarked again"))
+    again = Trainer(cfg, str(tmp_path / "run"), dataset, cache_dir=str(tmp_path / "cache"), log=lines.append,
+                    progress=False)
+    again._load_checkpoint()
+    assert again.net.conv_algos == planted
+    assert [p["algo"] for p in again.conv_plan] == planted

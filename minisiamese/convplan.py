@@ -1,0 +1,135 @@
+"""Which convolution algorithm a layer uses: ``"im2col"``, ``"fft"`` or ``"auto"``.
+
+``auto`` is resolved once per layer shape and batch size, in the spirit of
+cuDNN's benchmark mode, and kept for the process:
+
+* both algorithms run forward + backward on a probe batch of the layer's
+  shape (best of :data:`PROBE_REPEATS` interleaved trials), once per layer
+  shape (with or without dx, as the layer needs): im2col on fewer images than
+  the FFT (:data:`PROBE_IMAGES`), since its cost is linear in N while the
+  FFT's per-frequency GEMMs get more efficient with N, and the FFT's part that does not grow with N -- the filters'
+  spectrum and dw's inverse transform -- is timed on its own;
+* the times are extrapolated to the real batch N, that fixed part counted once;
+* the FFT is chosen only when its estimate is at least :data:`FFT_MARGIN`
+  times faster, which keeps the choice stable on a noisy machine (on the 2-core
+  CPU the baseline's layers are decided by factors of 2 or more:
+  ``docs/performance.md``).
+
+Where ``auto`` does not benchmark: a strided layer gets im2col (the FFT path
+computes stride 1 only), and CuPy arrays get im2col -- the RawKernel path --
+until a device run measures cuFFT against it.  Every decision is kept in
+:data:`DECISIONS` with its estimates, for the training log and ``results.json``.
+"""
+import time
+
+import numpy as np
+
+
+ALGOS = ("im2col", "fft", "auto")
+PROBE_IMAGES = {"im2col": 32, "fft": 64}
+PROBE_REPEATS = 2
+FFT_MARGIN = 1.2
+
+DECISIONS = {}           # (layer key, N) -> {"algo", "im2col_s", "fft_s", "reason"}
+_PROBES = {}             # layer key -> probe timings
+
+
+def check_algo(algo, where="conv"):
+    """A ValueError naming ``where`` unless ``algo`` is one of :data:`ALGOS`."""
+    if algo not in ALGOS:
+        raise ValueError(f"{where}: unknown convolution algorithm {algo!r}; choose one of {list(ALGOS)}")
+
+
+def _key(x_shape, w_shape, stride, pad, dtype, xp, need_dx):
+    return (xp.__name__, np.dtype(dtype).name, tuple(x_shape[1:]), tuple(w_shape), stride, pad, need_dx)
+
+
+def describe(key):
+    backend, dtype, (H, W, C), (F, _, KH, KW), stride, pad, need_dx = key
+    return (f"{H}x{W}x{C} -> {F}@{KH}x{KW} (stride {stride}, pad {pad}, {dtype}, {backend}"
+            f"{'' if need_dx else ', no dx'})")
+
+
+def resolve(algo, x_shape, w_shape, stride=1, pad=0, dtype=np.float32, xp=np, need_dx=True):
+    """The concrete algorithm ("im2col" or "fft") for one layer call; ``need_dx``
+    says whether its backward pass will compute dx (what ``auto`` times)."""
+    check_algo(algo)
+    if algo == "fft" and stride != 1:
+        raise ValueError(f"conv: algorithm 'fft' needs stride 1, got stride {stride}; "
+                         "use 'im2col' or 'auto' for a strided layer")
+    if algo != "auto":
+        return algo
+    key = (_key(x_shape, w_shape, stride, pad, dtype, xp, need_dx), x_shape[0])
+    if key not in DECISIONS:
+        if stride != 1:
+            DECISIONS[key] = {"algo": "im2col", "reason": "strided layer"}
+        elif xp is not np:
+            DECISIONS[key] = {"algo": "im2col", "reason": "CuPy: RawKernel im2col until a device run measures cuFFT"}
+        else:
+            DECISIONS[key] = _estimate(key[0], x_shape, w_shape, pad, dtype, need_dx)
+    return DECISIONS[key]["algo"]
+
+
+def decision(x_shape, w_shape, stride=1, pad=0, dtype=np.float32, xp=np, need_dx=True):
+    """What ``auto`` decided for this layer call (after :func:`resolve`)."""
+    return DECISIONS[(_key(x_shape, w_shape, stride, pad, dtype, xp, need_dx), x_shape[0])]
+
+
+def _probe(x_shape, w_shape, pad, dtype, need_dx):
+    """Seconds for forward + backward of each algorithm on its probe batch, and
+    of the FFT path's per-layer (not per-image) part."""
+    from . import fftconv, ops
+    rng = np.random.default_rng(0)
+    images = {name: min(x_shape[0], n) for name, n in PROBE_IMAGES.items()}
+    x = rng.standard_normal((max(images.values()),) + tuple(x_shape[1:])).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    s = (x_shape[1] + 2 * pad, x_shape[2] + 2 * pad)
+
+    def filters_only():
+        wf = fftconv.filter_spectrum(w, s, fftconv.complex_dtype(dtype))
+        fftconv.filter_from_spectrum(wf, s, w_shape[2], w_shape[3], dtype)
+
+    def both(forward, backward, n):
+        def run():
+            out, cache = forward(x[:n], w, None, 1, pad)
+            backward(out, cache, need_dx)
+        return run
+
+    runs = {"im2col": both(ops.im2col_conv2d_forward, ops.im2col_conv2d_backward, images["im2col"]),
+            "fft": both(fftconv.conv2d_fft_forward, fftconv.conv2d_fft_backward, images["fft"]),
+            "fft_fixed": filters_only}
+    best = {name: float("inf") for name in runs}
+    for _ in range(PROBE_REPEATS):
+        for name, run in runs.items():
+            t = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - t)
+    return best, images
+
+
+def _estimate(layer, x_shape, w_shape, pad, dtype, need_dx):
+    if layer not in _PROBES:
+        _PROBES[layer] = _probe(x_shape, w_shape, pad, dtype, need_dx)
+    best, images = _PROBES[layer]
+    N = x_shape[0]
+    fixed = min(best["fft_fixed"], best["fft"])
+    t_im2col = best["im2col"] * N / images["im2col"]
+    t_fft = fixed + (best["fft"] - fixed) * N / images["fft"]
+    algo = "fft" if t_fft * FFT_MARGIN <= t_im2col else "im2col"
+    return {"algo": algo, "im2col_s": round(t_im2col, 4), "fft_s": round(t_fft, 4),
+            "reason": f"forward + backward timed on {images['im2col']} (im2col) and {images['fft']} (fft) "
+                      f"images, estimated for {N}"}
+
+
+def describe_plan(plan):
+    """One line for a log: each layer's algorithm and why (a model's conv_plan())."""
+    def why(step):
+        if "fft_s" in step:
+            return f"auto: im2col {step['im2col_s']:.2f} s, fft {step['fft_s']:.2f} s estimated"
+        return f"auto: {step['reason']}" if "reason" in step else f"set to {step['setting']}"
+    return ", ".join(f"{step['layer']} {step['algo']} ({why(step)})" for step in plan)
+
+
+def report():
+    """The decisions so far, one dict per layer shape, for logs and results.json."""
+    return [dict(layer=describe(k), images=n, **v) for (k, n), v in DECISIONS.items()]
