@@ -3,10 +3,13 @@
 
 Columns on --device cpu: the nested-loop reference (measured on a small proxy --
 N = 1 and a 4x4 output -- and reported as GFLOP/s, since a full layer would take
-hours), im2col + BLAS in NumPy, and PyTorch (NCHW, oneDNN) when installed.
-On --device gpu: our CuPy path (im2col/col2im kernels + cuBLAS) and cuDNN through
-PyTorch when installed, timed after warm-up with the device synchronised, plus
-the device's measured float32 GEMM rate for scale.
+hours), our two algorithms -- im2col + BLAS, and the FFT (numpy.fft + batched
+complex GEMMs) -- and PyTorch (NCHW, oneDNN) when installed.
+On --device gpu: our CuPy paths (im2col/col2im kernels + cuBLAS; cuFFT + cuBLAS)
+and cuDNN through PyTorch when installed, timed after warm-up with the device
+synchronised, plus the device's measured float32 GEMM rate for scale.
+GFLOP/s are effective: the direct convolution's FLOPs over the time, whatever
+the algorithm (as cuDNN reports its FFT algorithms), so the columns compare.
 
     python benchmarks/conv_bench.py [--device cpu|gpu] [--n 256] [--repeats 3] [--json out.json] [--plot out.png]
 """
@@ -45,16 +48,19 @@ def bench_reference(C, F, K):
     return 2.0 * 16 * f * K * K * C / (time.perf_counter() - t0) / 1e9
 
 
-def bench_ours(n, S, C, F, K, repeats, xp=np):
-    """minisiamese's conv on the backend ``xp`` (NumPy, or CuPy with our kernels)."""
+ALGOS = ("im2col", "fft")
+
+
+def bench_ours(n, S, C, F, K, repeats, xp=np, algo="im2col"):
+    """minisiamese's conv by ``algo`` on the backend ``xp`` (NumPy, or CuPy)."""
     rng = np.random.default_rng(0)
     x = xp.asarray(rng.random((n, S, S, C), dtype=np.float32))
     w = xp.asarray((rng.standard_normal((F, C, K, K)) * 0.01).astype(np.float32))
     b = xp.zeros(F, np.float32)
-    out, cache = ops.conv2d_forward(x, w, b)
+    out, cache = ops.conv2d_forward(x, w, b, algo=algo)
     dout = xp.asarray(rng.standard_normal(out.shape, dtype=np.float32))
     sync = xp.cuda.Stream.null.synchronize if xp is not np else None
-    fwd, _ = median_time(lambda: ops.conv2d_forward(x, w, b), repeats, sync=sync)
+    fwd, _ = median_time(lambda: ops.conv2d_forward(x, w, b, algo=algo), repeats, sync=sync)
     bwd, _ = median_time(lambda: ops.conv2d_backward(dout, cache, need_dx=C > 1), repeats, sync=sync)
     return fwd, bwd
 
@@ -117,27 +123,28 @@ def main():
         f_fwd, f_bwd = flops(args.n, S, C, F, K)
         row = {"layer": name, "shape": f"{S}x{S}x{C} -> {F}@{K}x{K}", "gflop_fwd": f_fwd / 1e9,
                "gflop_bwd": f_bwd / 1e9, "ref_gflops": bench_reference(C, F, K) if not gpu else float("nan")}
-        row["numpy_fwd_s"], row["numpy_bwd_s"] = bench_ours(args.n, S, C, F, K, args.repeats, xp)
+        for algo in ALGOS:
+            row[f"{algo}_fwd_s"], row[f"{algo}_bwd_s"] = bench_ours(args.n, S, C, F, K, args.repeats, xp, algo)
         if use_torch:
             row["torch_fwd_s"], row["torch_bwd_s"] = bench_torch(args.n, S, C, F, K, args.repeats,
                                                                  "cuda" if gpu else "cpu")
         rows.append(row)
         print(f"{name} done", file=sys.stderr)
-    ours = "cupy" if gpu else "numpy"
     theirs = "cudnn" if gpu else "torch"
-    head = f"{'layer':6s} {'GFLOP f/b':>11s} {'loop ref GF/s':>13s} {ours + ' fwd s':>11s} {'bwd s':>7s} {'GF/s':>6s}"
-    if use_torch:
-        head += f" {theirs + ' fwd s':>11s} {'bwd s':>7s} {'GF/s':>6s}"
+    cols = list(ALGOS) + ([theirs] if use_torch else [])
+    key = {"cudnn": "torch"}
+    head = f"{'layer':6s} {'GFLOP f/b':>11s} {'loop ref GF/s':>13s}" + "".join(
+        f" {c + ' fwd s':>12s} {'bwd s':>7s} {'GF/s':>6s}" for c in cols)
     print(f"conv layers of the baseline at N = {args.n}, device {args.device} (median of {args.repeats}); "
-          f"'{ours}' = minisiamese")
+          f"im2col and fft are minisiamese ({'CuPy' if gpu else 'NumPy'})")
     print(head)
     for r in rows:
         total = r["gflop_fwd"] + r["gflop_bwd"]
-        line = (f"{r['layer']:6s} {r['gflop_fwd']:5.1f}/{r['gflop_bwd']:5.1f} {r['ref_gflops']:13.5f} "
-                f"{r['numpy_fwd_s']:11.3f} {r['numpy_bwd_s']:7.3f} {total / (r['numpy_fwd_s'] + r['numpy_bwd_s']):6.1f}")
-        if use_torch:
-            line += (f" {r['torch_fwd_s']:11.3f} {r['torch_bwd_s']:7.3f} "
-                     f"{total / (r['torch_fwd_s'] + r['torch_bwd_s']):6.1f}")
+        line = f"{r['layer']:6s} {r['gflop_fwd']:5.1f}/{r['gflop_bwd']:5.1f} {r['ref_gflops']:13.5f}"
+        for c in cols:
+            fwd, bwd = r[key.get(c, c) + "_fwd_s"], r[key.get(c, c) + "_bwd_s"]
+            line += f" {fwd:12.3f} {bwd:7.3f} {total / (fwd + bwd):6.1f}"
+        line += f"   fft speed-up {(r['im2col_fwd_s'] + r['im2col_bwd_s']) / (r['fft_fwd_s'] + r['fft_bwd_s']):.2f}x"
         print(line)
     if args.json:
         with open(args.json, "w") as f:
@@ -150,12 +157,14 @@ def main():
         fig, ax = plt.subplots(figsize=(6, 3.5))
         xs = np.arange(len(rows))
         tot = lambda r, k: (r["gflop_fwd"] + r["gflop_bwd"]) / (r[k + "_fwd_s"] + r[k + "_bwd_s"])  # noqa: E731
-        ax.bar(xs - 0.2, [tot(r, "numpy") for r in rows], 0.4, label=f"minisiamese ({args.device})")
+        bars = [(a, f"minisiamese {a} ({args.device})") for a in ALGOS]
         if use_torch:
-            ax.bar(xs + 0.2, [tot(r, "torch") for r in rows], 0.4,
-                   label="PyTorch + cuDNN" if gpu else "PyTorch CPU")
+            bars.append(("torch", "PyTorch + cuDNN" if gpu else "PyTorch CPU"))
+        width = 0.8 / len(bars)
+        for i, (k, label) in enumerate(bars):
+            ax.bar(xs + (i - (len(bars) - 1) / 2) * width, [tot(r, k) for r in rows], width, label=label)
         ax.set_xticks(xs, [r["layer"] for r in rows])
-        ax.set_ylabel("GFLOP/s (forward + backward)")
+        ax.set_ylabel("effective GFLOP/s (fwd + bwd)")
         ax.legend()
         fig.tight_layout()
         fig.savefig(args.plot, dpi=110)

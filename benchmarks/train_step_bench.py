@@ -1,12 +1,16 @@
 """One full training step of the baseline network: forward both images of every
 pair, BCE + L2, backward, Adam update; batch 128 pairs = 256 tower images.
 
-Prints the median step time after warm-up, GFLOP/s, peak resident memory, the
-time the step's own GEMMs take (timed inside the step) and, when PyTorch is
-installed, the same step in PyTorch in the same run with the ratio ours/PyTorch.
-Each implementation runs in its own subprocess so its peak memory is its own.
+Prints the conv plan (the algorithm of each layer, resolved before timing as
+the trainer does), the median step time after warm-up, effective GFLOP/s (the
+direct network's FLOPs over the time, whatever the algorithm), peak resident
+memory, the time the step's own GEMMs take (timed inside the step), the median
+inference time of 128 pairs (``predict_proba``) and, when PyTorch is installed,
+the same step and inference in PyTorch in the same run with the ratios
+ours/PyTorch.  Each implementation runs in its own subprocess so its peak memory
+is its own.
 
-    python benchmarks/train_step_bench.py [--device cpu|gpu] [--steps 5] [--json out.json]
+    python benchmarks/train_step_bench.py [--device cpu|gpu] [--conv-algo auto|im2col|fft] [--steps 5] [--json out.json]
 """
 import argparse
 import json
@@ -19,18 +23,39 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import machine, median_time, peak_rss_gib, run_child, torch_available  # noqa: E402
 
 
-def gemm_flops(a_shape, b_shape):
-    """FLOPs of matmul(a, b), batched (stacked) operands included."""
-    batch = max(math.prod(a_shape[:-2]), math.prod(b_shape[:-2]))
-    return 2.0 * batch * a_shape[-2] * a_shape[-1] * b_shape[-1]
+def gemm_flops(a, b):
+    """Real FLOPs of matmul(a, b), batched (stacked) operands included; a complex
+    multiply-add is 8 real FLOPs, against 2 for a real one."""
+    batch = max(math.prod(a.shape[:-2]), math.prod(b.shape[:-2]))
+    per_mac = 8.0 if a.dtype.kind == "c" or b.dtype.kind == "c" else 2.0
+    return per_mac * batch * a.shape[-2] * a.shape[-1] * b.shape[-1]
+
+
+def direct_flops(config, images):
+    """FLOPs of one training step of the direct network: every conv as a direct
+    convolution (forward, dW, and dX except for the first layer) and the dense
+    layers (forward, dW, dX).  The same for every algorithm, so
+    flops / time is an effective rate that compares across them."""
+    total = 0.0
+    for k, ((H, W, C), F, K) in enumerate(zip(config.conv_input_shapes(), config.conv_filters,
+                                              config.conv_kernels)):
+        fwd = 2.0 * images * (H - K + 1) * (W - K + 1) * F * C * K * K
+        total += fwd * (2 if k == 0 else 3)
+    H, W, C = config.feature_shape()
+    total += 3 * 2.0 * images * H * W * C * config.dense_units + 3 * 2.0 * images * config.dense_units
+    return total
 
 
 def child_ours(args):
     import numpy as np
 
     from minisiamese import Adam, ModelConfig, SiameseNet
-    net = SiameseNet(ModelConfig.preset(args.preset), seed=0, backend=args.device)
+    cfg = ModelConfig.preset(args.preset).replace(conv_algo=args.conv_algo)
+    net = SiameseNet(cfg, seed=0, backend=args.device)
     xp = net.xp
+    t0 = time.perf_counter()
+    plan = net.fix_conv_plan(2 * args.batch)           # as the trainer does, before its first step
+    plan_s = time.perf_counter() - t0
     opt = Adam(lr=1e-4, beta1=0.5)
     rng = np.random.default_rng(0)
     n = args.batch
@@ -45,6 +70,7 @@ def child_ours(args):
         opt.step(net.params, grads)
 
     med, times = median_time(step, args.steps, warmup=args.warmup, sync=sync)
+    infer, infer_times = median_time(lambda: net.predict_proba(x1, x2, batch_size=n), args.steps, sync=sync)
 
     # One more step with every matmul timed in place: the GEMM time and FLOPs of this step.
     gemm = {"seconds": 0.0, "flops": 0.0, "calls": 0}
@@ -58,7 +84,7 @@ def child_ours(args):
         if sync:
             sync()
         gemm["seconds"] += time.perf_counter() - t0
-        gemm["flops"] += gemm_flops(a.shape, b.shape)
+        gemm["flops"] += gemm_flops(a, b)
         gemm["calls"] += 1
         return r
 
@@ -70,6 +96,8 @@ def child_ours(args):
     finally:
         xp.matmul = real_matmul
     result = {"impl": "minisiamese", "device": args.device, "median_s": med, "times_s": times,
+              "infer_s": infer, "infer_times_s": infer_times, "plan": plan, "plan_s": plan_s,
+              "direct_gflop": direct_flops(cfg, 2 * n) / 1e9,
               "gemm_s": gemm["seconds"], "gemm_gflop": gemm["flops"] / 1e9, "gemm_calls": gemm["calls"],
               "instrumented_step_s": instrumented, "peak_rss_gib": peak_rss_gib()}
     if args.profile:
@@ -118,6 +146,11 @@ def child_torch(args):
         model = model.to(memory_format=torch.channels_last)
     step_fn = make_step(model)
     n = args.batch
+
+    def infer():
+        with torch.no_grad():
+            torch.sigmoid(model(x1, x2))
+
     x1 = torch.rand(n, 1, 105, 105, device=dev)
     x2 = torch.rand(n, 1, 105, 105, device=dev)
     if args.channels_last:
@@ -125,8 +158,10 @@ def child_torch(args):
     y = (torch.rand(n, device=dev) < 0.5).float()
     sync = torch.cuda.synchronize if dev == "cuda" else None
     med, times = median_time(lambda: step_fn(x1, x2, y), args.steps, warmup=args.warmup, sync=sync)
+    infer_med, infer_times = median_time(infer, args.steps, sync=sync)
     return {"impl": "pytorch" + (" channels_last" if args.channels_last else ""), "device": args.device,
             "torch": torch.__version__, "threads": torch.get_num_threads(), "median_s": med, "times_s": times,
+            "infer_s": infer_med, "infer_times_s": infer_times,
             "peak_rss_gib": peak_rss_gib()}
 
 
@@ -134,6 +169,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     p.add_argument("--preset", default="baseline")
+    p.add_argument("--conv-algo", default="auto", choices=["auto", "im2col", "fft"],
+                   help="our conv algorithm for every layer (default: %(default)s, resolved per layer)")
     p.add_argument("--batch", type=int, default=128, help="pairs per step (tower sees twice as many images)")
     p.add_argument("--steps", type=int, default=5, help="timed steps (median reported)")
     p.add_argument("--warmup", type=int, default=1)
@@ -156,7 +193,8 @@ def main():
         return
 
     here = os.path.abspath(__file__)
-    common = ["--device", args.device, "--preset", args.preset, "--batch", str(args.batch),
+    common = ["--device", args.device, "--preset", args.preset, "--conv-algo", args.conv_algo,
+              "--batch", str(args.batch),
               "--steps", str(args.steps), "--warmup", str(args.warmup)]
     if args.default_allocator:
         common.append("--default-allocator")
@@ -172,15 +210,24 @@ def main():
     ours = results[0]
     print(f"training step, preset {args.preset}, batch {args.batch} pairs ({2 * args.batch} tower images), "
           f"device {args.device}, median of {args.steps} after {args.warmup} warm-up")
-    print(f"{'implementation':28s} {'median s':>9s} {'GFLOP/s':>8s} {'peak RSS GiB':>13s}")
+    from minisiamese.convplan import describe_plan
+    print(f"conv plan (--conv-algo {args.conv_algo}, resolved in {ours['plan_s']:.1f} s): "
+          f"{describe_plan(ours['plan'])}")
+    print(f"{'implementation':28s} {'step s':>7s} {'eff. GFLOP/s':>12s} {'peak RSS GiB':>13s} {'inference s':>12s}")
     for r in results:
-        gflops = ours["gemm_gflop"] / r["median_s"]
-        print(f"{r['impl']:28s} {r['median_s']:9.2f} {gflops:8.1f} {r['peak_rss_gib']:13.2f}")
-    print(f"our GEMMs: {ours['gemm_calls']} calls, {ours['gemm_gflop']:.1f} GFLOP, {ours['gemm_s']:.2f} s "
-          f"({ours['gemm_gflop'] / ours['gemm_s']:.1f} GFLOP/s); step / GEMM time = "
-          f"{ours['instrumented_step_s'] / ours['gemm_s']:.2f} (same instrumented step)")
+        print(f"{r['impl']:28s} {r['median_s']:7.2f} {ours['direct_gflop'] / r['median_s']:12.1f} "
+              f"{r['peak_rss_gib']:13.2f} {r['infer_s']:12.2f}")
+    print(f"our GEMMs: {ours['gemm_calls']} calls, {ours['gemm_gflop']:.1f} GFLOP (direct network: "
+          f"{ours['direct_gflop']:.1f}), {ours['gemm_s']:.2f} s ({ours['gemm_gflop'] / ours['gemm_s']:.1f} GFLOP/s); "
+          f"step / GEMM time = {ours['instrumented_step_s'] / ours['gemm_s']:.2f} (same instrumented step)")
     for r in results[1:]:
-        print(f"ratio ours / {r['impl']}: {ours['median_s'] / r['median_s']:.2f}")
+        print(f"ratio ours / {r['impl']}: step {ours['median_s'] / r['median_s']:.2f}, "
+              f"inference {ours['infer_s'] / r['infer_s']:.2f}")
+    if len(results) > 1:
+        fastest = min(results[1:], key=lambda r: r["median_s"])
+        fastest_inf = min(results[1:], key=lambda r: r["infer_s"])
+        print(f"ratio ours / PyTorch's faster layout: step {ours['median_s'] / fastest['median_s']:.2f} "
+              f"({fastest['impl']}), inference {ours['infer_s'] / fastest_inf['infer_s']:.2f} ({fastest_inf['impl']})")
     if "profile_s" in ours:
         print("seconds per op in one step (nested: conv2d_* include their im2col/col2im):")
         for name, secs in ours["profile_s"].items():

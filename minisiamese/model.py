@@ -100,8 +100,10 @@ class SiameseNet:
         return a, b
 
     # ------------------------------------------------------------------ the tower
-    def _tower_forward(self, x, train):
-        """x (M, S, S, 1) -> h (M, U), and the caches of every layer in order."""
+    def _tower_forward(self, x, train, need_grad=True):
+        """x (M, S, S, 1) -> h (M, U), and the caches of every layer in order.
+        ``train`` turns dropout on; ``need_grad=False`` (inference) lets layers
+        skip what only the backward pass reads (max-pooling's argmax)."""
         p, caches = self.params, []
         h = x
         algos = self.conv_algos or [step["algo"] for step in self.conv_plan(x.shape[0], timings=False)]
@@ -112,7 +114,7 @@ class SiameseNet:
                 # Pool first, then bias + ReLU: the same function as conv + b -> ReLU
                 # -> pool (a per-channel constant and max(., 0) both commute with
                 # the window maximum), on a map pool^2 times smaller.
-                h, c_pool = ops.maxpool2d_forward(h, self.config.pool)           # (M, OH/2, OW/2, F)
+                h, c_pool = ops.maxpool2d_forward(h, self.config.pool, need_grad=need_grad)  # (M, OH/2, OW/2, F)
             h, c_act = ops.bias_relu_forward(h, p[f"conv{k}.b"])
             caches.append((c_conv, c_pool, c_act))
         h, c_flat = ops.flatten_forward(h)                                       # (M, D)
@@ -168,23 +170,52 @@ class SiameseNet:
         return plan
 
     # ------------------------------------------------------------------ the pair
-    def _forward(self, a, b, train):
+    def _forward(self, a, b, train, need_grad=True):
         """Both towers run as one batch of 2N images (one set of big GEMMs)."""
         N = a.shape[0]
-        h, tower_cache = self._tower_forward(self.xp.concatenate([a, b]), train)   # (2N, U)
+        h, tower_cache = self._tower_forward(self.xp.concatenate([a, b]), train, need_grad)   # (2N, U)
         d, c_join = ops.l1_join_forward(h[:N], h[N:])                             # (N, U)
         z, c_out = ops.dense_forward(d, self.params["out.w"], self.params["out.b"])  # (N, 1)
         return z[:, 0], (tower_cache, c_join, c_out)
 
     def logits(self, x1, x2, train=False):
         a, b = self._pair(x1, x2)
-        return self._forward(a, b, train)[0]
+        return self._forward(a, b, train, need_grad=False)[0]
+
+    def embed(self, x, batch_size=256):
+        """(N, U) tower outputs for images x (N, 1, S, S) in eval mode, computed
+        ``batch_size`` images at a time; an array on the backend.  A face is
+        embedded once however many pairs it is in: :meth:`score` compares them."""
+        return self._embed(self._images(x, "x"), batch_size)
+
+    def _embed(self, a, batch_size):
+        """embed() of channels-last images a (N, S, S, 1) already checked."""
+        out = [self._tower_forward(a[i:i + batch_size], False, need_grad=False)[0]
+               for i in range(0, a.shape[0], batch_size)]
+        if not out:
+            return self.xp.zeros((0, self.config.dense_units), dtype=self.dtype)
+        return out[0] if len(out) == 1 else self.xp.concatenate(out)
+
+    def score(self, h1, h2):
+        """(N,) probabilities (NumPy) that embeddings h1[n] and h2[n] (N, U), from
+        :meth:`embed`, show the same person: the head, sigmoid(|h1 - h2| w + b)."""
+        xp = self.xp
+        h1, h2 = xp.asarray(h1, dtype=self.dtype), xp.asarray(h2, dtype=self.dtype)
+        U = self.config.dense_units
+        if h1.ndim != 2 or h1.shape[1] != U or h1.shape != h2.shape:
+            raise InputError(f"score: expected two (N, {U}) embedding arrays, got {tuple(h1.shape)} and "
+                             f"{tuple(h2.shape)}")
+        d, _ = ops.l1_join_forward(h1, h2)
+        z, _ = ops.dense_forward(d, self.params["out.w"], self.params["out.b"])
+        return to_numpy(ops.sigmoid(z[:, 0]))
 
     def predict_proba(self, x1, x2, batch_size=128):
         """(N,) probabilities that each pair shows the same person (eval mode),
-        computed ``batch_size`` pairs at a time; returned as a NumPy array."""
+        returned as a NumPy array: ``score(embed(x1), embed(x2))``, a batch of
+        ``batch_size`` pairs at a time.  The training forward pass
+        (:meth:`logits`, both towers as one batch) computes the same function."""
         a, b = self._pair(x1, x2)
-        out = [to_numpy(ops.sigmoid(self._forward(a[i:i + batch_size], b[i:i + batch_size], False)[0]))
+        out = [self.score(self._embed(a[i:i + batch_size], batch_size), self._embed(b[i:i + batch_size], batch_size))
                for i in range(0, a.shape[0], batch_size)]
         return np.concatenate(out) if out else np.zeros(0, dtype=self.dtype)
 

@@ -120,10 +120,11 @@ def im2col_conv2d_backward(dout, cache, need_dx=True):
 
 
 # ----------------------------------------------------------------------------- max-pool
-def maxpool2d_forward(x, pool=2, stride=None):
+def maxpool2d_forward(x, pool=2, stride=None, need_grad=True):
     """Max over pool x pool windows moved by ``stride`` (default: ``pool``, i.e.
     non-overlapping).  x (N, H, W, C) -> out (N, OH, OW, C); trailing rows/columns
-    that do not fill a window are dropped (Keras 'valid').
+    that do not fill a window are dropped (Keras 'valid').  ``need_grad=False``
+    (inference) computes the maxima alone and returns cache None.
 
     Loops over the pool*pool offsets of the window, keeping a running maximum and
     the offset ``idx`` (uint8) where it was first reached.  A later offset wins
@@ -139,11 +140,11 @@ def maxpool2d_forward(x, pool=2, stride=None):
     if xp is not np:                                    # CuPy: kernels/maxpool.cu, same tie rule
         from .gpu import maxpool_forward_gpu
         out, idx = maxpool_forward_gpu(x, pool, stride, OH, OW)
-        return out, (idx, x.shape, pool, stride)
+        return out, (idx, x.shape, pool, stride) if need_grad else None
     N = x.shape[0]
     hspan, wspan = stride * (OH - 1) + 1, stride * (OW - 1) + 1
     out = xp.empty((N, OH, OW, x.shape[3]), dtype=x.dtype)               # (N, OH, OW, C)
-    idx = xp.zeros(out.shape, dtype=xp.uint8)
+    idx = xp.zeros(out.shape, dtype=xp.uint8) if need_grad else None
 
     def run(n0, n1):
         o, k = out[n0:n1], idx[n0:n1]
@@ -168,6 +169,16 @@ def maxpool2d_forward(x, pool=2, stride=None):
         k[...] = xp.where(lower, right_bottom, right_top)
         k += 2 * lower.astype(xp.uint8)
 
+    def run_values(n0, n1):                             # inference: no argmax to keep
+        o = out[n0:n1]
+        o[...] = x[n0:n1, 0:hspan:stride, 0:wspan:stride, :]
+        for t in range(1, pool * pool):
+            i, j = divmod(t, pool)
+            xp.maximum(o, x[n0:n1, i:i + hspan:stride, j:j + wspan:stride, :], out=o)
+
+    if not need_grad:
+        over_batch(run_values, N, x.nbytes, xp)
+        return out, None
     over_batch(run_2x2 if pool == 2 and stride == 2 else run, N, x.nbytes, xp)
     return out, (idx, x.shape, pool, stride)
 
