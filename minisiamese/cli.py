@@ -1,12 +1,17 @@
-#!/usr/bin/env python3
 """minisiamese command line: train, evaluate, experiments, verify, pack, download.
 
-    python cli.py train                      # the baseline on ../shared/data/lfw-a (or $MINISIAMESE_DATA)
-    python cli.py train --preset narrow --device gpu
-    python cli.py evaluate --checkpoint runs/baseline/model.npz
-    python cli.py experiments --only baseline narrow
-    python cli.py verify a.jpg b.jpg --checkpoint runs/baseline/model.npz
-    python cli.py download --data-dir ~/data/lfw-a
+    minisiamese train                      # the baseline on ../shared/data/lfw-a (or $MINISIAMESE_DATA)
+    minisiamese train --preset narrow --device gpu
+    minisiamese evaluate --checkpoint runs/baseline/model.npz
+    minisiamese experiments --only baseline narrow
+    minisiamese verify a.jpg b.jpg --checkpoint runs/baseline/model.npz
+    minisiamese identify q.jpg --gallery people/ --checkpoint runs/baseline/model.npz
+    minisiamese download --data-dir ~/data/lfw-a
+
+The same program runs as ``minisiamese``, ``python -m minisiamese`` and, in a
+checkout, ``python cli.py``.  Relative default paths (the data folder, runs/,
+docs/results.md) are taken from the current folder; each command's --help
+shows what they resolve to.
 
 Errors (missing data, a bad pairs file or config, a damaged checkpoint) print
 one line naming the file, line or value and exit with status 2; --debug shows
@@ -17,16 +22,23 @@ import os
 import sys
 
 
+def _here(path):
+    """A default path as --help shows it: relative ones with where they resolve from this folder."""
+    return path if os.path.isabs(path) else f"{path}, here {os.path.abspath(path)}"
+
+
+def _default_cache_dir():
+    return os.environ.get("MINISIAMESE_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "minisiamese"))
+
+
 def _common(p, config=True):
     from minisiamese.data import DATA_DIR_ENV, default_data_dir
     p.add_argument("--device", choices=["cpu", "gpu", "auto"], default="auto",
                    help="cpu (NumPy) or gpu (CuPy); auto = gpu when CuPy sees a CUDA device, else cpu")
     p.add_argument("--data-dir", default=default_data_dir(),
                    help=f"LFW-a folder holding lfw2/ and the pairs files (default: ${DATA_DIR_ENV} "
-                        f"or %(default)s)")
-    p.add_argument("--cache-dir", default=os.environ.get("MINISIAMESE_CACHE",
-                                                         os.path.join(os.path.expanduser("~"), ".cache",
-                                                                      "minisiamese")),
+                        f"or {_here(default_data_dir())})")
+    p.add_argument("--cache-dir", default=_default_cache_dir(),
                    help="where preprocessed images are cached, keyed by content (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed for initialisation, split, shuffling, "
                                                        "augmentation and one-shot tasks (default: 0)")
@@ -44,7 +56,7 @@ def _common(p, config=True):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="cli.py", description=__doc__,
+    p = argparse.ArgumentParser(prog="minisiamese", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -53,7 +65,7 @@ def build_parser():
                                    "stopping), checkpointing every epoch; then evaluate on the test pairs "
                                    "and write results.json and figures under --out.")
     _common(t)
-    t.add_argument("--out", help="run folder (default: runs/<preset>)")
+    t.add_argument("--out", help=f"run folder (default: {_here(os.path.join('runs', '<preset>'))})")
     t.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.npz")
 
     e = sub.add_parser("evaluate", help="evaluate a trained model on a pairs file",
@@ -61,7 +73,7 @@ def build_parser():
                                    "file in the LFW format; View 2 pairs.txt is evaluated with its 10 folds.")
     _common(e, config=False)
     e.add_argument("--checkpoint", default=os.path.join("runs", "baseline", "model.npz"),
-                   help="model.npz written by train (default: %(default)s)")
+                   help=f"model.npz written by train (default: {_here(os.path.join('runs', 'baseline', 'model.npz'))})")
     e.add_argument("--pairs", default="pairsDevTest.txt",
                    help="pairs file, a path or a name inside --data-dir (default: %(default)s)")
     e.add_argument("--out", help="write results.json and figures here")
@@ -73,9 +85,9 @@ def build_parser():
                                    "completed over several runs and machines.")
     _common(x, config=False)
     x.add_argument("--only", nargs="+", metavar="NAME", help="experiments to run (default: all)")
-    x.add_argument("--out", default="runs", help="root of the run folders (default: %(default)s)")
+    x.add_argument("--out", default="runs", help=f"root of the run folders (default: {_here('runs')})")
     x.add_argument("--results", default=os.path.join("docs", "results.md"),
-                   help="results table to write (default: %(default)s)")
+                   help=f"results table to write (default: {_here(os.path.join('docs', 'results.md'))})")
     x.add_argument("--force", action="store_true", help="rerun experiments that already finished")
     x.add_argument("--epochs", type=int, help="override every experiment's maximum epochs")
     x.add_argument("--max-pairs", type=int, help="stratified subset of every pairs file (quick runs)")
@@ -86,9 +98,29 @@ def build_parser():
     v.add_argument("image1")
     v.add_argument("image2")
     v.add_argument("--checkpoint", default=os.path.join("runs", "baseline", "model.npz"),
-                   help="model.npz written by train (default: %(default)s)")
+                   help=f"model.npz written by train (default: {_here(os.path.join('runs', 'baseline', 'model.npz'))})")
     v.add_argument("--device", choices=["cpu", "gpu", "auto"], default="auto")
     v.add_argument("--debug", action="store_true")
+
+    i = sub.add_parser("identify", help="who, of a gallery of people, is in each query image",
+                       description="One-shot identification: every query is compared with every gallery "
+                                   "image and the top people are printed with their probabilities, or "
+                                   "'unknown' when even the best is below the threshold. The gallery is a "
+                                   "folder with one subfolder of images per person (LFW's layout), or one "
+                                   "image per person named after them. Gallery embeddings are cached per "
+                                   "checkpoint and image content under --cache-dir.")
+    i.add_argument("queries", nargs="+", metavar="QUERY", help="query image(s)")
+    i.add_argument("--gallery", required=True, help="gallery folder")
+    i.add_argument("--checkpoint", default=os.path.join("runs", "baseline", "model.npz"),
+                   help=f"model.npz written by train (default: {_here(os.path.join('runs', 'baseline', 'model.npz'))})")
+    i.add_argument("--top", type=int, default=5, help="people to list per query (default: %(default)s)")
+    i.add_argument("--threshold", type=float,
+                   help="answer 'unknown' below this probability (default: the model's, chosen on validation)")
+    i.add_argument("--figure", help="write a PNG of each query beside its top people")
+    i.add_argument("--device", choices=["cpu", "gpu", "auto"], default="auto")
+    i.add_argument("--cache-dir", default=_default_cache_dir(),
+                   help="where gallery embeddings are cached (default: %(default)s)")
+    i.add_argument("--debug", action="store_true")
 
     k = sub.add_parser("pack", help="write the preprocessed faces of some pairs files as one small .npz",
                        description="For machines that cannot hold the JPEGs (a GPU box reached by copying a "
@@ -107,7 +139,7 @@ def build_parser():
                                    "hosts, verify SHA-256 sums, and extract into --data-dir. Interrupted "
                                    "downloads resume.")
     from minisiamese.data import default_data_dir
-    d.add_argument("--data-dir", default=default_data_dir(), help="target folder (default: %(default)s)")
+    d.add_argument("--data-dir", default=default_data_dir(), help=f"target folder (default: {_here(default_data_dir())})")
     d.add_argument("--archive-url", help="override the archive's URL (a mirror)")
     d.add_argument("--pairs-url", help="override the base URL of the pairs files (a mirror)")
     d.add_argument("--debug", action="store_true")
@@ -168,7 +200,7 @@ def cmd_experiments(args):
         ex.run_experiment(name, cfg, args.out, args.data_dir, args.device, args.seed, args.cache_dir,
                           log=lambda m: print(m, flush=True), force=args.force, progress=not args.quiet)
     rows = ex.collect(args.out)
-    cmd = "python cli.py experiments" + (f" --only {' '.join(args.only)}" if args.only else "")
+    cmd = "python3 cli.py experiments" + (f" --only {' '.join(args.only)}" if args.only else "")
     docs = os.path.dirname(args.results) or "."
     ex.copy_figures(rows, args.out, os.path.join(docs, "figures", "results"))
     with open(args.results, "w") as f:
@@ -188,6 +220,28 @@ def cmd_verify(args):
     print(f"{p:.4f}  ({verdict} at threshold {threshold:.3f})")
 
 
+def cmd_identify(args):
+    from minisiamese.config import ConfigError
+    from minisiamese.evaluate import load_trained
+    from minisiamese.identify import Gallery, identify, plot_identification
+    if args.top < 1:
+        raise ConfigError(f"--top must be >= 1, got {args.top}")
+    net, normalizer, threshold = load_trained(args.checkpoint, args.device)
+    threshold = threshold if args.threshold is None else args.threshold
+    gallery = Gallery(net, normalizer, args.gallery, args.checkpoint, args.cache_dir)
+    people = len(set(gallery.people))
+    print(f"gallery {args.gallery}: {people} people, {len(gallery.paths)} images "
+          f"({gallery.embedded} embedded now, {len(gallery.paths) - gallery.embedded} from the cache)")
+    results = identify(net, normalizer, gallery, args.queries, min(args.top, people), threshold)
+    for r in results:
+        ranked = "  ".join(f"{k}. {person} {p:.3f}" for k, (person, p) in enumerate(r["top"], 1))
+        answer = r["answer"] or f"unknown (best {r['top'][0][1]:.3f} < threshold {threshold:.3f})"
+        print(f"{r['query']}: {answer}\n    {ranked}")
+    if args.figure:
+        plot_identification(results, gallery, args.figure, net.config.input_size)
+        print(f"figure: {args.figure}")
+
+
 def cmd_pack(args):
     from minisiamese.data import check_data_dir, default_data_dir, pack_faces
     data_dir = args.data_dir or default_data_dir()
@@ -202,7 +256,7 @@ def cmd_download(args):
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "experiments": cmd_experiments,
-            "verify": cmd_verify, "pack": cmd_pack, "download": cmd_download}
+            "verify": cmd_verify, "identify": cmd_identify, "pack": cmd_pack, "download": cmd_download}
 
 
 def main(argv=None):

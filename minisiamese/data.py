@@ -48,7 +48,7 @@ def image_path(data_dir, name, num):
 
 def missing_data_message(data_dir):
     return (f"LFW-a not found in {data_dir!r} (expected lfw2/<Person>/<Person>_NNNN.jpg and "
-            f"pairsDevTrain.txt there). Get it with:  python cli.py download --data-dir {data_dir}  "
+            f"pairsDevTrain.txt there). Get it with:  minisiamese download --data-dir {data_dir}  "
             f"or point --data-dir (or ${DATA_DIR_ENV}) at an existing copy.")
 
 
@@ -231,7 +231,7 @@ def _from_bundle(path, keys, where):
     from .checkpoint import load_arrays
     arrays = load_arrays(path)
     if "keys" not in arrays or "images" not in arrays or arrays["images"].dtype != np.uint8:
-        raise DataError(f"{path}: not a face bundle written by 'cli.py pack'")
+        raise DataError(f"{path}: not a face bundle written by 'minisiamese pack'")
     row = {k: i for i, k in enumerate(arrays["keys"].tolist())}
     missing = [k for k in keys if _key_text(k) not in row]
     if missing:

@@ -16,7 +16,21 @@ import os
 
 import numpy as np
 
-KERNEL_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "kernels")
+_HERE = os.path.dirname(os.path.abspath(__file__))
+# Installed from a wheel the sources are package data, minisiamese/kernels/; in a
+# checkout (an editable install too) they are the repository's kernels/.
+KERNEL_DIRS = (os.path.join(_HERE, "kernels"), os.path.join(os.path.dirname(_HERE), "kernels"))
+KERNEL_FILES = ("im2col.cu", "maxpool.cu", "elementwise.cu")
+
+
+def kernel_path(filename):
+    """The path of one kernel source: the first of KERNEL_DIRS that has it."""
+    for folder in KERNEL_DIRS:
+        path = os.path.join(folder, filename)
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError(f"CUDA source {filename} not found in {' or '.join(KERNEL_DIRS)}; "
+                            "reinstall minisiamese (the wheel ships kernels/*.cu)")
 BLOCK = 256                 # threads per block: a multiple of the 32-thread warp
 MAX_BLOCKS = 65535 * 4      # more blocks than any kernel here needs; grid-stride covers the rest
 
@@ -24,8 +38,7 @@ MAX_BLOCKS = 65535 * 4      # more blocks than any kernel here needs; grid-strid
 @functools.lru_cache(maxsize=None)
 def _module(filename):
     import cupy
-    path = os.path.join(KERNEL_DIR, filename)
-    with open(path) as f:
+    with open(kernel_path(filename)) as f:
         return cupy.RawModule(code=f.read(), options=("-std=c++17",))
 
 

@@ -45,17 +45,23 @@ def rng():
     return np.random.default_rng(1234)
 
 
-@pytest.fixture(scope="session")
-def shim(tmp_path_factory):
-    """kernels/*.cu compiled for the host (tests/kernel_shim), as a ctypes library."""
+def build_shim(kernel_dir, lib):
+    """Compile tests/kernel_shim with the .cu sources of ``kernel_dir`` into ``lib``;
+    returns the ctypes library."""
     import ctypes
-    import shutil
     import subprocess
-    if shutil.which("g++") is None:
-        pytest.skip("g++ not installed")
-    lib = tmp_path_factory.mktemp("shim") / "libshim.so"
     src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernel_shim", "shim.cpp")
-    proc = subprocess.run(["g++", "-O1", "-std=c++17", "-shared", "-fPIC", src, "-o", str(lib)],
+    proc = subprocess.run(["g++", "-O1", "-std=c++17", "-shared", "-fPIC", "-I", kernel_dir, src, "-o", str(lib)],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     return ctypes.CDLL(str(lib))
+
+
+@pytest.fixture(scope="session")
+def shim(tmp_path_factory):
+    """kernels/*.cu compiled for the host (tests/kernel_shim), as a ctypes library."""
+    import shutil
+    if shutil.which("g++") is None:
+        pytest.skip("g++ not installed")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return build_shim(os.path.join(root, "kernels"), tmp_path_factory.mktemp("shim") / "libshim.so")

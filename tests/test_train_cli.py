@@ -172,7 +172,7 @@ def test_cli_train_evaluate_verify_end_to_end(dataset, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["train", "--data-dir", "/nonexistent/lfw"], "LFW-a not found in '/nonexistent/lfw'.*cli.py download"),
+    (["train", "--data-dir", "/nonexistent/lfw"], "LFW-a not found in '/nonexistent/lfw'.*minisiamese download"),
     (["train", "--preset", "huge"], "unknown preset 'huge'"),
     (["train", "--epochs", "0"], "--epochs must be >= 1, got 0"),
     (["evaluate", "--checkpoint", "/nonexistent/model.npz"], "/nonexistent/model.npz: no such file"),

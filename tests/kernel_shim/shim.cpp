@@ -4,9 +4,10 @@
 
 ShimDim3 blockIdx, threadIdx, blockDim, gridDim;
 
-#include "../../kernels/im2col.cu"
-#include "../../kernels/maxpool.cu"
-#include "../../kernels/elementwise.cu"
+// the kernel sources, found through -I (the repository's kernels/, or an installed package's)
+#include "im2col.cu"
+#include "maxpool.cu"
+#include "elementwise.cu"
 
 #define UNPAREN(...) __VA_ARGS__
 #define SHIM(name, params, args) \
