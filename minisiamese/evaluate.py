@@ -20,20 +20,46 @@ def load_trained(path, device="cpu"):
     return net, Normalizer.from_extra(extra), threshold
 
 
+class Embeddings:
+    """The tower output of every image of a PairSet that evaluation needs,
+    each face embedded once (the head that compares two is cheap).
+
+    ``Embeddings(net, normalizer, pairset, needed)`` embeds the image-table rows
+    ``needed``; ``probs(i1, i2)`` scores rows i1[n] against i2[n]."""
+
+    def __init__(self, net, normalizer, pairset, needed, batch_size=128):
+        self.net = net
+        rows = np.unique(np.asarray(needed, dtype=np.int64))
+        self.where = np.full(len(pairset.images), -1, dtype=np.int64)
+        self.where[rows] = np.arange(len(rows))
+        parts = [net.embed(normalizer(pairset.image_batch(rows[i:i + batch_size])), batch_size)
+                 for i in range(0, len(rows), batch_size)]
+        self.h = (parts[0] if len(parts) == 1 else net.xp.concatenate(parts)) if parts else None
+
+    def probs(self, i1, i2, batch_size=4096):
+        """Probabilities for the pairs (i1[n], i2[n]) of image-table rows, as NumPy."""
+        a, b = self.where[np.asarray(i1)], self.where[np.asarray(i2)]
+        if (a < 0).any() or (b < 0).any():
+            raise ValueError("Embeddings.probs: an image that was not embedded")
+        out = [self.net.score(self.h[a[i:i + batch_size]], self.h[b[i:i + batch_size]])
+               for i in range(0, len(a), batch_size)]
+        return np.concatenate(out) if out else np.zeros(0)
+
+
 def predict(net, normalizer, pairset, batch_size=128):
-    """Probabilities for every pair of ``pairset``, a batch at a time (memory is
-    bounded by one batch of images, whatever the number of pairs)."""
-    out = []
-    for i in range(0, len(pairset), batch_size):
-        x1, x2, _ = pairset.batch(np.arange(i, min(len(pairset), i + batch_size)))
-        out.append(net.predict_proba(normalizer(x1), normalizer(x2), batch_size=batch_size))
-    return np.concatenate(out) if out else np.zeros(0)
+    """Probabilities for every pair of ``pairset``: each distinct image is
+    embedded once, then every pair is scored from the embeddings."""
+    emb = Embeddings(net, normalizer, pairset, np.concatenate([pairset.idx1, pairset.idx2]), batch_size)
+    return emb.probs(pairset.idx1, pairset.idx2)
 
 
 def evaluate_pairset(net, normalizer, pairset, threshold=0.5, n_way=10, seed=0, batch_size=128,
                      figures_dir=None, oneshot_tasks=True):
     """Metrics dict (and figures when ``figures_dir`` is given)."""
-    p = predict(net, normalizer, pairset, batch_size)
+    tasks = oneshot.build_tasks(pairset, n_way, seed) if oneshot_tasks else []
+    needed = [pairset.idx1, pairset.idx2] + [t.candidates for t in tasks]   # anchors are idx1 rows
+    emb = Embeddings(net, normalizer, pairset, np.concatenate(needed), batch_size)
+    p = emb.probs(pairset.idx1, pairset.idx2)
     y = pairset.labels
     res = {"pairs": int(len(y))}
     res.update(metrics.binary_metrics(y, p, 0.5))
@@ -45,9 +71,7 @@ def evaluate_pairset(net, normalizer, pairset, threshold=0.5, n_way=10, seed=0, 
         res["warning"] = (f"the model outputs (almost) the same probability {p.mean():.4f} for every pair: "
                           "it has collapsed, and its metrics mean nothing")
     if oneshot_tasks:
-        tasks = oneshot.build_tasks(pairset, n_way, seed)
-        scores = oneshot.score_tasks(tasks, lambda a, b: net.predict_proba(normalizer(a), normalizer(b)),
-                                     pairset, batch_size)
+        scores = oneshot.score_tasks(tasks, emb.probs)
         acc, chosen = oneshot.oneshot_accuracy(tasks, scores, seed)
         res["oneshot"] = acc
         res["oneshot_tasks"] = len(tasks)

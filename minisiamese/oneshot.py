@@ -37,13 +37,14 @@ def build_tasks(pairset, n_way=10, seed=0):
     return tasks
 
 
-def score_tasks(tasks, score_fn, pairset, batch_size=128):
-    """(N_tasks, n_way) scores: score_fn(x1, x2) on every (anchor, candidate)."""
+def score_tasks(tasks, score_fn):
+    """(N_tasks, n_way) scores: ``score_fn(anchors, candidates)`` -- two arrays of
+    image-table rows -- on every (anchor, candidate) of every task, in one call
+    (evaluation passes :meth:`minisiamese.evaluate.Embeddings.probs`, which
+    compares embeddings computed once per face)."""
     a = np.repeat([t.anchor for t in tasks], [len(t.candidates) for t in tasks])
     c = np.concatenate([t.candidates for t in tasks]) if tasks else np.zeros(0, int)
-    scores = np.concatenate([score_fn(pairset.image_batch(a[i:i + batch_size]),
-                                      pairset.image_batch(c[i:i + batch_size]))
-                             for i in range(0, len(a), batch_size)]) if len(a) else np.zeros(0)
+    scores = np.asarray(score_fn(a, c)) if len(a) else np.zeros(0)
     return scores.reshape(len(tasks), -1)
 
 
