@@ -69,8 +69,12 @@ def child_ours(args):
         loss, grads = net.loss_and_grads(x1, x2, y)
         opt.step(net.params, grads)
 
+    infer, infer_times = median_time(lambda: net.predict_proba(x1, x2, batch_size=n), args.steps,
+                                     warmup=args.warmup, sync=sync)
+    if args.inference_only:
+        return {"impl": "minisiamese", "device": args.device, "infer_s": infer, "infer_times_s": infer_times,
+                "plan": plan, "plan_s": plan_s, "peak_rss_gib": peak_rss_gib()}
     med, times = median_time(step, args.steps, warmup=args.warmup, sync=sync)
-    infer, infer_times = median_time(lambda: net.predict_proba(x1, x2, batch_size=n), args.steps, sync=sync)
 
     # One more step with every matmul timed in place: the GEMM time and FLOPs of this step.
     gemm = {"seconds": 0.0, "flops": 0.0, "calls": 0}
@@ -157,8 +161,11 @@ def child_torch(args):
         x1, x2 = x1.contiguous(memory_format=torch.channels_last), x2.contiguous(memory_format=torch.channels_last)
     y = (torch.rand(n, device=dev) < 0.5).float()
     sync = torch.cuda.synchronize if dev == "cuda" else None
+    infer_med, infer_times = median_time(infer, args.steps, warmup=args.warmup, sync=sync)
+    if args.inference_only:
+        return {"impl": "pytorch" + (" channels_last" if args.channels_last else ""), "device": args.device,
+                "torch": torch.__version__, "infer_s": infer_med, "infer_times_s": infer_times}
     med, times = median_time(lambda: step_fn(x1, x2, y), args.steps, warmup=args.warmup, sync=sync)
-    infer_med, infer_times = median_time(infer, args.steps, sync=sync)
     return {"impl": "pytorch" + (" channels_last" if args.channels_last else ""), "device": args.device,
             "torch": torch.__version__, "threads": torch.get_num_threads(), "median_s": med, "times_s": times,
             "infer_s": infer_med, "infer_times_s": infer_times,
@@ -175,6 +182,7 @@ def main():
     p.add_argument("--steps", type=int, default=5, help="timed steps (median reported)")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparator")
+    p.add_argument("--inference-only", action="store_true", help="time inference (128 pairs) only, no training step")
     p.add_argument("--json", help="write all figures to this JSON file")
     p.add_argument("--profile", action="store_true", help="also print seconds per op for one more step")
     p.add_argument("--default-allocator", action="store_true",
@@ -194,7 +202,7 @@ def main():
 
     here = os.path.abspath(__file__)
     common = ["--device", args.device, "--preset", args.preset, "--conv-algo", args.conv_algo,
-              "--batch", str(args.batch),
+              "--batch", str(args.batch)] + (["--inference-only"] if args.inference_only else []) + [
               "--steps", str(args.steps), "--warmup", str(args.warmup)]
     if args.default_allocator:
         common.append("--default-allocator")
@@ -208,9 +216,20 @@ def main():
         print("(PyTorch not installed: no comparator; pip install torch to add it)")
 
     ours = results[0]
+    from minisiamese.convplan import describe_plan
+    if args.inference_only:
+        print(f"inference, preset {args.preset}, {args.batch} pairs, device {args.device}, median of {args.steps} "
+              f"after {args.warmup} warm-up; conv plan: {describe_plan(ours['plan'])}")
+        for r in results:
+            print(f"{r['impl']:28s} {r['infer_s']:7.2f} s   ({' '.join(f'{t:.2f}' for t in r['infer_times_s'])})")
+        for r in results[1:]:
+            print(f"ratio ours / {r['impl']}: inference {ours['infer_s'] / r['infer_s']:.2f}")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"machine": machine(), "args": vars(args), "results": results}, f, indent=2)
+        return
     print(f"training step, preset {args.preset}, batch {args.batch} pairs ({2 * args.batch} tower images), "
           f"device {args.device}, median of {args.steps} after {args.warmup} warm-up")
-    from minisiamese.convplan import describe_plan
     print(f"conv plan (--conv-algo {args.conv_algo}, resolved in {ours['plan_s']:.1f} s): "
           f"{describe_plan(ours['plan'])}")
     print(f"{'implementation':28s} {'step s':>7s} {'eff. GFLOP/s':>12s} {'peak RSS GiB':>13s} {'inference s':>12s}")

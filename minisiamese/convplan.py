@@ -15,11 +15,20 @@ cuDNN's benchmark mode, and kept for the process:
   CPU the baseline's layers are decided by factors of 2 or more:
   ``docs/performance.md``).
 
+The probe timings are also kept on disk, in ``convplan.json`` under
+``$MINISIAMESE_CACHE`` (default ``~/.cache/minisiamese``), keyed by the layer
+shape and stamped with the machine (CPU model, core count, NumPy version): later
+processes on the same machine reuse them instead of timing again, so ``auto``
+makes the same choice on a machine every time (delete the file to re-time).
+
 Where ``auto`` does not benchmark: a strided layer gets im2col (the FFT path
 computes stride 1 only), and CuPy arrays get im2col -- the RawKernel path --
 until a device run measures cuFFT against it.  Every decision is kept in
 :data:`DECISIONS` with its estimates, for the training log and ``results.json``.
 """
+import json
+import os
+import platform
 import time
 
 import numpy as np
@@ -107,9 +116,52 @@ def _probe(x_shape, w_shape, pad, dtype, need_dx):
     return best, images
 
 
+def store_path():
+    root = os.environ.get("MINISIAMESE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "minisiamese")
+    return os.path.join(root, "convplan.json")
+
+
+def machine():
+    """What the probe timings belong to."""
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "numpy": np.__version__, "arch": platform.machine()}
+
+
+def _stored():
+    """The probe timings on disk for this machine ({} when none, or another machine's)."""
+    try:
+        with open(store_path()) as f:
+            data = json.load(f)
+        return data["probes"] if data.get("machine") == machine() else {}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def _store(name, probe):
+    from .checkpoint import atomic_write
+    probes = _stored()
+    probes[name] = probe
+    text = json.dumps({"machine": machine(), "probes": probes}, indent=1, sort_keys=True)
+    try:
+        atomic_write(store_path(), lambda f: f.write(text.encode()))
+    except OSError:
+        pass                                  # a read-only home: the choice is kept for this process only
+
+
 def _estimate(layer, x_shape, w_shape, pad, dtype, need_dx):
     if layer not in _PROBES:
-        _PROBES[layer] = _probe(x_shape, w_shape, pad, dtype, need_dx)
+        name = json.dumps(layer)
+        stored = _stored().get(name)
+        if stored is not None:
+            _PROBES[layer] = (stored["best"], stored["images"])
+        else:
+            _PROBES[layer] = _probe(x_shape, w_shape, pad, dtype, need_dx)
+            _store(name, {"best": _PROBES[layer][0], "images": _PROBES[layer][1]})
     best, images = _PROBES[layer]
     N = x_shape[0]
     fixed = min(best["fft_fixed"], best["fft"])

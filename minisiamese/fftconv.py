@@ -110,28 +110,31 @@ def filter_spectrum(w, s, ctype):
     return out
 
 
-# The filters' spectra of the last few layers, keyed by the filters' content:
+# The filters' spectrum of each layer shape, for the weights it last saw:
 # inference and evaluation run many batches through unchanged weights, and
-# conv2's spectrum costs about 0.15 s on the 2-core CPU.  A training step
-# changes the weights, so there it only ever misses (hashing costs ~2 ms).
-_SPECTRA = OrderedDict()
-SPECTRA_KEPT = 2
+# conv2's spectrum costs about 0.15 s on the 2-core CPU.  One entry per layer
+# shape, so a training step (new weights every time: it only misses, and
+# hashing costs ~2 ms) holds no more than one spectrum per layer.
+_SPECTRA = OrderedDict()     # (shape, dtypes, s) -> (content digest, spectrum)
+SPECTRA_SHAPES = 16
 
 
 def cached_filter_spectrum(w, s, ctype):
     """:func:`filter_spectrum`, served from :data:`_SPECTRA` when these exact
-    filters were transformed at this size before (NumPy arrays only)."""
+    filters were transformed at this size last time (NumPy arrays only)."""
     if get_array_module(w) is not np:
         return filter_spectrum(w, s, ctype)
-    digest = hashlib.blake2b(np.ascontiguousarray(w).view(np.uint8).reshape(-1), digest_size=16).hexdigest()
-    key = (w.shape, w.dtype.str, s, np.dtype(ctype).str, digest)
-    if key in _SPECTRA:
+    digest = hashlib.blake2b(np.ascontiguousarray(w).view(np.uint8).reshape(-1), digest_size=16).digest()
+    key = (w.shape, w.dtype.str, np.dtype(ctype).str, s)
+    hit = _SPECTRA.get(key)
+    if hit is not None and hit[0] == digest:
         _SPECTRA.move_to_end(key)
-        return _SPECTRA[key]
+        return hit[1]
     wf = filter_spectrum(w, s, ctype)
     wf.flags.writeable = False                       # shared between calls: nobody may change it
-    _SPECTRA[key] = wf
-    while len(_SPECTRA) > SPECTRA_KEPT:
+    _SPECTRA[key] = (digest, wf)
+    _SPECTRA.move_to_end(key)
+    while len(_SPECTRA) > SPECTRA_SHAPES:
         _SPECTRA.popitem(last=False)
     return wf
 

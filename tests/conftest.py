@@ -1,6 +1,7 @@
 """Shared fixtures: every backend test runs on NumPy, and on CuPy where a GPU exists."""
 import os
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -9,6 +10,10 @@ from hypothesis import settings
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from minisiamese.backend import gpu_available  # noqa: E402
+
+# The tests' caches (conv-plan timings, preprocessed faces by default) go to a
+# folder of their own, never the user's ~/.cache/minisiamese.
+os.environ["MINISIAMESE_CACHE"] = tempfile.mkdtemp(prefix="minisiamese-test-cache-")
 
 settings.register_profile("default", deadline=None, max_examples=25, derandomize=True)
 settings.register_profile("thorough", deadline=None, max_examples=300)

@@ -1,5 +1,6 @@
 """The FFT convolution against the loop reference, the im2col path and central
 differences; the per-layer algorithm choice and its errors."""
+import os
 import sys
 
 import numpy as np
@@ -174,3 +175,22 @@ def test_cupy_branch_through_the_host_shim(monkeypatch, shim, rng):
         assert not isinstance(acache, fftconv.FFTConvCache)
     finally:
         gpu._module.cache_clear()
+
+
+def test_probe_timings_are_kept_per_machine_so_auto_decides_the_same_later(monkeypatch, tmp_path):
+    """A later process on the same machine reuses the stored timings (no probe);
+    another machine's timings are not used."""
+    monkeypatch.setenv("MINISIAMESE_CACHE", str(tmp_path))
+    probe = ({"im2col": 1.0, "fft": 0.2, "fft_fixed": 0.1}, {"im2col": 32, "fft": 64})
+    calls = []
+    monkeypatch.setattr(convplan, "_probe", lambda *a: calls.append(a) or probe)
+    for _ in range(2):                                     # two "processes": in-memory state cleared
+        monkeypatch.setattr(convplan, "DECISIONS", {})
+        monkeypatch.setattr(convplan, "_PROBES", {})
+        assert convplan.resolve("auto", (64, 10, 10, 3), (4, 3, 3, 3)) == "fft"
+    assert len(calls) == 1 and os.path.exists(convplan.store_path())
+    monkeypatch.setattr(convplan, "machine", lambda: {"cpu": "another"})
+    monkeypatch.setattr(convplan, "DECISIONS", {})
+    monkeypatch.setattr(convplan, "_PROBES", {})
+    convplan.resolve("auto", (64, 10, 10, 3), (4, 3, 3, 3))
+    assert len(calls) == 2
