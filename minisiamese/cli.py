@@ -82,7 +82,9 @@ def build_parser():
     x = sub.add_parser("experiments", help="run the seed's experiments and write docs/results.md",
                        description="Train and evaluate the named experiments (all six by default). Finished "
                                    "ones are skipped on rerun, interrupted ones resume, so the table can be "
-                                   "completed over several runs and machines.")
+                                   "completed over several runs and machines. Each finished experiment's "
+                                   "results (no weights) are kept in results/NAME.json beside --results, and "
+                                   "the table is built from those, with results/discussion.md under it.")
     _common(x, config=False)
     x.add_argument("--only", nargs="+", metavar="NAME", help="experiments to run (default: all)")
     x.add_argument("--out", default="runs", help=f"root of the run folders (default: {_here('runs')})")
@@ -195,17 +197,25 @@ def cmd_evaluate(args):
 def cmd_experiments(args):
     from minisiamese import experiments as ex
     names = ex.selected(args.only)
+    docs = os.path.dirname(args.results) or "."
+    kept = os.path.join(docs, "results")                 # docs/results/NAME.json, kept in git
     for name in names:
         cfg = _experiment_config(args, name)
         ex.run_experiment(name, cfg, args.out, args.data_dir, args.device, args.seed, args.cache_dir,
-                          log=lambda m: print(m, flush=True), force=args.force, progress=not args.quiet)
-    rows = ex.collect(args.out)
+                          log=lambda m: print(m, flush=True), force=args.force, progress=not args.quiet,
+                          kept_dir=kept)
+    rows = ex.collect(args.out, kept)
     cmd = "python3 cli.py experiments" + (f" --only {' '.join(args.only)}" if args.only else "")
-    docs = os.path.dirname(args.results) or "."
-    ex.copy_figures(rows, args.out, os.path.join(docs, "figures", "results"))
+    figures = os.path.join(docs, "figures", "results")
+    ex.copy_figures(rows, args.out, figures)
+    os.makedirs(figures, exist_ok=True)
+    ex.plot_val_curves(rows, os.path.join(figures, "val_accuracy.png"))
+    discussion_path = os.path.join(kept, "discussion.md")
+    discussion = open(discussion_path).read() if os.path.isfile(discussion_path) else None
     with open(args.results, "w") as f:
-        f.write(ex.results_markdown(rows, cmd, figures_rel="figures/results"))
-    print(f"wrote {args.results} ({len(rows)} of {len(ex.EXPERIMENTS)} experiments finished)")
+        f.write(ex.results_markdown(rows, cmd, figures_rel="figures/results", discussion=discussion))
+    print(f"wrote {args.results} ({len(rows)} of {len(ex.EXPERIMENTS)} experiments finished; "
+          f"results kept in {kept})")
 
 
 def cmd_verify(args):

@@ -6,7 +6,8 @@ from .download import DownloadError
 from .config import ConfigError
 from .data import DataError
 from .model import InputError
+from .runlock import RunFolderBusy
 from .train import TrainingError
 
-USER_ERRORS = (BackendError, CheckpointError, ConfigError, DataError, DownloadError, InputError, TrainingError,
-               FileNotFoundError, PermissionError, IsADirectoryError)
+USER_ERRORS = (BackendError, CheckpointError, ConfigError, DataError, DownloadError, InputError, RunFolderBusy,
+               TrainingError, FileNotFoundError, PermissionError, IsADirectoryError)

@@ -6,7 +6,7 @@ import numpy as np
 
 from . import metrics, oneshot, plots
 from .checkpoint import read_model_file
-from .data import check_data_dir, load_pairset, pairset_from_pairs, read_pairs_folds
+from .data import check_data_dir, load_pairset, pairset_from_pairs, read_pairs, read_pairs_folds
 from .model import SiameseNet
 from .train import Normalizer
 
@@ -86,23 +86,48 @@ def evaluate_pairset(net, normalizer, pairset, threshold=0.5, n_way=10, seed=0, 
     return res, p
 
 
-def evaluate_folds(net, normalizer, data_dir, path, cache_dir=None, batch_size=128):
-    """View 2 protocol: accuracy per fold with the threshold chosen on the other
-    nine folds (the model itself is not retrained), and AUC per fold."""
-    folds = read_pairs_folds(path)
-    sets = [pairset_from_pairs(data_dir, f, path, cache_dir, net.config.input_size) for f in folds]
-    probs = [predict(net, normalizer, s, batch_size) for s in sets]
+def _fold_summary(labels, probs, fold):
+    """Per fold: accuracy at the threshold chosen on the other folds, and AUC;
+    then mean and (population) standard deviation over the folds."""
     rows = []
-    for k, s in enumerate(sets):
-        others_y = np.concatenate([sets[j].labels for j in range(len(sets)) if j != k])
-        others_p = np.concatenate([probs[j] for j in range(len(sets)) if j != k])
-        thr = metrics.best_threshold(others_y, others_p)
-        m = metrics.binary_metrics(s.labels, probs[k], thr)
-        m["auc"] = metrics.roc_auc(s.labels, probs[k])
+    for k in np.unique(fold):
+        mine, others = fold == k, fold != k
+        thr = metrics.best_threshold(labels[others], probs[others])
+        m = metrics.binary_metrics(labels[mine], probs[mine], thr)
+        m["auc"] = metrics.roc_auc(labels[mine], probs[mine])
+        m["pairs"] = int(mine.sum())
         rows.append(m)
-    acc = np.array([r["accuracy"] for r in rows])
+    acc, auc = np.array([r["accuracy"] for r in rows]), np.array([r["auc"] for r in rows])
     return {"folds": rows, "accuracy_mean": float(acc.mean()), "accuracy_std": float(acc.std()),
-            "auc_mean": float(np.mean([r["auc"] for r in rows]))}
+            "auc_mean": float(auc.mean()), "auc_std": float(auc.std()), "pairs": int(len(labels))}
+
+
+def evaluate_folds(net, normalizer, data_dir, path, cache_dir=None, batch_size=128, exclude_people=None):
+    """View 2 protocol: accuracy per fold with the threshold chosen on the other
+    nine folds (the model itself is not retrained), and AUC per fold.  Every
+    face of the file is embedded once.
+
+    ``exclude_people``: the people a model trained on (pairsDevTrain's share
+    people with View 2).  Then the result also holds ``leak_free``: the same
+    protocol on the pairs that involve none of them."""
+    folds = read_pairs_folds(path)
+    pairs = [p for f in folds for p in f]
+    fold = np.repeat(np.arange(len(folds)), [len(f) for f in folds])
+    s = pairset_from_pairs(data_dir, pairs, path, cache_dir, net.config.input_size)
+    probs = predict(net, normalizer, s, batch_size)
+    res = _fold_summary(s.labels, probs, fold)
+    if exclude_people is not None:
+        clean = np.array([p.name1 not in exclude_people and p.name2 not in exclude_people for p in pairs])
+        res["leak_free"] = _fold_summary(s.labels[clean], probs[clean], fold[clean])
+    return res
+
+
+def train_people(data_dir, train_pairs="pairsDevTrain.txt"):
+    """The people named in a training pairs file (None when it is not there)."""
+    path = train_pairs if os.path.isabs(train_pairs) else os.path.join(data_dir, train_pairs)
+    if not os.path.isfile(path):
+        return None
+    return {name for p in read_pairs(path) for name in (p.name1, p.name2)}
 
 
 def evaluate_model_file(model_path, data_dir, pairs="pairsDevTest.txt", device="cpu", out_dir=None,
@@ -113,7 +138,7 @@ def evaluate_model_file(model_path, data_dir, pairs="pairsDevTest.txt", device="
     with open(path, encoding="utf-8-sig", errors="replace") as f:
         view2 = len(f.readline().split()) == 2
     if view2:
-        res = evaluate_folds(net, normalizer, data_dir, path, cache_dir, batch_size)
+        res = evaluate_folds(net, normalizer, data_dir, path, cache_dir, batch_size, train_people(data_dir))
     else:
         pairset = load_pairset(data_dir, path, cache_dir, net.config.input_size)
         res, _ = evaluate_pairset(net, normalizer, pairset, threshold, n_way, seed, batch_size,

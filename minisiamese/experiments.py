@@ -10,17 +10,18 @@ RESULT_FILE = "results.json"
 
 
 def run_experiment(name, config, out_root, data_dir, device, seed, cache_dir, log=print, force=False,
-                   progress=True):
-    """Train + evaluate one experiment in out_root/name; skip it when its
-    results.json exists (unless ``force``).  Returns the results dict."""
+                   progress=True, kept_dir=None):
+    """Train + evaluate one experiment in out_root/name; skip it when it has
+    finished before -- its results.json in the run folder, or its kept copy in
+    ``kept_dir`` (from another machine) -- unless ``force``.  Returns the results."""
     from .cli_support import train_and_evaluate
     out_dir = os.path.join(out_root, name)
-    result_path = os.path.join(out_dir, RESULT_FILE)
-    if os.path.exists(result_path) and not force:
-        with open(result_path) as f:
-            res = json.load(f)
-        log(f"[{name}] finished before ({res.get('device')}, {res.get('wall_seconds', 0):.0f}s): skipped")
-        return res
+    for path in (os.path.join(out_dir, RESULT_FILE), os.path.join(kept_dir, f"{name}.json") if kept_dir else None):
+        if path and os.path.exists(path) and not force:
+            with open(path) as f:
+                res = json.load(f)
+            log(f"[{name}] finished before ({path}; {res.get('device')}, {res.get('wall_seconds', 0):.0f}s): skipped")
+            return res
     log(f"[{name}] training in {out_dir}")
     return train_and_evaluate(config, out_dir, data_dir, device, seed, cache_dir, resume=True, log=log,
                               progress=progress, experiment=name)
@@ -41,39 +42,120 @@ def copy_figures(rows, out_root, dest_root):
                 shutil.copyfile(src, os.path.join(dest_root, name, fig))
 
 
-def collect(out_root):
+def collect(out_root, kept_dir=None):
+    """Every finished experiment's results.  The kept copies in ``kept_dir``
+    (docs/results/NAME.json, in git) come first; a finished run in
+    ``out_root`` replaces its kept copy, which is rewritten from it -- with its
+    training history -- so the table survives a checkout without runs/."""
     rows = {}
     for name in EXPERIMENTS:
+        kept = os.path.join(kept_dir, f"{name}.json") if kept_dir else None
         path = os.path.join(out_root, name, RESULT_FILE)
         if os.path.exists(path):
             with open(path) as f:
                 rows[name] = json.load(f)
+            history = os.path.join(out_root, name, "history.json")
+            if os.path.exists(history):
+                with open(history) as f:
+                    rows[name]["history"] = json.load(f)
+            rows[name].pop("model", None)                      # a path on the machine that ran it
+            if kept:
+                from .checkpoint import atomic_write
+                text = json.dumps(rows[name], indent=1, sort_keys=True) + "\n"
+                atomic_write(kept, lambda f: f.write(text.encode()))
+        elif kept and os.path.exists(kept):
+            with open(kept) as f:
+                rows[name] = json.load(f)
     return rows
 
 
-def results_markdown(rows, command, figures_rel=None):
+def plan_text(r):
+    """Which conv algorithm each layer used ("im2col" for runs from before the FFT path)."""
+    plan = r.get("conv_plan")
+    if not plan:
+        return "im2col"
+    fft = [p["layer"] for p in plan if p["algo"] == "fft"]
+    return "fft: " + ", ".join(fft) if fft else "im2col"
+
+
+def _pm(d, key):
+    return f"{d[key + '_mean']:.3f} ± {d[key + '_std']:.3f}"
+
+
+def view2_markdown(rows):
+    """The View 2 table: leak-free subset first, the full file (overlapping training) beside it."""
+    have = {n: r for n, r in rows.items() if "view2" in r}
+    lines = ["## View 2 (pairs.txt, 10 folds)", "",
+             "LFW's View 2 reports mean ± standard deviation over its 10 folds, each fold's threshold chosen on "
+             "the other nine. View 2 shares people with pairsDevTrain, so a model trained on pairsDevTrain is "
+             "partly tested on people it trained on: the headline columns use only the pairs that involve no "
+             "pairsDevTrain person (2,490 of 6,000); the full file is beside them, marked as overlapping "
+             "training. Peers on LFW-a report 0.65–0.71 accuracy for Koch-style networks.", ""]
+    if not have:
+        return lines + ["No finished experiment has View 2 figures yet (runs before this table existed did not "
+                        "evaluate it, and their weights were not kept).", ""]
+    lines += ["| experiment | leak-free accuracy | leak-free AUC | leak-free pairs | full accuracy (overlaps "
+              "training) | full AUC |", "|---|---|---|---|---|---|"]
+    for name, (title, _) in EXPERIMENTS.items():
+        r = have.get(name)
+        if r is None:
+            continue
+        v, c = r["view2"], r["view2"]["leak_free"]
+        lines.append(f"| {title} | {_pm(c, 'accuracy')} | {_pm(c, 'auc')} | {c['pairs']} | {_pm(v, 'accuracy')} | "
+                     f"{_pm(v, 'auc')} |")
+    missing = [EXPERIMENTS[n][0] for n in rows if n not in have]
+    if missing:
+        lines += ["", f"Not evaluated on View 2: {', '.join(missing)} (finished before View 2 was part of a run; "
+                      "their weights were not kept)."]
+    return lines + [""]
+
+
+def plot_val_curves(rows, path):
+    """All finished experiments' validation accuracy per epoch in one figure."""
+    from .plots import _plt
+    have = {n: r["history"] for n, r in rows.items() if r.get("history")}
+    if not have:
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, history in have.items():
+        ax.plot([h["epoch"] for h in history], [h["val_accuracy"] for h in history], "o-", ms=3,
+                label=EXPERIMENTS[name][0])
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def results_markdown(rows, command, figures_rel=None, discussion=None):
     lines = ["# Results on LFW-a (View 1)", "",
              "Trained on pairsDevTrain (80 % train / 20 % validation, stratified, seeded), evaluated on "
              "pairsDevTest: binary accuracy at threshold 0.5, one-shot accuracy over 500 10-way tasks "
              "(one per positive test pair), recall, precision and ROC AUC. Every row comes from a real run "
-             "of `python cli.py experiments --only NAME` (seed 0); finished experiments are kept in "
-             "`runs/NAME/results.json` and reused, so rows appear as runs finish, on any machine. Wall time "
-             "is the sum of the epochs (training + validation) plus the evaluation.", "",
+             "of `python3 cli.py experiments --only NAME` (seed 0). A finished experiment's results (no weights) "
+             "are kept in `docs/results/NAME.json`, which this table is built from, so rows survive a fresh "
+             "checkout without `runs/` and appear as runs finish, on any machine. Wall time is the sum of the "
+             "epochs (training + validation) plus the evaluation. *conv plan* says which layers ran the FFT "
+             "convolution (the function is the same; the rounding and the speed differ).", "",
              f"Last written by: `{command}`", "",
              "| experiment | accuracy | one-shot | recall | precision | AUC | epochs (best) | parameters | "
-             "wall time | device |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "wall time | device | conv plan |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, (title, cfg) in EXPERIMENTS.items():
         r = rows.get(name)
         if r is None:
-            lines.append(f"| {title} | not run yet | | | | | | {cfg.model.num_params():,} | | |")
+            lines.append(f"| {title} | not run yet | | | | | | {cfg.model.num_params():,} | | | |")
             continue
         lines.append(f"| {title} | {r['accuracy']:.3f} | {r['oneshot']:.3f} | {r['recall']:.3f} | "
                      f"{r['precision']:.3f} | {r['auc']:.3f} | {r['epochs_run']} ({r['best_epoch']}) | "
-                     f"{r['parameters']:,} | {r['wall_seconds'] / 60:.0f} min | {r['device']} |")
+                     f"{r['parameters']:,} | {r['wall_seconds'] / 60:.0f} min | {r['device']} | {plan_text(r)} |")
     lines.append(f"| *seed report, best per column* | {SEED_BEST['accuracy']:.3f} | {SEED_BEST['oneshot']:.3f} | "
                  f"{SEED_BEST['recall']:.3f} | {SEED_BEST['precision']:.3f} | {SEED_BEST['auc']:.3f} | | "
-                 f"38,951,745 | | |")
+                 f"38,951,745 | | | |")
     lines.append("")
     for name, r in rows.items():
         if r.get("warning"):
@@ -82,8 +164,17 @@ def results_markdown(rows, command, figures_rel=None):
         if thr:
             lines.append(f"- {name}: with the threshold chosen on validation ({thr['threshold']:.3f}) accuracy is "
                          f"{thr['accuracy']:.3f}, precision {thr['precision']:.3f}, recall {thr['recall']:.3f}.")
+    for name, r in rows.items():
+        if r.get("recovered_from"):
+            lines.append(f"- {name}: {r['recovered_from']}")
+    lines += [""] + view2_markdown(rows)
+    if discussion:
+        lines += ["## Discussion", "", discussion.strip(), ""]
     if figures_rel:
-        lines += ["", "## Figures", ""]
+        lines += ["## Figures", ""]
+        if any(r.get("history") for r in rows.values()):
+            lines += [f"![validation accuracy per epoch, every experiment with a kept history]"
+                      f"({figures_rel}/val_accuracy.png)", ""]
         for name in rows:
             lines.append(f"### {EXPERIMENTS[name][0]}")
             lines.append("")

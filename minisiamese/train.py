@@ -22,13 +22,14 @@ from . import convplan
 from .augment import augment_batch
 from .backend import get_backend, to_numpy
 from .config import ConfigError
-from .data import check_data_dir, load_pairset, to_unit_float
+from .data import DataError, check_data_dir, load_pairset, to_unit_float
 from .experiment import ExperimentConfig
 from .losses import bce_with_logits_forward
 from .ops import sigmoid
 from .metrics import best_threshold
 from .model import SiameseNet
 from .optim import Adam, ExponentialDecay
+from .runlock import run_lock
 
 TRAIN_FORMAT = "minisiamese-train-1"
 DIVERGENCE_FACTOR = 10       # a training loss this many times the first one stops the run
@@ -68,6 +69,18 @@ def stratified_split(labels, val_fraction, seed):
         val.append(rows[:k])
         train.append(rows[k:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+
+
+def _check_split_size(labels, train_cfg, path):
+    """A clear error when a training file has too few pairs of a class for the
+    stratified split to leave at least one of it on each side."""
+    vf = train_cfg.val_fraction
+    need = next(k for k in range(1, 10 ** 6) if round(k * vf) >= 1 and k - round(k * vf) >= 1)
+    counts = {c: int(np.sum(labels == c)) for c in (1, 0)}
+    if min(counts.values()) < need:
+        subset = f" (after --max-pairs {train_cfg.max_pairs})" if train_cfg.max_pairs else ""
+        raise DataError(f"{path}: {counts[1]} same-person and {counts[0]} different-person pairs{subset} are too few "
+                        f"for a {vf:g} validation split: it needs at least {need} of each ({2 * need} pairs)")
 
 
 def stratified_subset(labels, n, seed):
@@ -157,11 +170,12 @@ class Trainer:
     # ------------------------------------------------------------------ data
     def load_data(self):
         t = self.cfg.train
-        check_data_dir(self.data_dir, needs=(t.train_pairs,))
+        check_data_dir(self.data_dir, needs=(t.train_pairs, t.test_pairs))
         size = self.cfg.model.input_size
         full = load_pairset(self.data_dir, t.train_pairs, self.cache_dir, size)
         if t.max_pairs:
             full = full.subset(stratified_subset(full.labels, t.max_pairs, self.seed))
+        _check_split_size(full.labels, t, os.path.join(self.data_dir, t.train_pairs))
         train_rows, val_rows = stratified_split(full.labels, t.val_fraction, self.seed)
         self.trainset, self.valset = full.subset(train_rows), full.subset(val_rows)
         if self.cfg.normalize:
@@ -325,8 +339,10 @@ class Trainer:
     def fit(self, resume=False):
         """Train (or continue) and return the history; leaves ``model.npz`` with
         the best weights, the normalisation and the validation-chosen threshold."""
-        t = self.cfg.train
-        os.makedirs(self.out_dir, exist_ok=True)
+        with run_lock(self.out_dir):
+            return self._fit(resume)
+
+    def _fit(self, resume):
         if not hasattr(self, "trainset"):
             self.load_data()
         if resume and os.path.exists(self.checkpoint_path):

@@ -169,12 +169,28 @@ def _corrupt(root, how):
     if how == "missing pairs file":
         os.unlink(pairs)
         return "pairsDevTrain.txt: pairs file missing"
+    test_pairs = os.path.join(root, "pairsDevTest.txt")
+    if how == "damaged test file":
+        test_lines = open(test_pairs).read().splitlines()
+        open(test_pairs, "w").write("\n".join(test_lines[:5]) + "\n")   # cut short: fewer lines than promised
+        return "pairsDevTest.txt:"
+    if how == "empty test file":
+        open(test_pairs, "w").write("")
+        return "pairsDevTest.txt: empty pairs file"
+    if how == "tiny training file":
+        same = [line for line in lines[1:] if len(line.split("\t")) == 3][:2]
+        different = [line for line in lines[1:] if len(line.split("\t")) == 4][:2]
+        open(pairs, "w").write("\n".join(["2"] + same + different) + "\n")
+        return ("pairsDevTrain.txt: 2 same-person and 2 different-person pairs are too few for a 0.2 validation "
+                "split: it needs at least 3 of each (6 pairs)")
     raise AssertionError(how)
 
 
 @pytest.mark.parametrize("how", ["malformed line", "wrong count", "unknown person", "image number out of range",
-                                 "truncated jpeg", "not a jpeg", "empty image", "missing pairs file"])
+                                 "truncated jpeg", "not a jpeg", "empty image", "missing pairs file",
+                                 "damaged test file", "empty test file", "tiny training file"])
 def test_cli_battery_bad_data_gives_one_line_and_status_2(tmp_path, how, capsys):
+    """Every fault is found before the first training step: no checkpoint is written."""
     import cli
     from fixtures import make_dataset, tiny_config
     root = str(tmp_path / "data")
@@ -187,3 +203,31 @@ def test_cli_battery_bad_data_gives_one_line_and_status_2(tmp_path, how, capsys)
     assert code == 2
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert expected in err, err
+    assert not os.path.exists(tmp_path / "run" / "checkpoint.npz")
+
+
+def test_a_second_run_into_a_busy_folder_is_refused_and_a_killed_holder_does_not_block(tmp_path, capsys):
+    """One run per folder: a live holder of RUN/.lock refuses the second run with
+    one line naming the folder and its pid; once the holder is SIGKILLed the
+    lock is gone (the kernel drops it) and --resume goes ahead."""
+    import cli
+    from fixtures import make_dataset, tiny_config
+    root, run = str(tmp_path / "data"), str(tmp_path / "run")
+    make_dataset(root, people=8, per_person=4, pairs_per_class=10)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; from minisiamese.runlock import run_lock\n"
+                               f"with run_lock({run!r}):\n    print('held', flush=True); sys.stdin.read()"],
+                              cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        argv = ["train", "--config", tiny_config(str(tmp_path / "c.json"), epochs=1), "--data-dir", root,
+                "--out", run, "--cache-dir", str(tmp_path / "cache"), "--device", "cpu", "--quiet"]
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"{run}: another process (pid {holder.pid}) is running in this run folder" in err[0]
+        assert not os.path.exists(os.path.join(run, "checkpoint.npz"))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert os.path.exists(os.path.join(run, ".lock"))           # the stale file is still there ...
+    assert cli.main(argv + ["--resume"]) == 0                   # ... and blocks nothing
+    assert os.path.exists(os.path.join(run, "results.json"))

@@ -1,0 +1,92 @@
+"""The results table: built from the results kept in docs/results/, so a
+checkout without runs/ regenerates it whole; View 2 with its leak-free subset."""
+import json
+import os
+import shutil
+
+import numpy as np
+
+import cli
+from fixtures import make_dataset
+from minisiamese import ModelConfig, SiameseNet
+from minisiamese import experiments as ex
+from minisiamese.evaluate import evaluate_folds, train_people
+from minisiamese.train import Normalizer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KEPT = os.path.join(ROOT, "docs", "results")
+
+
+def committed_rows():
+    return {f[:-5]: json.load(open(os.path.join(KEPT, f))) for f in os.listdir(KEPT) if f.endswith(".json")}
+
+
+def test_regenerating_without_runs_keeps_every_committed_row(tmp_path, capsys):
+    """A fresh checkout: no runs/, the committed docs/results/*.json only.
+    Running an experiment that finished elsewhere skips it (no training), and
+    the rewritten table still holds every committed row."""
+    docs = tmp_path / "docs"
+    shutil.copytree(KEPT, docs / "results")
+    rows = committed_rows()
+    assert {"baseline", "narrow"} <= set(rows)
+    name = sorted(rows)[0]
+    code = cli.main(["experiments", "--only", name, "--out", str(tmp_path / "runs"), "--results",
+                     str(docs / "results.md"), "--data-dir", str(tmp_path / "no-data-needed"), "--device", "cpu"])
+    assert code == 0
+    assert "finished before" in capsys.readouterr().out
+    assert not os.path.exists(tmp_path / "runs" / name)                      # nothing trained
+    table = open(docs / "results.md").read()
+    for n, r in rows.items():
+        title = ex.EXPERIMENTS[n][0]
+        row = next(line for line in table.splitlines() if line.startswith(f"| {title} |"))
+        assert f"| {r['accuracy']:.3f} | {r['oneshot']:.3f} | {r['recall']:.3f} | {r['precision']:.3f} | " \
+               f"{r['auc']:.3f} |" in row, row
+    assert "not run yet" in table or len(rows) == len(ex.EXPERIMENTS)
+
+
+def test_a_finished_run_is_kept_with_its_history(tmp_path):
+    runs, kept = tmp_path / "runs", tmp_path / "kept"
+    (runs / "dropout").mkdir(parents=True)
+    kept.mkdir()
+    res = {"accuracy": 0.6, "oneshot": 0.3, "recall": 0.5, "precision": 0.7, "auc": 0.65, "epochs_run": 3,
+           "best_epoch": 2, "parameters": 1, "wall_seconds": 60, "device": "cpu", "model": "/somewhere/model.npz",
+           "conv_plan": [{"layer": "conv1", "algo": "im2col"}, {"layer": "conv2", "algo": "fft"}]}
+    history = [{"epoch": 1, "val_accuracy": 0.5}, {"epoch": 2, "val_accuracy": 0.55}]
+    json.dump(res, open(runs / "dropout" / "results.json", "w"))
+    json.dump(history, open(runs / "dropout" / "history.json", "w"))
+    rows = ex.collect(str(runs), str(kept))
+    saved = json.load(open(kept / "dropout.json"))
+    assert saved["history"] == history and "model" not in saved and saved["accuracy"] == 0.6
+    assert ex.collect(str(tmp_path / "empty"), str(kept))["dropout"] == saved          # runs/ gone: still there
+    table = ex.results_markdown(rows, "cmd")
+    assert "| + dropout 10 % | 0.600 | 0.300 |" in table and "| fft: conv2 |" in table
+    assert ex.plot_val_curves(rows, str(tmp_path / "curves.png")) and os.path.getsize(tmp_path / "curves.png") > 0
+
+
+def test_view2_leak_free_subset(tmp_path):
+    """pairs.txt in 2 folds over people some of whom are in pairsDevTrain: the
+    leak-free part is exactly the pairs with no training person, and its
+    per-fold thresholds come from the other fold's leak-free pairs."""
+    root = str(tmp_path / "data")
+    names = make_dataset(root, people=10, per_person=4, pairs_per_class=6)
+    rng = np.random.default_rng(0)
+    lines = ["2\t6"]
+    for _ in range(2):
+        for _ in range(6):
+            n = names[rng.integers(10)]
+            lines.append(f"{n}\t1\t2")
+        for _ in range(6):
+            a, b = rng.choice(names, 2, replace=False)
+            lines.append(f"{a}\t1\t{b}\t3")
+    open(os.path.join(root, "pairs.txt"), "w").write("\n".join(lines) + "\n")
+    seen = train_people(root)
+    assert seen and seen <= set(names)
+    expected = sum(1 for line in lines[1:] if not set(line.split("\t")[::2][:2] if len(line.split("\t")) == 4
+                                                     else [line.split("\t")[0]]) & seen)
+    net = SiameseNet(ModelConfig(input_size=20, conv_filters=(3, 4), conv_kernels=(3, 3), dense_units=5), seed=1)
+    res = evaluate_folds(net, Normalizer(), root, os.path.join(root, "pairs.txt"), None, 8, seen)
+    assert res["pairs"] == 24 and len(res["folds"]) == 2
+    clean = res["leak_free"]
+    assert clean["pairs"] == expected == sum(f["pairs"] for f in clean["folds"])
+    assert 0 <= clean["accuracy_mean"] <= 1 and clean["accuracy_std"] >= 0
+    assert "| leak-free accuracy |" in "\n".join(ex.view2_markdown({"baseline": {"view2": res}}))
