@@ -6,29 +6,21 @@ import sys
 import numpy as np
 import pytest
 from hypothesis import given
-from hypothesis import strategies as st
 
 import fake_cupy
 from minisiamese import ConfigError, ModelConfig, SiameseNet, convplan, fftconv, gpu, ops, reference
 from minisiamese.gradcheck import numeric_grad, rel_error
 from test_gradcheck import TOL
+from test_reference import conv_arrays, conv_case
 
 
-@st.composite
-def fft_case(draw):
-    """Stride 1 (the FFT's only stride); odd and even sizes, KH != KW, padding, C = 1."""
-    N = draw(st.integers(1, 3))
-    C = draw(st.integers(1, 4))
-    F = draw(st.integers(1, 4))
-    KH = draw(st.integers(1, 5))
-    KW = draw(st.integers(1, 5))
-    pad = draw(st.integers(0, 2))
-    H = draw(st.integers(max(1, KH - 2 * pad), 9))
-    W = draw(st.integers(max(1, KW - 2 * pad), 9))
-    seed = draw(st.integers(0, 2 ** 31))
-    r = np.random.default_rng(seed)
-    x, w, b = r.standard_normal((N, H, W, C)), r.standard_normal((F, C, KH, KW)), r.standard_normal(F)
-    return x, w, b, pad, r
+def fft_case():
+    """The conv cases of the loop-reference tests (odd and even sizes, KH != KW,
+    padding, C = 1) at stride 1, the FFT's only stride: (x, w, b, pad, rng)."""
+    def arrays(case):
+        x, w, b, r = conv_arrays(case)
+        return x, w, b, case[8], r
+    return conv_case().map(lambda c: c[:7] + (1,) + c[8:]).map(arrays)
 
 
 @given(fft_case())
