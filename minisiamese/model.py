@@ -142,7 +142,7 @@ class SiameseNet:
         """The algorithm each conv layer runs for a batch of ``images`` tower
         inputs (2 x the pairs of a batch): a list of {"layer", "setting",
         "algo"} dicts, with ``timings`` also what ``auto`` measured.  Resolving
-        ``"auto"`` benchmarks once per layer shape and process (see
+        ``"auto"`` times the algorithms once per layer shape and machine (see
         :mod:`minisiamese.convplan`); conv1 is timed without dx, which its
         backward pass never computes."""
         plan = []

@@ -229,7 +229,10 @@ class Trainer:
                                 f"resume with the same --config/--preset, or use a fresh --out")
         if int(a["seed"]) != self.seed:
             raise TrainingError(f"{path}: written with --seed {int(a['seed'])}, not {self.seed}")
-        self._new_state(json.loads(str(a["conv_plan"])) if "conv_plan" in a else None)
+        try:
+            self._new_state(json.loads(str(a["conv_plan"])) if "conv_plan" in a else None)
+        except ValueError as exc:                     # JSONDecodeError too
+            raise ckpt.CheckpointError(f"{path}: bad stored conv plan ({exc})") from None
         self.net.load_state_dict({k[6:]: v for k, v in a.items() if k.startswith("param/")}, source=path)
         self.opt.load_state_dict({k[4:]: v for k, v in a.items() if k.startswith("opt/")}, self.xp)
         self.history = json.loads(str(a["history"]))
