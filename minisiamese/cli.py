@@ -1,4 +1,4 @@
-"""minisiamese command line: train, evaluate, experiments, verify, pack, download.
+"""minisiamese command line: train, evaluate, experiments, verify, identify, pack, download.
 
     minisiamese train                      # the baseline on ../shared/data/lfw-a (or $MINISIAMESE_DATA)
     minisiamese train --preset narrow --device gpu
