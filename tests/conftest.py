@@ -70,3 +70,23 @@ def shim(tmp_path_factory):
         pytest.skip("g++ not installed")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     return build_shim(os.path.join(root, "kernels"), tmp_path_factory.mktemp("shim") / "libshim.so")
+
+
+@pytest.fixture(params=["cuda", "host-shim"])
+def cp(request, monkeypatch):
+    """The GPU code path's two stand-ins for a device: ``cuda``, real CuPy on a
+    CUDA device (skipped where there is none), and ``host-shim``,
+    tests/fake_cupy.py -- NumPy arrays typed as CuPy's with the kernels' host
+    build -- so every CuPy branch also runs in CI, without a GPU."""
+    from minisiamese import gpu
+    if request.param == "cuda":
+        if not gpu_available():
+            pytest.skip("no CuPy/CUDA device")
+        import cupy
+        return cupy
+    import fake_cupy
+    mod = fake_cupy.make(request.getfixturevalue("shim"))
+    monkeypatch.setitem(sys.modules, "cupy", mod)
+    gpu._module.cache_clear()
+    request.addfinalizer(gpu._module.cache_clear)
+    return mod

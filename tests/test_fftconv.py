@@ -1,14 +1,12 @@
 """The FFT convolution against the loop reference, the im2col path and central
 differences; the per-layer algorithm choice and its errors."""
 import os
-import sys
 
 import numpy as np
 import pytest
 from hypothesis import given
 
-import fake_cupy
-from minisiamese import ConfigError, ModelConfig, SiameseNet, convplan, fftconv, gpu, ops, reference
+from minisiamese import ConfigError, ModelConfig, SiameseNet, convplan, fftconv, ops, reference
 from minisiamese.gradcheck import numeric_grad, rel_error
 from test_gradcheck import TOL
 from test_reference import conv_arrays, conv_case
@@ -149,24 +147,18 @@ def test_auto_decides_on_real_timings(rng):
     assert rel_error(out, ops.conv2d_forward(x, w, algo="im2col")[0]) < 1e-5
 
 
-def test_cupy_branch_through_the_host_shim(monkeypatch, shim, rng):
-    """cupy.fft / cupy.matmul through the stand-in: the same numbers as NumPy,
-    and ``auto`` keeps the RawKernel im2col path on CuPy arrays."""
-    cp = fake_cupy.make(shim)
-    monkeypatch.setitem(sys.modules, "cupy", cp)
-    gpu._module.cache_clear()
-    try:
-        x, w, b = rng.standard_normal((2, 9, 8, 3)), rng.standard_normal((4, 3, 3, 2)), rng.standard_normal(4)
-        out, cache = ops.conv2d_forward(x, w, b, 1, 1, algo="fft")
-        gout, gcache = ops.conv2d_forward(cp.asarray(x), cp.asarray(w), cp.asarray(b), 1, 1, algo="fft")
-        assert type(gout).__module__.startswith("cupy") and rel_error(gout, out) < 1e-12
-        g = rng.standard_normal(out.shape)
-        for got, want in zip(ops.conv2d_backward(cp.asarray(g), gcache), ops.conv2d_backward(g, cache)):
-            assert type(got).__module__.startswith("cupy") and rel_error(got, want) < 1e-12
-        _, acache = ops.conv2d_forward(cp.asarray(x), cp.asarray(w), None, 1, 0, algo="auto")
-        assert not isinstance(acache, fftconv.FFTConvCache)
-    finally:
-        gpu._module.cache_clear()
+def test_cupy_branch(cp, rng):
+    """cupy.fft / cupy.matmul (the host-shim stand-in, or a real device): the
+    same numbers as NumPy, and ``auto`` keeps the RawKernel im2col path on CuPy."""
+    x, w, b = rng.standard_normal((2, 9, 8, 3)), rng.standard_normal((4, 3, 3, 2)), rng.standard_normal(4)
+    out, cache = ops.conv2d_forward(x, w, b, 1, 1, algo="fft")
+    gout, gcache = ops.conv2d_forward(cp.asarray(x), cp.asarray(w), cp.asarray(b), 1, 1, algo="fft")
+    assert type(gout).__module__.startswith("cupy") and rel_error(gout, out) < 1e-12
+    g = rng.standard_normal(out.shape)
+    for got, want in zip(ops.conv2d_backward(cp.asarray(g), gcache), ops.conv2d_backward(g, cache)):
+        assert type(got).__module__.startswith("cupy") and rel_error(got, want) < 1e-12
+    _, acache = ops.conv2d_forward(cp.asarray(x), cp.asarray(w), None, 1, 0, algo="auto")
+    assert not isinstance(acache, fftconv.FFTConvCache)
 
 
 def test_probe_timings_are_kept_per_machine_so_auto_decides_the_same_later(monkeypatch, tmp_path):
