@@ -152,11 +152,11 @@ def plot_identification(results, gallery, path, size):
         first_image.setdefault(person, p)
     for row, r in zip(axes, results):
         row[0].imshow(load_image(r["query"], size), cmap="gray", vmin=0, vmax=255)
-        row[0].set_title(f"query\n{os.path.basename(r['query'])[:18]}", fontsize=7)
-        for ax, (person, p) in zip(row[1:], r["top"]):
+        answer = r["answer"] if r["answer"] is not None else "unknown"
+        row[0].set_title(f"{os.path.basename(r['query'])[:24]}\nanswer: {answer[:18]}", fontsize=7)
+        for k, (ax, (person, p)) in enumerate(zip(row[1:], r["top"]), 1):
             ax.imshow(load_image(first_image[person], size), cmap="gray", vmin=0, vmax=255)
-            hit = person == r["answer"]
-            ax.set_title(f"{person[:18]}\n{p:.3f}", fontsize=7, color="green" if hit else "black")
+            ax.set_title(f"{k}. {person[:18]}\n{p:.3f}", fontsize=7)
         for ax in row:
             ax.axis("off")
     fig.tight_layout()
