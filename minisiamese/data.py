@@ -174,7 +174,9 @@ def load_image(path, size=IMAGE_SIZE):
     return np.asarray(gray, dtype=np.uint8)
 
 
-def _file_digest(path, where):
+def file_digest(path, where):
+    """SHA-256 (hex) of a file's content; a missing or unreadable file is a
+    DataError naming it and ``where`` it was asked for."""
     h = hashlib.sha256()
     try:
         with open(path, "rb") as f:
@@ -202,7 +204,7 @@ def load_images(data_dir, keys, cache_dir=None, size=IMAGE_SIZE, where=None):
     paths = [image_path(data_dir, n, k) for n, k in keys]
     h = hashlib.sha256(f"{PREPROCESS_VERSION}:{size}".encode())
     for key, path in zip(keys, paths):
-        h.update(f"{key[0]}/{key[1]}:{_file_digest(path, where.get(key, 'image'))};".encode())
+        h.update(f"{key[0]}/{key[1]}:{file_digest(path, where.get(key, 'image'))};".encode())
     digest = h.hexdigest()[:32]
     cache_file = os.path.join(cache_dir, f"images-{digest}.npz") if cache_dir else None
     if cache_file and os.path.isfile(cache_file):

@@ -10,13 +10,12 @@ per checkpoint in ``gallery-<checkpoint digest>.npz``, keyed by each image's
 content hash, so a second query -- or a gallery with a few new people --
 embeds only what it has not seen.
 """
-import hashlib
 import os
 
 import numpy as np
 
 from .checkpoint import CheckpointError, atomic_write, load_arrays, save_arrays
-from .data import DataError, load_image
+from .data import DataError, file_digest, load_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".pgm", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -43,17 +42,6 @@ def scan_gallery(folder):
     return entries
 
 
-def file_digest(path):
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    return h.hexdigest()
-
-
 class Gallery:
     """Embeddings of a gallery for one model.
 
@@ -66,7 +54,7 @@ class Gallery:
         self.people = np.array([p for p, _ in entries])
         self.paths = [path for _, path in entries]
         self.net = net
-        digests = [file_digest(path) for path in self.paths]
+        digests = [file_digest(path, "gallery image") for path in self.paths]
         cache = self._cache_path(checkpoint, cache_dir)
         known = self._read_cache(cache, net.config.dense_units)
         missing = sorted({d for d in digests if d not in known})
@@ -87,7 +75,7 @@ class Gallery:
     def _cache_path(checkpoint, cache_dir):
         if not cache_dir:
             return None
-        return os.path.join(cache_dir, f"gallery-{file_digest(checkpoint)[:24]}.npz")
+        return os.path.join(cache_dir, f"gallery-{file_digest(checkpoint, 'checkpoint')[:24]}.npz")
 
     @staticmethod
     def _read_cache(path, units):
