@@ -191,6 +191,39 @@ def conv2d_fft_forward(x, w, b=None, stride=1, pad=0):
     return out, FFTConvCache(xf, wf, x.shape, w.shape, pad, b is not None)
 
 
+def conv2d_fft_pool_forward(x, w, pool, pad=0):
+    """Inference only: max-pool(pool x pool, stride pool) of the FFT convolution
+    of x by w (no bias), each piece of the batch pooled right after its inverse
+    transform, while it is in cache, instead of in a second pass over the whole
+    output.  Returns (N, OH // pool, OW // pool, F); there is no backward pass.
+    Equal to ``ops.maxpool2d_forward(conv2d_fft_forward(x, w, None, 1, pad)[0], pool)[0]``."""
+    xp = get_array_module(x)
+    if xp is not np:                                    # CuPy: the two ops in turn
+        from .ops import maxpool2d_forward
+        return maxpool2d_forward(conv2d_fft_forward(x, w, None, 1, pad)[0], pool, need_grad=False)[0]
+    OH, OW = check_conv_args(x.shape, w.shape, None, 1, pad)
+    N, H, W, C = x.shape
+    F = w.shape[0]
+    PH, PW = OH // pool, OW // pool
+    if min(PH, PW) < 1:
+        raise ValueError(f"conv (fft) + pool: window {pool}x{pool} does not fit the {OH}x{OW} output")
+    s = (H + 2 * pad, W + 2 * pad)
+    ctype = complex_dtype(x.dtype)
+    wf = cached_filter_spectrum(w, s, ctype)
+    Hp, Wr = wf.shape[:2]
+    xf = _rfft_images(x, s, pad, xp.empty((N, Hp, Wr, C), dtype=ctype))
+    yf = xp.empty((N, Hp, Wr, F), dtype=ctype)
+    xp.matmul(_per_frequency(xf), xp.conj(wf).reshape(Hp * Wr, C, F), out=_per_frequency(yf))
+    out = xp.empty((N, PH, PW, F), dtype=x.dtype)                             # (N, PH, PW, F)
+
+    def run(n0, n1):
+        y = xp.fft.irfft2(yf[n0:n1], s=s, axes=(1, 2))[:, :PH * pool, :PW * pool]
+        out[n0:n1] = y.reshape(n1 - n0, PH, pool, PW, pool, F).max(axis=(2, 4))
+
+    over_batch(run, N, yf.nbytes, xp, FFT_PIECE_BYTES)
+    return out
+
+
 def conv2d_fft_backward(dout, cache, need_dx=True):
     """dout (N, OH, OW, F) -> dx (N, H, W, C) or None, dw (F, C, KH, KW), db (F,) or None.
 

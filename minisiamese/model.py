@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 
-from . import convplan, losses, ops
+from . import convplan, fftconv, losses, ops
 from .backend import get_backend, to_numpy
 from .config import ModelConfig
 
@@ -108,13 +108,17 @@ class SiameseNet:
         h = x
         algos = self.conv_algos or [step["algo"] for step in self.conv_plan(x.shape[0], timings=False)]
         for k in range(1, self.n_conv + 1):
-            h, c_conv = ops.conv2d_forward(h, p[f"conv{k}.w"], algo=algos[k - 1])      # (M, OH, OW, F), no bias yet
-            c_pool = None
-            if k < self.n_conv:
-                # Pool first, then bias + ReLU: the same function as conv + b -> ReLU
-                # -> pool (a per-channel constant and max(., 0) both commute with
-                # the window maximum), on a map pool^2 times smaller.
-                h, c_pool = ops.maxpool2d_forward(h, self.config.pool, need_grad=need_grad)  # (M, OH/2, OW/2, F)
+            c_conv = c_pool = None
+            if not need_grad and algos[k - 1] == "fft" and k < self.n_conv:
+                # inference: each piece of the FFT conv's output is pooled while in cache
+                h = fftconv.conv2d_fft_pool_forward(h, p[f"conv{k}.w"], self.config.pool)  # (M, OH/2, OW/2, F)
+            else:
+                h, c_conv = ops.conv2d_forward(h, p[f"conv{k}.w"], algo=algos[k - 1])  # (M, OH, OW, F), no bias yet
+                if k < self.n_conv:
+                    # Pool first, then bias + ReLU: the same function as conv + b -> ReLU
+                    # -> pool (a per-channel constant and max(., 0) both commute with
+                    # the window maximum), on a map pool^2 times smaller.
+                    h, c_pool = ops.maxpool2d_forward(h, self.config.pool, need_grad=need_grad)  # (M, OH/2, OW/2, F)
             h, c_act = ops.bias_relu_forward(h, p[f"conv{k}.b"])
             caches.append((c_conv, c_pool, c_act))
         h, c_flat = ops.flatten_forward(h)                                       # (M, D)

@@ -178,3 +178,22 @@ def test_probe_timings_are_kept_per_machine_so_auto_decides_the_same_later(monke
     monkeypatch.setattr(convplan, "_PROBES", {})
     convplan.resolve("auto", (64, 10, 10, 3), (4, 3, 3, 3))
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_fft_conv_and_pool_for_inference(rng, dtype):
+    """Pooling each inverse-FFT piece equals the FFT conv followed by max-pool,
+    odd output sizes (a trailing row/column dropped) included; the model's
+    inference path (which uses it) agrees with its training forward."""
+    for shape, pool, pad in (((5, 12, 11, 3), 2, 0), ((3, 9, 9, 2), 3, 1)):
+        x = rng.standard_normal(shape).astype(dtype)
+        w = rng.standard_normal((4, shape[3], 3, 2)).astype(dtype)
+        want = ops.maxpool2d_forward(fftconv.conv2d_fft_forward(x, w, None, 1, pad)[0], pool)[0]
+        got = fftconv.conv2d_fft_pool_forward(x, w, pool, pad)
+        assert got.shape == want.shape and got.dtype == dtype
+        np.testing.assert_array_equal(got, want)
+    cfg = ModelConfig(input_size=30, conv_filters=(6, 8, 8), conv_kernels=(5, 3, 2), dense_units=16, conv_algo="fft")
+    net = SiameseNet(cfg, seed=1, dtype=np.float64)
+    x1, x2 = rng.random((4, 1, 30, 30)), rng.random((4, 1, 30, 30))
+    np.testing.assert_allclose(net.predict_proba(x1, x2), ops.sigmoid(net._forward(
+        net._images(x1, "x1"), net._images(x2, "x2"), False, need_grad=True)[0]), rtol=1e-12)
