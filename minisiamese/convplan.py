@@ -24,7 +24,8 @@ makes the same choice on a machine every time (delete the file to re-time).
 Where ``auto`` does not benchmark: a strided layer gets im2col (the FFT path
 computes stride 1 only), and CuPy arrays get im2col -- the RawKernel path --
 until a device run measures cuFFT against it.  Every decision is kept in
-:data:`DECISIONS` with its estimates, for the training log and ``results.json``.
+:data:`DECISIONS` with its estimates (:func:`decision`), for the training log
+and ``results.json``.
 """
 import json
 import os
@@ -51,12 +52,6 @@ def check_algo(algo, where="conv"):
 
 def _key(x_shape, w_shape, stride, pad, dtype, xp, need_dx):
     return (xp.__name__, np.dtype(dtype).name, tuple(x_shape[1:]), tuple(w_shape), stride, pad, need_dx)
-
-
-def describe(key):
-    backend, dtype, (H, W, C), (F, _, KH, KW), stride, pad, need_dx = key
-    return (f"{H}x{W}x{C} -> {F}@{KH}x{KW} (stride {stride}, pad {pad}, {dtype}, {backend}"
-            f"{'' if need_dx else ', no dx'})")
 
 
 def resolve(algo, x_shape, w_shape, stride=1, pad=0, dtype=np.float32, xp=np, need_dx=True):
@@ -181,7 +176,3 @@ def describe_plan(plan):
         return f"auto: {step['reason']}" if "reason" in step else f"set to {step['setting']}"
     return ", ".join(f"{step['layer']} {step['algo']} ({why(step)})" for step in plan)
 
-
-def report():
-    """The decisions so far, one dict per layer shape, for logs and results.json."""
-    return [dict(layer=describe(k), images=n, **v) for (k, n), v in DECISIONS.items()]

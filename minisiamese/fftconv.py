@@ -162,6 +162,22 @@ def _per_frequency(a):
     return a.reshape(N, Hp * Wr, D).transpose(1, 0, 2)
 
 
+def _forward_spectra(x, w, pad):
+    """The forward pass in the frequency domain: X^ (N, Hp, Wr, C), W^ (Hp, Wr, C, F),
+    Y^ = X^ conj(W^) per frequency (N, Hp, Wr, F), and the transform size (Hp, Wp)."""
+    xp = get_array_module(x)
+    N, H, W, C = x.shape
+    F = w.shape[0]
+    s = (H + 2 * pad, W + 2 * pad)                                          # (Hp, Wp)
+    ctype = complex_dtype(x.dtype)
+    wf = cached_filter_spectrum(w, s, ctype)                                # (Hp, Wr, C, F)
+    Hp, Wr = wf.shape[:2]
+    xf = _rfft_images(x, s, pad, xp.empty((N, Hp, Wr, C), dtype=ctype))    # (N, Hp, Wr, C)
+    yf = xp.empty((N, Hp, Wr, F), dtype=ctype)                              # (N, Hp, Wr, F)
+    xp.matmul(_per_frequency(xf), xp.conj(wf).reshape(Hp * Wr, C, F), out=_per_frequency(yf))
+    return xf, wf, yf, s
+
+
 def conv2d_fft_forward(x, w, b=None, stride=1, pad=0):
     """x (N, H, W, C), w (F, C, KH, KW), b (F,) or None -> out (N, OH, OW, F), cache.
 
@@ -176,16 +192,8 @@ def conv2d_fft_forward(x, w, b=None, stride=1, pad=0):
     if stride != 1:
         raise ValueError(f"conv (fft): the FFT algorithm needs stride 1, got stride {stride}; "
                          "use algo 'im2col' (or 'auto') for a strided layer")
-    N, H, W, C = x.shape
-    F, _, KH, KW = w.shape
-    s = (H + 2 * pad, W + 2 * pad)                                          # (Hp, Wp)
-    ctype = complex_dtype(x.dtype)
-    wf = cached_filter_spectrum(w, s, ctype)                                # (Hp, Wr, C, F)
-    Hp, Wr = wf.shape[:2]
-    xf = _rfft_images(x, s, pad, xp.empty((N, Hp, Wr, C), dtype=ctype))    # (N, Hp, Wr, C)
-    yf = xp.empty((N, Hp, Wr, F), dtype=ctype)                              # (N, Hp, Wr, F)
-    xp.matmul(_per_frequency(xf), xp.conj(wf).reshape(Hp * Wr, C, F), out=_per_frequency(yf))
-    out = _irfft_images(yf, s, slice(0, OH), slice(0, OW), xp.empty((N, OH, OW, F), dtype=x.dtype))
+    xf, wf, yf, s = _forward_spectra(x, w, pad)
+    out = _irfft_images(yf, s, slice(0, OH), slice(0, OW), xp.empty((x.shape[0], OH, OW, w.shape[0]), dtype=x.dtype))
     if b is not None:
         out += b
     return out, FFTConvCache(xf, wf, x.shape, w.shape, pad, b is not None)
@@ -202,18 +210,11 @@ def conv2d_fft_pool_forward(x, w, pool, pad=0):
         from .ops import maxpool2d_forward
         return maxpool2d_forward(conv2d_fft_forward(x, w, None, 1, pad)[0], pool, need_grad=False)[0]
     OH, OW = check_conv_args(x.shape, w.shape, None, 1, pad)
-    N, H, W, C = x.shape
-    F = w.shape[0]
+    N, F = x.shape[0], w.shape[0]
     PH, PW = OH // pool, OW // pool
     if min(PH, PW) < 1:
         raise ValueError(f"conv (fft) + pool: window {pool}x{pool} does not fit the {OH}x{OW} output")
-    s = (H + 2 * pad, W + 2 * pad)
-    ctype = complex_dtype(x.dtype)
-    wf = cached_filter_spectrum(w, s, ctype)
-    Hp, Wr = wf.shape[:2]
-    xf = _rfft_images(x, s, pad, xp.empty((N, Hp, Wr, C), dtype=ctype))
-    yf = xp.empty((N, Hp, Wr, F), dtype=ctype)
-    xp.matmul(_per_frequency(xf), xp.conj(wf).reshape(Hp * Wr, C, F), out=_per_frequency(yf))
+    _, _, yf, s = _forward_spectra(x, w, pad)
     out = xp.empty((N, PH, PW, F), dtype=x.dtype)                             # (N, PH, PW, F)
 
     def run(n0, n1):

@@ -15,7 +15,8 @@ import os
 import numpy as np
 
 from .checkpoint import CheckpointError, atomic_write, load_arrays, save_arrays
-from .data import DataError, file_digest, load_image
+from .backend import to_numpy
+from .data import DataError, file_digest, load_image, to_unit_float
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".pgm", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -63,8 +64,7 @@ class Gallery:
             size = net.config.input_size
             for i in range(0, len(missing), batch_size):
                 chunk = missing[i:i + batch_size]
-                x = np.stack([load_image(first[d], size) for d in chunk]).astype(np.float32)[:, None] / 255
-                h = _numpy(net.embed(normalizer(x), batch_size))
+                h = to_numpy(net.embed(normalizer(_faces([first[d] for d in chunk], size)), batch_size))
                 known.update(zip(chunk, h))
             if cache:
                 self._write_cache(cache, known)
@@ -106,9 +106,9 @@ class Gallery:
         return sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
-def _numpy(a):
-    from .backend import to_numpy
-    return to_numpy(a)
+def _faces(paths, size):
+    """(N, 1, size, size) float32 in [0, 1] from image files."""
+    return to_unit_float(np.stack([load_image(p, size) for p in paths]))[:, None]
 
 
 def identify(net, normalizer, gallery, queries, top=5, threshold=0.5, batch_size=128):
@@ -118,8 +118,7 @@ def identify(net, normalizer, gallery, queries, top=5, threshold=0.5, batch_size
     out = []
     for i in range(0, len(queries), batch_size):
         chunk = queries[i:i + batch_size]
-        x = np.stack([load_image(q, size) for q in chunk]).astype(np.float32)[:, None] / 255
-        hq = net.embed(normalizer(x), batch_size)
+        hq = net.embed(normalizer(_faces(chunk, size)), batch_size)
         for q, h in zip(chunk, hq):
             ranked = gallery.rank(h)
             best, p = ranked[0]

@@ -135,7 +135,7 @@ def test_auto_benchmarks_once_and_extrapolates(monkeypatch):
     assert convplan.decision((256,) + shape[1:], w)["fft_s"] == pytest.approx(2.1)
     assert convplan.resolve("auto", (8,) + shape[1:], w) == "im2col"  # im2col 0.25 s, fft 0.55 s
     assert len(calls) == 1                                         # one probe served three batch sizes
-    assert [r["images"] for r in convplan.report()] == [64, 256, 8]
+    assert [n for _, n in convplan.DECISIONS] == [64, 256, 8]
 
 
 def test_auto_decides_on_real_timings(rng):
