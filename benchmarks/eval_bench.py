@@ -52,7 +52,7 @@ def timed(fn):
 
 
 def bench_evaluation(net, norm, data_dir, cache_dir):
-    test = load_pairset(data_dir, "pairsDevTest.txt", cache_dir, net.config.input_size)
+    test = load_pairset(data_dir, "pairsDevTest.txt", cache_dir, net.config.input_size, net.config.crop)
     tasks = oneshot.build_tasks(test, 10, 0)
     a = np.repeat([t.anchor for t in tasks], 10)
     c = np.concatenate([t.candidates for t in tasks])
@@ -75,7 +75,7 @@ def bench_evaluation(net, norm, data_dir, cache_dir):
                        "same_answers": bool((old_s.argmax(1) == new_s.argmax(1)).all())}}
     path = os.path.join(data_dir, "pairs.txt")
     folds = read_pairs_folds(path)
-    sets = [pairset_from_pairs(data_dir, f, path, cache_dir, net.config.input_size) for f in folds]
+    sets = [pairset_from_pairs(data_dir, f, path, cache_dir, net.config.input_size, net.config.crop) for f in folds]
     old_p, t_old = timed(lambda: [pairwise_predict(net, norm, s) for s in sets])
     new_res, t_new = timed(lambda: evaluate_folds(net, norm, data_dir, path, cache_dir))
     new_p = [predict(net, norm, s) for s in sets]
@@ -117,7 +117,7 @@ def bench_gallery(net, norm, checkpoint, data_dir, n_queries=100):
 
 def bench_rank(net, norm, data_dir, cache_dir, checkpoint):
     """Closed-set identification on pairsDevTest's people with >= 2 images."""
-    test = load_pairset(data_dir, "pairsDevTest.txt", cache_dir, net.config.input_size)
+    test = load_pairset(data_dir, "pairsDevTest.txt", cache_dir, net.config.input_size, net.config.crop)
     root = os.path.abspath(images_root(data_dir))
     people = sorted({k[0] for k in test.keys})
     multi = [p for p in people if len(os.listdir(os.path.join(root, p))) >= 2]

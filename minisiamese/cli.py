@@ -48,7 +48,9 @@ def _common(p, config=True):
     if config:
         g = p.add_mutually_exclusive_group()
         g.add_argument("--preset", help="a named experiment: baseline (default), normalize, augment, "
-                                        "augment_normalize, dropout, narrow")
+                                        "augment_normalize, dropout, narrow (the seed's six); best (the preset "
+                                        "that beats them), best_no_crop, best_listed, best_no_augment (its "
+                                        "ablation)")
         g.add_argument("--config", help="an experiment config JSON file (see docs/configs/)")
         p.add_argument("--epochs", type=int, help="maximum epochs (default: the config's, 25)")
         p.add_argument("--max-pairs", type=int,
@@ -67,6 +69,9 @@ def build_parser():
     _common(t)
     t.add_argument("--out", help=f"run folder (default: {_here(os.path.join('runs', '<preset>'))})")
     t.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.npz")
+    t.add_argument("--validation-only", action="store_true",
+                   help="stop after training and report the validation figures only, never reading the test "
+                        "pairs (for choosing a configuration honestly)")
 
     e = sub.add_parser("evaluate", help="evaluate a trained model on a pairs file",
                        description="Accuracy, precision, recall, ROC AUC and one-shot accuracy on a pairs "
@@ -86,7 +91,9 @@ def build_parser():
                                    "results (no weights) are kept in results/NAME.json beside --results, and "
                                    "the table is built from those, with results/discussion.md under it.")
     _common(x, config=False)
-    x.add_argument("--only", nargs="+", metavar="NAME", help="experiments to run (default: all)")
+    x.add_argument("--only", nargs="+", metavar="NAME",
+                   help="experiments to run (default: the seed's six); the best preset's ablation rows are best, "
+                        "best_no_crop, best_listed, best_no_augment")
     x.add_argument("--out", default="runs", help=f"root of the run folders (default: {_here('runs')})")
     x.add_argument("--results", default=os.path.join("docs", "results.md"),
                    help=f"results table to write (default: {_here(os.path.join('docs', 'results.md'))})")
@@ -126,13 +133,16 @@ def build_parser():
 
     k = sub.add_parser("pack", help="write the preprocessed faces of some pairs files as one small .npz",
                        description="For machines that cannot hold the JPEGs (a GPU box reached by copying a "
-                                   "folder, say): writes OUT/faces-<size>.npz (uint8 faces, about 11 KB each) "
+                                   "folder, say): writes OUT/faces-<size>[-crop<c>].npz (uint8 faces, about 11 KB each) "
                                    "and copies of the pairs files; use OUT as --data-dir there.")
     k.add_argument("--data-dir", default=None, help="LFW-a folder (default: as for train)")
     k.add_argument("--out", required=True, help="folder to write")
     k.add_argument("--pairs", nargs="+", default=["pairsDevTrain.txt", "pairsDevTest.txt"],
                    help="pairs files whose faces to pack (default: %(default)s)")
     k.add_argument("--size", type=int, default=105, help="face size in pixels (default: %(default)s)")
+    k.add_argument("--crop", type=float, default=1.0,
+                   help="keep the centre square of this fraction of the image side before resizing, as the "
+                        "model's config says (default: %(default)s, the whole image)")
     k.add_argument("--cache-dir", default=None)
     k.add_argument("--debug", action="store_true")
 
@@ -181,7 +191,7 @@ def cmd_train(args):
     print(f"training {args.preset or args.config or 'baseline'} ({cfg.model.num_params():,} parameters) "
           f"on {args.data_dir}, device {args.device}, output {out}", flush=True)
     train_and_evaluate(cfg, out, args.data_dir, args.device, args.seed, args.cache_dir, resume=args.resume,
-                       progress=not args.quiet, log=lambda m: print(m, flush=True))
+                       progress=not args.quiet, log=lambda m: print(m, flush=True), test=not args.validation_only)
 
 
 def cmd_evaluate(args):
@@ -214,17 +224,16 @@ def cmd_experiments(args):
     discussion = open(discussion_path).read() if os.path.isfile(discussion_path) else None
     with open(args.results, "w") as f:
         f.write(ex.results_markdown(rows, cmd, figures_rel="figures/results", discussion=discussion))
-    print(f"wrote {args.results} ({len(rows)} of {len(ex.EXPERIMENTS)} experiments finished; "
+    print(f"wrote {args.results} ({sum(n in rows for n in ex.EXPERIMENTS)} of {len(ex.EXPERIMENTS)} seed "
+          f"experiments and {sum(n in rows for n in ex.ABLATION)} of {len(ex.ABLATION)} ablation rows finished; "
           f"results kept in {kept})")
 
 
 def cmd_verify(args):
-    from minisiamese.data import load_image
+    from minisiamese.data import load_faces
     from minisiamese.evaluate import load_trained
     net, normalizer, threshold = load_trained(args.checkpoint, args.device)
-    size = net.config.input_size
-    x1 = (load_image(args.image1, size).astype("float32") / 255)[None, None]
-    x2 = (load_image(args.image2, size).astype("float32") / 255)[None, None]
+    x1, x2 = load_faces([args.image1], net.config), load_faces([args.image2], net.config)
     p = float(net.predict_proba(normalizer(x1), normalizer(x2))[0])
     verdict = "same person" if p >= threshold else "different people"
     print(f"{p:.4f}  ({verdict} at threshold {threshold:.3f})")
@@ -248,7 +257,7 @@ def cmd_identify(args):
         answer = r["answer"] or f"unknown (best {r['top'][0][1]:.3f} < threshold {threshold:.3f})"
         print(f"{r['query']}: {answer}\n    {ranked}")
     if args.figure:
-        plot_identification(results, gallery, args.figure, net.config.input_size)
+        plot_identification(results, gallery, args.figure, net.config)
         print(f"figure: {args.figure}")
 
 
@@ -256,7 +265,10 @@ def cmd_pack(args):
     from minisiamese.data import check_data_dir, default_data_dir, pack_faces
     data_dir = args.data_dir or default_data_dir()
     check_data_dir(data_dir, needs=())
-    path, n = pack_faces(data_dir, args.out, args.pairs, args.cache_dir, args.size)
+    if not 0 < args.crop <= 1:
+        from minisiamese.config import ConfigError
+        raise ConfigError(f"--crop must be in (0, 1], got {args.crop}")
+    path, n = pack_faces(data_dir, args.out, args.pairs, args.cache_dir, args.size, args.crop)
     print(f"wrote {path}: {n} faces of {args.size}x{args.size} ({os.path.getsize(path) / 2 ** 20:.1f} MiB)")
 
 

@@ -36,11 +36,15 @@ class ModelConfig:
     (Keras kernel_regularizer: lambda * sum w^2; biases are not penalised).
     ``init``: "glorot" (Keras defaults: Glorot-uniform kernels, zero biases) or
     "koch" (kernels N(0, 0.01) for conv and N(0, 0.2) for dense, biases N(0.5, 0.01)).
+    ``input_size`` and ``crop`` say how a face becomes the network's input, so
+    they travel with the weights: the centre square of side ``crop`` times the
+    image's side is kept (1.0 = the whole image), then resized to input_size.
     ``conv_algo``: how each conv layer is computed, "im2col", "fft" or "auto"
     (see :mod:`minisiamese.convplan`), one name for every layer or a list with
     one per layer; it changes the speed, not the function.
     """
     input_size: int = 105
+    crop: float = 1.0
     conv_filters: tuple = (64, 128, 128, 256)
     conv_kernels: tuple = (10, 7, 4, 4)
     pool: int = 2
@@ -74,6 +78,8 @@ class ModelConfig:
                 raise ConfigError(f"config: {name} must be a finite number >= 0, got {v!r}")
 
         pos_int("input_size", self.input_size)
+        if isinstance(self.crop, bool) or not isinstance(self.crop, (int, float)) or not 0 < self.crop <= 1:
+            raise ConfigError(f"config: crop must be a fraction of the image side in (0, 1], got {self.crop!r}")
         pos_int("pool", self.pool)
         pos_int("dense_units", self.dense_units)
         if len(self.conv_filters) == 0 or len(self.conv_filters) != len(self.conv_kernels):

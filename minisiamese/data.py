@@ -52,9 +52,14 @@ def missing_data_message(data_dir):
             f"or point --data-dir (or ${DATA_DIR_ENV}) at an existing copy.")
 
 
-def bundle_path(data_dir, size=IMAGE_SIZE):
+def preprocess_tag(size, crop=1.0):
+    """Names one preprocessing: '105' (whole image), '105-crop0.5' (centre half)."""
+    return f"{size}" if crop == 1.0 else f"{size}-crop{crop:g}"
+
+
+def bundle_path(data_dir, size=IMAGE_SIZE, crop=1.0):
     """A packed face bundle (see :func:`pack_faces`) standing in for lfw2/."""
-    return os.path.join(data_dir, f"faces-{size}.npz")
+    return os.path.join(data_dir, f"faces-{preprocess_tag(size, crop)}.npz")
 
 
 def check_data_dir(data_dir, needs=("pairsDevTrain.txt",)):
@@ -157,9 +162,19 @@ def read_pairs_folds(path):
 
 
 # ----------------------------------------------------------------------------- images
-def load_image(path, size=IMAGE_SIZE):
-    """One face as uint8 (size, size): converted to grayscale ('L') and resized
-    with Pillow's antialiased bilinear filter (250 -> 105 for LFW-a)."""
+def centre_box(width, height, crop):
+    """(left, top, right, bottom) of the centre square whose side is ``crop`` times
+    the image's shorter side (the whole image when crop is 1 and it is square)."""
+    side = max(1, int(round(min(width, height) * crop)))
+    left, top = (width - side) // 2, (height - side) // 2
+    return left, top, left + side, top + side
+
+
+def load_image(path, size=IMAGE_SIZE, crop=1.0):
+    """One face as uint8 (size, size): converted to grayscale ('L'), cut to its
+    centre square when ``crop`` < 1 (LFW-a's faces fill about the centre half of
+    the 250x250 frame), and resized with Pillow's antialiased bilinear filter
+    (250 -> 105 for LFW-a)."""
     from PIL import Image, UnidentifiedImageError
     try:
         with Image.open(path) as im:
@@ -169,9 +184,17 @@ def load_image(path, size=IMAGE_SIZE):
         raise DataError(f"{path}: image file missing") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: cannot decode image ({exc})") from None
+    if crop != 1.0:
+        gray = gray.crop(centre_box(*gray.size, crop))
     if gray.size != (size, size):
         gray = gray.resize((size, size), Image.BILINEAR, reducing_gap=None)
     return np.asarray(gray, dtype=np.uint8)
+
+
+def load_faces(paths, config):
+    """(N, 1, S, S) float32 in [0, 1]: image files as the model with ModelConfig
+    ``config`` takes them (its input_size and crop)."""
+    return to_unit_float(np.stack([load_image(p, config.input_size, config.crop) for p in paths]))[:, None]
 
 
 def file_digest(path, where):
@@ -189,20 +212,22 @@ def file_digest(path, where):
     return h.hexdigest()
 
 
-def load_images(data_dir, keys, cache_dir=None, size=IMAGE_SIZE, where=None):
+def load_images(data_dir, keys, cache_dir=None, size=IMAGE_SIZE, where=None, crop=1.0):
     """uint8 array (len(keys), size, size) for the (name, num) keys, read through
     an on-disk cache keyed by the images' *content* (SHA-256 of every file, the
-    size and the preprocessing version), so a changed file is never served stale.
+    size, the crop and the preprocessing version), so a changed file is never
+    served stale.
 
     ``where`` maps a key to a text naming where it was asked for (pairs file and
     line), for error messages.
     """
     from .checkpoint import load_arrays, save_arrays, CheckpointError
     where = where or {}
-    if not os.path.isdir(os.path.join(data_dir, "lfw2")) and os.path.isfile(bundle_path(data_dir, size)):
-        return _from_bundle(bundle_path(data_dir, size), keys, where)
+    bundle = bundle_path(data_dir, size, crop)
+    if not os.path.isdir(os.path.join(data_dir, "lfw2")) and os.path.isfile(bundle):
+        return _from_bundle(bundle, keys, where)
     paths = [image_path(data_dir, n, k) for n, k in keys]
-    h = hashlib.sha256(f"{PREPROCESS_VERSION}:{size}".encode())
+    h = hashlib.sha256(f"{PREPROCESS_VERSION}:{preprocess_tag(size, crop)}".encode())
     for key, path in zip(keys, paths):
         h.update(f"{key[0]}/{key[1]}:{file_digest(path, where.get(key, 'image'))};".encode())
     digest = h.hexdigest()[:32]
@@ -217,7 +242,7 @@ def load_images(data_dir, keys, cache_dir=None, size=IMAGE_SIZE, where=None):
     arr = np.empty((len(keys), size, size), dtype=np.uint8)
     for i, (key, path) in enumerate(zip(keys, paths)):
         try:
-            arr[i] = load_image(path, size)
+            arr[i] = load_image(path, size, crop)
         except DataError as exc:
             raise DataError(f"{exc} ({where[key]})" if key in where else str(exc)) from None
     if cache_file:
@@ -242,7 +267,7 @@ def _from_bundle(path, keys, where):
     return arrays["images"][[row[_key_text(k)] for k in keys]]
 
 
-def pack_faces(data_dir, out_dir, pairs_files, cache_dir=None, size=IMAGE_SIZE):
+def pack_faces(data_dir, out_dir, pairs_files, cache_dir=None, size=IMAGE_SIZE, crop=1.0):
     """Write the preprocessed faces named by ``pairs_files`` (uint8, size x size)
     and copies of those files into ``out_dir``: a small stand-in for the data
     folder (about 11 KB a face) for machines that cannot hold the JPEGs."""
@@ -258,9 +283,9 @@ def pack_faces(data_dir, out_dir, pairs_files, cache_dir=None, size=IMAGE_SIZE):
                     keys.append(key)
         os.makedirs(out_dir, exist_ok=True)
         shutil.copyfile(src, os.path.join(out_dir, os.path.basename(src)))
-    images = load_images(data_dir, keys, cache_dir, size)
-    save_arrays(bundle_path(out_dir, size), {"keys": np.array([_key_text(k) for k in keys]), "images": images})
-    return bundle_path(out_dir, size), len(keys)
+    images = load_images(data_dir, keys, cache_dir, size, crop=crop)
+    save_arrays(bundle_path(out_dir, size, crop), {"keys": np.array([_key_text(k) for k in keys]), "images": images})
+    return bundle_path(out_dir, size, crop), len(keys)
 
 
 class PairSet:
@@ -307,15 +332,15 @@ def to_unit_float(images):
     return images.astype(np.float32, copy=False)
 
 
-def load_pairset(data_dir, pairs_file, cache_dir=None, size=IMAGE_SIZE):
+def load_pairset(data_dir, pairs_file, cache_dir=None, size=IMAGE_SIZE, crop=1.0):
     """Read a pairs file (View 1 or View 2, flattened) and the images it names."""
     path = pairs_file if os.path.isabs(pairs_file) or os.path.exists(pairs_file) \
         else os.path.join(data_dir, pairs_file)
     pairs = read_pairs(path)
-    return pairset_from_pairs(data_dir, pairs, path, cache_dir, size)
+    return pairset_from_pairs(data_dir, pairs, path, cache_dir, size, crop)
 
 
-def pairset_from_pairs(data_dir, pairs, source, cache_dir=None, size=IMAGE_SIZE):
+def pairset_from_pairs(data_dir, pairs, source, cache_dir=None, size=IMAGE_SIZE, crop=1.0):
     index, keys, where = {}, [], {}
     idx1, idx2 = [], []
     for p in pairs:
@@ -325,5 +350,5 @@ def pairset_from_pairs(data_dir, pairs, source, cache_dir=None, size=IMAGE_SIZE)
                 keys.append(key)
                 where[key] = f"named in {source}:{p.line}"
             out.append(index[key])
-    images = load_images(data_dir, keys, cache_dir, size, where)
+    images = load_images(data_dir, keys, cache_dir, size, where, crop)
     return PairSet(images, idx1, idx2, [p.label for p in pairs], pairs, keys)

@@ -113,7 +113,7 @@ def evaluate_folds(net, normalizer, data_dir, path, cache_dir=None, batch_size=1
     folds = read_pairs_folds(path)
     pairs = [p for f in folds for p in f]
     fold = np.repeat(np.arange(len(folds)), [len(f) for f in folds])
-    s = pairset_from_pairs(data_dir, pairs, path, cache_dir, net.config.input_size)
+    s = pairset_from_pairs(data_dir, pairs, path, cache_dir, net.config.input_size, net.config.crop)
     probs = predict(net, normalizer, s, batch_size)
     res = _fold_summary(s.labels, probs, fold)
     if exclude_people is not None:
@@ -140,7 +140,7 @@ def evaluate_model_file(model_path, data_dir, pairs="pairsDevTest.txt", device="
     if view2:
         res = evaluate_folds(net, normalizer, data_dir, path, cache_dir, batch_size, train_people(data_dir))
     else:
-        pairset = load_pairset(data_dir, path, cache_dir, net.config.input_size)
+        pairset = load_pairset(data_dir, path, cache_dir, net.config.input_size, net.config.crop)
         res, _ = evaluate_pairset(net, normalizer, pairset, threshold, n_way, seed, batch_size,
                                   figures_dir=os.path.join(out_dir, "figures") if out_dir else None)
     res["pairs_file"] = os.path.basename(path)

@@ -9,11 +9,20 @@ from .augment import AugmentConfig
 from .config import ConfigError, ModelConfig, check_mapping
 
 
+PAIR_SOURCES = {"listed": "image-restricted", "identities": "unrestricted"}   # source -> LFW protocol
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """The seed's protocol: 80/20 stratified split of pairsDevTrain, batch 128,
     Adam lr 1e-4 (beta1 0.5) decayed 1 % per epoch, up to 25 epochs, early
-    stopping on validation loss with patience 5 and the best weights restored."""
+    stopping on validation loss with patience 5 and the best weights restored.
+
+    ``pairs``: "listed" trains on the listed pairs (LFW's image-restricted
+    protocol); "identities" draws ``pairs_per_epoch`` new pairs every epoch from
+    all images of the training people (LFW's unrestricted protocol, see
+    :mod:`minisiamese.identities`; 0 = as many as the listed training pairs),
+    leaving out everyone who appears in a validation pair."""
     epochs: int = 25
     batch_size: int = 128
     lr: float = 1e-4
@@ -27,8 +36,15 @@ class TrainConfig:
     test_pairs: str = "pairsDevTest.txt"
     max_pairs: int = 0              # 0 = all; >0 keeps a stratified subset (smoke tests)
     oneshot_way: int = 10
+    pairs: str = "listed"
+    pairs_per_epoch: int = 0
 
     def validate(self):
+        if self.pairs not in PAIR_SOURCES:
+            raise ConfigError(f"train.pairs must be one of {list(PAIR_SOURCES)}, got {self.pairs!r}")
+        if isinstance(self.pairs_per_epoch, bool) or not isinstance(self.pairs_per_epoch, int) \
+                or self.pairs_per_epoch < 0:
+            raise ConfigError(f"train.pairs_per_epoch must be an integer >= 0, got {self.pairs_per_epoch!r}")
         for name in ("epochs", "batch_size", "patience", "oneshot_way"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -98,9 +114,9 @@ class ExperimentConfig:
 
     @classmethod
     def preset(cls, name):
-        if name not in EXPERIMENTS:
-            raise ConfigError(f"unknown preset {name!r}; choose one of {list(EXPERIMENTS)}")
-        return EXPERIMENTS[name][1]
+        if name not in PRESETS:
+            raise ConfigError(f"unknown preset {name!r}; choose one of {list(PRESETS)}")
+        return PRESETS[name]
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
@@ -115,6 +131,20 @@ EXPERIMENTS = {
     "dropout": ("+ dropout 10 %", ExperimentConfig(model=ModelConfig.preset("dropout"))),
     "narrow": ("narrow: 2048-unit dense layer", ExperimentConfig(model=ModelConfig.preset("narrow"))),
 }
+
+# The preset that beats the seed, and its ablation: each ingredient removed in turn
+# (docs/results.md, "The best preset"; docs/configs/best.json is the same config).
+BEST = ExperimentConfig(model=ModelConfig(crop=0.5),
+                        train=TrainConfig(pairs="identities", epochs=60, patience=8),
+                        augment=AugmentConfig(kind="koch", copies=1))
+ABLATION = {
+    "best": ("best: every ingredient", BEST),
+    "best_no_crop": ("− face crop (whole image)", BEST.replace(model=BEST.model.replace(crop=1.0))),
+    "best_listed": ("− pairs from identities (listed pairs only)",
+                    BEST.replace(train=dataclasses.replace(BEST.train, pairs="listed"))),
+    "best_no_augment": ("− affine distortions", BEST.replace(augment=AugmentConfig())),
+}
+PRESETS = {name: cfg for table in (EXPERIMENTS, ABLATION) for name, (_, cfg) in table.items()}
 
 # The seed report's numbers, per experiment where it gave them (best per column overall:
 # accuracy 0.670, one-shot 0.252, recall 0.692, precision 0.710, AUC 0.739).

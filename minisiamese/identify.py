@@ -16,7 +16,7 @@ import numpy as np
 
 from .checkpoint import CheckpointError, atomic_write, load_arrays, save_arrays
 from .backend import to_numpy
-from .data import DataError, file_digest, load_image, to_unit_float
+from .data import DataError, file_digest, load_faces, load_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".pgm", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -61,10 +61,9 @@ class Gallery:
         missing = sorted({d for d in digests if d not in known})
         if missing:
             first = {d: path for d, path in zip(digests, self.paths)}
-            size = net.config.input_size
             for i in range(0, len(missing), batch_size):
                 chunk = missing[i:i + batch_size]
-                h = to_numpy(net.embed(normalizer(_faces([first[d] for d in chunk], size)), batch_size))
+                h = to_numpy(net.embed(normalizer(load_faces([first[d] for d in chunk], net.config)), batch_size))
                 known.update(zip(chunk, h))
             if cache:
                 self._write_cache(cache, known)
@@ -106,19 +105,13 @@ class Gallery:
         return sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
-def _faces(paths, size):
-    """(N, 1, size, size) float32 in [0, 1] from image files."""
-    return to_unit_float(np.stack([load_image(p, size) for p in paths]))[:, None]
-
-
 def identify(net, normalizer, gallery, queries, top=5, threshold=0.5, batch_size=128):
     """For each query image path: {"query", "top": [(person, p)] (top-K),
     "answer": the best person, or None ("unknown") when their p < threshold}."""
-    size = net.config.input_size
     out = []
     for i in range(0, len(queries), batch_size):
         chunk = queries[i:i + batch_size]
-        hq = net.embed(normalizer(_faces(chunk, size)), batch_size)
+        hq = net.embed(normalizer(load_faces(chunk, net.config)), batch_size)
         for q, h in zip(chunk, hq):
             ranked = gallery.rank(h)
             best, p = ranked[0]
@@ -127,8 +120,9 @@ def identify(net, normalizer, gallery, queries, top=5, threshold=0.5, batch_size
     return out
 
 
-def plot_identification(results, gallery, path, size):
-    """Each query beside its top-K people (each shown by their first gallery image)."""
+def plot_identification(results, gallery, path, config):
+    """Each query beside its top-K people (each shown by their first gallery
+    image), as the model with ModelConfig ``config`` sees them."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -138,11 +132,11 @@ def plot_identification(results, gallery, path, size):
     for person, p in zip(gallery.people, gallery.paths):
         first_image.setdefault(person, p)
     for row, r in zip(axes, results):
-        row[0].imshow(load_image(r["query"], size), cmap="gray", vmin=0, vmax=255)
+        row[0].imshow(load_image(r["query"], config.input_size, config.crop), cmap="gray", vmin=0, vmax=255)
         answer = r["answer"] if r["answer"] is not None else "unknown"
         row[0].set_title(f"{os.path.basename(r['query'])[:24]}\nanswer: {answer[:18]}", fontsize=7)
         for k, (ax, (person, p)) in enumerate(zip(row[1:], r["top"]), 1):
-            ax.imshow(load_image(first_image[person], size), cmap="gray", vmin=0, vmax=255)
+            ax.imshow(load_image(first_image[person], config.input_size, config.crop), cmap="gray", vmin=0, vmax=255)
             ax.set_title(f"{k}. {person[:18]}\n{p:.3f}", fontsize=7)
         for ax in row:
             ax.axis("off")

@@ -24,9 +24,10 @@ from .backend import get_backend, to_numpy
 from .config import ConfigError
 from .data import DataError, check_data_dir, load_pairset, to_unit_float
 from .experiment import ExperimentConfig
+from .identities import IdentityPool, pair_people
 from .losses import bce_with_logits_forward
 from .ops import sigmoid
-from .metrics import best_threshold
+from .metrics import best_threshold, roc_auc
 from .model import SiameseNet
 from .optim import Adam, ExponentialDecay
 from .runlock import run_lock
@@ -171,20 +172,29 @@ class Trainer:
     def load_data(self):
         t = self.cfg.train
         check_data_dir(self.data_dir, needs=(t.train_pairs, t.test_pairs))
-        size = self.cfg.model.input_size
-        full = load_pairset(self.data_dir, t.train_pairs, self.cache_dir, size)
+        m = self.cfg.model
+        full = load_pairset(self.data_dir, t.train_pairs, self.cache_dir, m.input_size, m.crop)
         if t.max_pairs:
             full = full.subset(stratified_subset(full.labels, t.max_pairs, self.seed))
         _check_split_size(full.labels, t, os.path.join(self.data_dir, t.train_pairs))
         train_rows, val_rows = stratified_split(full.labels, t.val_fraction, self.seed)
         self.trainset, self.valset = full.subset(train_rows), full.subset(val_rows)
-        if self.cfg.normalize:
-            used = np.unique(np.concatenate([self.trainset.idx1, self.trainset.idx2]))
-            self.normalizer = Normalizer.fit(to_unit_float(full.images[used]))
+        self.pool = None
+        if t.pairs == "identities":
+            people = pair_people(full) - pair_people(self.valset)
+            self.pool = IdentityPool.load(self.data_dir, people, self.cache_dir, m.input_size, m.crop)
+            self.pairs_per_epoch = t.pairs_per_epoch or len(self.trainset)
+            train_images = self.pool.images
+            self.log(f"data: {self.pairs_per_epoch} pairs drawn afresh each epoch from {len(people)} people "
+                     f"({len(self.pool.images)} images, {len(self.pool.multi)} people with 2 or more; unrestricted "
+                     f"protocol), {len(self.valset)} validation pairs whose people are all left out")
         else:
-            self.normalizer = Normalizer()
-        self.log(f"data: {len(self.trainset)} training pairs, {len(self.valset)} validation pairs "
-                 f"({len(full.images)} images, {size}x{size})")
+            train_images = full.images[np.unique(np.concatenate([self.trainset.idx1, self.trainset.idx2]))]
+            self.log(f"data: {len(self.trainset)} training pairs, {len(self.valset)} validation pairs "
+                     f"({len(full.images)} images)")
+        self.log(f"faces: {m.input_size}x{m.input_size}" + (f", the centre {m.crop:g} of each image" if m.crop < 1
+                                                               else ", the whole image"))
+        self.normalizer = Normalizer.fit(to_unit_float(train_images)) if self.cfg.normalize else Normalizer()
 
     # ------------------------------------------------------------------ state
     def _new_state(self, conv_algos=None):
@@ -248,13 +258,15 @@ class Trainer:
 
     # ------------------------------------------------------------------ training
     def _epoch_rows(self, epoch):
-        """(rows, augmented flags) for this epoch, shuffled."""
-        n = len(self.trainset)
+        """(pairs, rows, augmented flags) for this epoch, shuffled: the listed
+        training pairs, or a new draw from the identity pool."""
+        pairs = self.pool.draw(self.pairs_per_epoch, epoch_rng(self.seed, epoch, 3)) if self.pool else self.trainset
+        n = len(pairs)
         copies = self.cfg.augment.copies if self.cfg.augment.kind != "none" else 0
         rows = np.tile(np.arange(n), 1 + copies)
         flags = np.repeat(np.arange(1 + copies) > 0, n)
         order = epoch_rng(self.seed, epoch, 0).permutation(len(rows))
-        return rows[order], flags[order]
+        return pairs, rows[order], flags[order]
 
     def _check_step(self, epoch, step, loss, grads):
         """Stop on a non-finite loss or gradient, or a loss that has grown past
@@ -293,7 +305,7 @@ class Trainer:
         ExponentialDecay(t.lr_decay).apply(self.opt, epoch)
         self.net.rng = xp.random.default_rng(int(epoch_rng(self.seed, epoch, 1).integers(2 ** 62)))
         aug_rng = epoch_rng(self.seed, epoch, 2)
-        rows, flags = self._epoch_rows(epoch)
+        pairs, rows, flags = self._epoch_rows(epoch)
         start, total_loss, correct, seen, before = 0, 0.0, 0, 0, 0.0
         if self.partial is not None and self.partial["epoch"] == epoch:
             p = self.partial
@@ -313,7 +325,7 @@ class Trainer:
                 raise TrainingInterrupted(f"interrupted at epoch {epoch + 1}, step {step + 1}: the state is saved in "
                                           f"{self.checkpoint_path}; continue with --resume")
             sl = slice(step * t.batch_size, (step + 1) * t.batch_size)
-            x1, x2, y = self.trainset.batch(rows[sl])
+            x1, x2, y = pairs.batch(rows[sl])
             if flags[sl].any():
                 f = flags[sl]
                 x1[f] = augment_batch(x1[f], self.cfg.augment, aug_rng)
@@ -409,8 +421,10 @@ class Trainer:
         if os.path.exists(self.best_path):
             _, params, _ = ckpt.read_model_file(self.best_path)
             self.net.load_state_dict(params, source=self.best_path)
-        _, _, p = val_loss_and_acc(self.net, self.valset, self.normalizer, self.cfg.train.batch_size)
+        loss, acc, p = val_loss_and_acc(self.net, self.valset, self.normalizer, self.cfg.train.batch_size)
         self.threshold = best_threshold(self.valset.labels, p)
+        self.val_result = {"loss": loss, "accuracy": acc, "auc": roc_auc(self.valset.labels, p),
+                           "pairs": len(self.valset)}
         ckpt.save_model(self.model_path, self.net, extra=dict(
             self.normalizer.to_extra(), threshold=np.array(self.threshold),
             best_epoch=np.array(self.best_epoch), experiment=np.array(self.cfg.to_json())))

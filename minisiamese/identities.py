@@ -1,0 +1,95 @@
+"""Training pairs drawn afresh every epoch from the identities of the training
+people: LFW's *unrestricted* protocol.
+
+The image-restricted protocol trains on the listed pairs of pairsDevTrain only
+(1,760 after the validation split).  Its 2,132 people have 6,685 images in
+LFW-a, and knowing who is in each image allows far more pairs: 945 people have
+two or more images.  A pool holds every image of the training people; each
+epoch draws a new balanced set of pairs from it:
+
+- a same-person pair picks a person uniformly among those with >= 2 images,
+  then two different images of theirs (uniformly), so the few people with
+  hundreds of images (George_W_Bush has 530) do not dominate;
+- a different-person pair picks two different people uniformly, then one image
+  of each.
+
+Validation must not share people with such training: :func:`split_people`
+removes from the pool everyone who appears in a validation pair.
+"""
+import os
+import re
+
+import numpy as np
+
+from .data import DataError, PairSet, images_root, load_images
+
+
+def person_images(data_dir, people):
+    """[(name, num)] of every image of each person, from lfw2/<Person>/<Person>_NNNN.jpg."""
+    root = images_root(data_dir)
+    keys = []
+    for person in sorted(people):
+        folder = os.path.join(root, person)
+        try:
+            names = os.listdir(folder)
+        except OSError as exc:
+            raise DataError(f"{folder}: cannot list the images of {person} ({exc.strerror or exc}); drawing "
+                            f"pairs from identities needs the image folders, not a packed bundle") from None
+        pattern = re.compile(re.escape(person) + r"_(\d{4})\.jpg")
+        nums = sorted(int(m.group(1)) for m in map(pattern.fullmatch, names) if m)
+        if not nums:
+            raise DataError(f"{folder}: no {person}_NNNN.jpg image in it")
+        keys += [(person, n) for n in nums]
+    return keys
+
+
+def pair_people(pairset):
+    """The set of people appearing in a PairSet's pairs."""
+    return {name for p in pairset.pairs for name in (p.name1, p.name2)}
+
+
+class IdentityPool:
+    """Images with their identities, drawing balanced pairs.
+
+    images (U, S, S) uint8; person (U,) int, the person index of each image;
+    keys [(name, num)] of each image.
+    """
+
+    def __init__(self, images, keys):
+        self.images, self.keys = images, keys
+        names = sorted({k[0] for k in keys})
+        index = {name: i for i, name in enumerate(names)}
+        self.person = np.array([index[k[0]] for k in keys], dtype=np.int64)           # (U,)
+        order = np.argsort(self.person, kind="stable")
+        counts = np.bincount(self.person, minlength=len(names))
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        self.names, self.order, self.counts, self.starts = names, order, counts, starts
+        self.multi = np.flatnonzero(counts >= 2)                                      # people with a positive pair
+        if len(names) < 2 or len(self.multi) == 0:
+            raise DataError(f"drawing pairs from identities needs at least two people and one person with two "
+                            f"images; the training people have {len(names)} people, {len(self.multi)} with two "
+                            f"or more images")
+
+    @classmethod
+    def load(cls, data_dir, people, cache_dir=None, size=105, crop=1.0):
+        keys = person_images(data_dir, people)
+        return cls(load_images(data_dir, keys, cache_dir, size, crop=crop), keys)
+
+    def _image(self, person, k):
+        """Row in ``images`` of the k-th image (k < counts[person]) of each person."""
+        return self.order[self.starts[person] + k]
+
+    def draw(self, n, rng):
+        """A PairSet of n new pairs (n // 2 same-person first, then different-person)."""
+        n_pos = n // 2
+        n_neg = n - n_pos
+        who = self.multi[rng.integers(len(self.multi), size=n_pos)]                   # (n_pos,)
+        c = self.counts[who]
+        a = rng.integers(c)
+        b = (a + 1 + rng.integers(c - 1)) % c                                         # another image, uniformly
+        p1 = rng.integers(len(self.names), size=n_neg)
+        p2 = (p1 + 1 + rng.integers(len(self.names) - 1, size=n_neg)) % len(self.names)
+        idx1 = np.concatenate([self._image(who, a), self._image(p1, rng.integers(self.counts[p1]))])
+        idx2 = np.concatenate([self._image(who, b), self._image(p2, rng.integers(self.counts[p2]))])
+        labels = np.concatenate([np.ones(n_pos), np.zeros(n_neg)]).astype(np.float32)
+        return PairSet(self.images, idx1, idx2, labels, keys=self.keys)
