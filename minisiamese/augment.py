@@ -16,6 +16,9 @@ class AugmentConfig:
     """kind: "none", "seed" (Keras RandomFlip/RandomRotation/RandomZoom/RandomContrast)
     or "koch" (rotation +-10 deg, shear +-0.3, scale 0.8-1.2, shift +-2 px, each with p = 0.5).
 
+    ``mirror`` (koch only): also flip left-right with p = 0.5 -- a face's mirror
+    image is still that person, unlike the seed's upside-down flips.
+
     ``copies``: each epoch trains on the original pairs plus this many augmented
     copies, drawn afresh every epoch (the seed grew 1,760 pairs to 8,800 = 1 + 4).
     """
@@ -25,12 +28,16 @@ class AugmentConfig:
     rotation: float = 0.2           # seed: fraction of a full turn (Keras RandomRotation factor)
     zoom: float = 0.3               # seed: scale drawn from [1 - zoom, 1 + zoom]
     contrast: float = 0.3           # seed: contrast factor drawn from [1 - c, 1 + c]
+    mirror: bool = False            # koch: left-right flip, p = 0.5
 
     def validate(self):
         if self.kind not in ("none", "seed", "koch"):
             raise ValueError(f"augment: kind must be 'none', 'seed' or 'koch', got {self.kind!r}")
         if not isinstance(self.copies, int) or isinstance(self.copies, bool) or self.copies < 0:
             raise ValueError(f"augment: copies must be an integer >= 0, got {self.copies!r}")
+        for name in ("flip", "mirror"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"augment: {name} must be true or false, got {getattr(self, name)!r}")
         for name in ("rotation", "zoom", "contrast"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
@@ -111,7 +118,8 @@ def augment_batch(x, cfg, rng):
     out = np.empty_like(x)
     for i in range(x.shape[0]):
         if cfg.kind == "koch":
-            out[i, 0] = koch_transform(x[i, 0], rng)
+            img = x[i, 0][:, ::-1] if cfg.mirror and rng.random() < 0.5 else x[i, 0]
+            out[i, 0] = koch_transform(np.ascontiguousarray(img), rng)
         elif cfg.kind == "seed":
             out[i, 0] = seed_transform(x[i, 0], cfg, rng)
         else:

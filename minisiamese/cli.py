@@ -53,6 +53,10 @@ def _common(p, config=True):
                                         "ablation)")
         g.add_argument("--config", help="an experiment config JSON file (see docs/configs/)")
         p.add_argument("--epochs", type=int, help="maximum epochs (default: the config's, 25)")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="change one setting of the preset or config, e.g. --set model.crop=0.6 "
+                            "--set train.pairs=listed --set normalize=true (VALUE is JSON, or else a string); "
+                            "repeatable")
         p.add_argument("--max-pairs", type=int,
                        help="use a stratified subset of this many pairs of each pairs file (quick runs)")
 
@@ -164,6 +168,8 @@ def _experiment_config(args, name=None):
         cfg = ExperimentConfig.from_file(args.config)
     else:
         cfg = ExperimentConfig.preset(name or getattr(args, "preset", None) or "baseline")
+    if getattr(args, "set", None):
+        cfg = with_settings(cfg, args.set)
     train = cfg.train
     changes = {}
     for arg, key in (("epochs", "epochs"), ("batch_size", "batch_size"), ("max_pairs", "max_pairs")):
@@ -180,6 +186,29 @@ def _experiment_config(args, name=None):
         cfg = cfg.replace(train=dataclasses.replace(train, **changes))
         cfg.train.validate()
     return cfg
+
+
+def with_settings(cfg, settings):
+    """``cfg`` with each "part.key=value" (or "normalize=value") of ``settings`` applied, validated."""
+    import json
+    from minisiamese.config import ConfigError
+    from minisiamese.experiment import ExperimentConfig
+    d = cfg.to_dict()
+    for item in settings:
+        key, sep, text = item.partition("=")
+        path = key.strip().split(".")
+        if not sep or not all(path) or len(path) > 2 or (len(path) == 2) != (path[0] in ("model", "train", "augment")):
+            raise ConfigError(f"--set {item!r}: expected model.KEY=VALUE, train.KEY=VALUE, augment.KEY=VALUE or "
+                              f"normalize=VALUE")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        if len(path) == 2:
+            d[path[0]][path[1]] = value
+        else:
+            d[path[0]] = value
+    return ExperimentConfig.from_dict(d, source="--set")
 
 
 def cmd_train(args):

@@ -118,3 +118,17 @@ def test_augment_config_validation():
         AugmentConfig(kind="mixup").validate()
     with pytest.raises(ValueError, match="zoom"):
         AugmentConfig(zoom=2.0).validate()
+    with pytest.raises(ValueError, match="mirror must be true or false"):
+        AugmentConfig(mirror="yes").validate()
+
+
+def test_mirror_flips_left_right_about_half_the_time(monkeypatch):
+    import minisiamese.augment as aug
+    x = np.random.default_rng(1).random((400, 1, 8, 8))
+    monkeypatch.setattr(aug, "koch_transform", lambda img, rng: img.copy())     # isolate the mirror
+    out = augment_batch(x, AugmentConfig(kind="koch", mirror=True), np.random.default_rng(2))
+    plain = augment_batch(x, AugmentConfig(kind="koch"), np.random.default_rng(2))
+    flipped = np.array([np.array_equal(o, i[:, :, ::-1]) for o, i in zip(out, x)])
+    kept = np.array([np.array_equal(o, i) for o, i in zip(out, x)])
+    assert np.all(flipped ^ kept) and 0.4 < flipped.mean() < 0.6
+    np.testing.assert_array_equal(plain, x)                             # mirror off: never flipped

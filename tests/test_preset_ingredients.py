@@ -189,3 +189,19 @@ def test_validation_only_never_reads_the_test_pairs(people_dataset, tmp_path, ca
     res = json.load(open(os.path.join(out, "results.json")))
     assert "accuracy" not in res and res["protocol"] == "image-restricted"
     assert set(res["val"]) == {"loss", "accuracy", "auc", "pairs"} and 0 <= res["val"]["auc"] <= 1
+
+
+def test_set_changes_one_setting_and_names_a_bad_one():
+    from minisiamese.cli import with_settings
+    from minisiamese.experiment import PRESETS
+    best = PRESETS["best"]
+    cfg = with_settings(best, ["model.crop=1", "train.pairs=listed", "augment.kind=none", "normalize=true",
+                               "model.conv_filters=[8, 8, 8, 8]"])
+    assert cfg.model.crop == 1 and cfg.train.pairs == "listed" and cfg.augment.kind == "none" and cfg.normalize
+    assert cfg.model.conv_filters == (8, 8, 8, 8) and cfg.model.conv_kernels == best.model.conv_kernels
+    assert best.model.crop == 0.5                                   # the preset itself is untouched
+    for bad, message in (("model.crop=2", "crop must be a fraction"), ("model.nothing=1", "unknown key"),
+                         ("crop=0.5", "unknown key"), ("train.pairs=all", "train.pairs must be"),
+                         ("model.crop", "expected model.KEY=VALUE")):
+        with pytest.raises(ConfigError, match=message):
+            with_settings(best, [bad])
