@@ -75,7 +75,8 @@ def build_parser():
     t.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.npz")
     t.add_argument("--validation-only", action="store_true",
                    help="stop after training and report the validation figures only, never reading the test "
-                        "pairs (for choosing a configuration honestly)")
+                        "pairs (for choosing a configuration honestly); runs in runs/sel/NAME are listed by "
+                        "'experiments' in the selection table")
 
     e = sub.add_parser("evaluate", help="evaluate a trained model on a pairs file",
                        description="Accuracy, precision, recall, ROC AUC and one-shot accuracy on a pairs "
@@ -244,6 +245,7 @@ def cmd_experiments(args):
                           log=lambda m: print(m, flush=True), force=args.force, progress=not args.quiet,
                           kept_dir=kept)
     rows = ex.collect(args.out, kept)
+    selection = ex.collect_selection(os.path.join(args.out, "sel"), os.path.join(kept, "selection"))
     cmd = "python3 cli.py experiments" + (f" --only {' '.join(args.only)}" if args.only else "")
     figures = os.path.join(docs, "figures", "results")
     ex.copy_figures(rows, args.out, figures)
@@ -252,7 +254,8 @@ def cmd_experiments(args):
     discussion_path = os.path.join(kept, "discussion.md")
     discussion = open(discussion_path).read() if os.path.isfile(discussion_path) else None
     with open(args.results, "w") as f:
-        f.write(ex.results_markdown(rows, cmd, figures_rel="figures/results", discussion=discussion))
+        f.write(ex.results_markdown(rows, cmd, figures_rel="figures/results", discussion=discussion,
+                                    selection=selection))
     print(f"wrote {args.results} ({sum(n in rows for n in ex.EXPERIMENTS)} of {len(ex.EXPERIMENTS)} seed "
           f"experiments and {sum(n in rows for n in ex.ABLATION)} of {len(ex.ABLATION)} ablation rows finished; "
           f"results kept in {kept})")

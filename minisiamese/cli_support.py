@@ -88,7 +88,7 @@ def _run_facts(config, trainer, history, device, seed, experiment):
             "device": device_name(get_backend(device)), "epochs_run": len(history),
             "best_epoch": trainer.best_epoch + 1, "val": trainer.val_result, "parameters": trainer.net.num_params(),
             "seed": seed, "conv_plan": trainer.conv_plan, "train_seconds": sum(h["seconds"] for h in history),
-            "model": trainer.model_path}
+            "model": trainer.model_path, "config": config.to_dict()}
 
 
 def _write_results(out_dir, res):

@@ -71,6 +71,69 @@ def collect(out_root, kept_dir=None):
     return rows
 
 
+def collect_selection(runs_dir, kept_dir):
+    """The validation-only runs made to choose the best preset (``train
+    --validation-only --out RUNS/sel/NAME``): each finished one is kept, with
+    its history, as ``kept_dir/NAME.json``; returns name -> results."""
+    from .checkpoint import atomic_write
+    rows = {}
+    if os.path.isdir(runs_dir):
+        for name in sorted(os.listdir(runs_dir)):
+            path = os.path.join(runs_dir, name, RESULT_FILE)
+            if not os.path.isfile(path):
+                continue
+            with open(path) as f:
+                res = json.load(f)
+            if "val" not in res or "accuracy" in res:
+                continue                                   # not a validation-only run
+            history = os.path.join(runs_dir, name, "history.json")
+            if os.path.isfile(history):
+                with open(history) as f:
+                    res["history"] = json.load(f)
+            res.pop("model", None)
+            text = json.dumps(res, indent=1, sort_keys=True) + "\n"
+            atomic_write(os.path.join(kept_dir, f"{name}.json"), lambda f: f.write(text.encode()))
+    if os.path.isdir(kept_dir):
+        for fname in sorted(os.listdir(kept_dir)):
+            if fname.endswith(".json"):
+                with open(os.path.join(kept_dir, fname)) as f:
+                    rows[fname[:-5]] = json.load(f)
+    return rows
+
+
+def config_changes(base, config):
+    """'part.key=value' for every setting of ``config`` (a dict) that differs from ``base``'s."""
+    out = []
+    for part, value in config.items():
+        ref = base.get(part)
+        if isinstance(value, dict):
+            out += [f"{part}.{k}={json.dumps(v)}" for k, v in sorted(value.items()) if (ref or {}).get(k) != v]
+        elif value != ref:
+            out.append(f"{part}={json.dumps(value)}")
+    return out
+
+
+def selection_markdown(rows):
+    """The runs that chose the best preset, on validation only."""
+    from .experiment import BEST
+    lines = ["## Choosing the best preset (validation only)", "",
+             "Each row is `python3 cli.py train --preset best --set ... --validation-only --out runs/sel/NAME` "
+             "(seed 0) with the changes listed against the preset as it stands now; the test pairs were never "
+             "read. Validation is the 440 listed pairsDevTrain pairs of the split above.", ""]
+    if not rows:
+        return lines + ["No selection run has finished yet.", ""]
+    lines += ["| run | changes from `best` | protocol | val loss | val accuracy | val AUC | epochs (best) | wall time "
+              "| device |", "|---|---|---|---|---|---|---|---|---|"]
+    base = BEST.to_dict()
+    for name, r in rows.items():
+        v = r["val"]
+        changes = ", ".join(f"`{c}`" for c in config_changes(base, r["config"])) or "none"
+        lines.append(f"| {name} | {changes} | {r['protocol']} | {v['loss']:.4f} | {v['accuracy']:.3f} | "
+                     f"{v['auc']:.3f} | {r['epochs_run']} ({r['best_epoch']}) | {r['wall_seconds'] / 60:.0f} min | "
+                     f"{r['device']} |")
+    return lines + [""]
+
+
 def plan_text(r):
     """Which conv algorithm each layer used ("im2col" for runs from before the FFT path)."""
     plan = r.get("conv_plan")
@@ -161,7 +224,7 @@ def plot_val_curves(rows, path):
     return True
 
 
-def results_markdown(rows, command, figures_rel=None, discussion=None):
+def results_markdown(rows, command, figures_rel=None, discussion=None, selection=None):
     lines = ["# Results on LFW-a (View 1)", "",
              "Trained on pairsDevTrain (80 % train / 20 % validation, stratified, seeded), evaluated on "
              "pairsDevTest: binary accuracy at threshold 0.5, one-shot accuracy over 500 10-way tasks "
@@ -199,6 +262,7 @@ def results_markdown(rows, command, figures_rel=None, discussion=None):
             lines.append(f"- {name}: {r['recovered_from']}")
     lines += [""] + view2_markdown({n: r for n, r in rows.items() if n in EXPERIMENTS})
     lines += ablation_markdown({n: r for n, r in rows.items() if n in ABLATION})
+    lines += selection_markdown(selection or {})
     if discussion:
         lines += ["## Discussion", "", discussion.strip(), ""]
     if figures_rel:

@@ -90,3 +90,27 @@ def test_view2_leak_free_subset(tmp_path):
     assert clean["pairs"] == expected == sum(f["pairs"] for f in clean["folds"])
     assert 0 <= clean["accuracy_mean"] <= 1 and clean["accuracy_std"] >= 0
     assert "| leak-free accuracy |" in "\n".join(ex.view2_markdown({"baseline": {"view2": res}}))
+
+
+def test_selection_runs_are_kept_and_tabled_with_their_changes(tmp_path):
+    from minisiamese.experiment import BEST
+    runs, kept = tmp_path / "runs" / "sel", tmp_path / "kept"
+    config = BEST.to_dict()
+    config["model"]["crop"] = 1.0
+    config["augment"]["kind"] = "none"
+    val = {"loss": 0.61, "accuracy": 0.7, "auc": 0.77, "pairs": 440}
+    for name, res in (("nocrop", {"val": val, "config": config}),
+                      ("tested", {"val": val, "config": config, "accuracy": 0.7})):    # not validation-only
+        (runs / name).mkdir(parents=True)
+        res.update({"protocol": "unrestricted", "epochs_run": 9, "best_epoch": 4, "wall_seconds": 600,
+                    "device": "cpu", "model": "/x/model.npz"})
+        json.dump(res, open(runs / name / "results.json", "w"))
+    json.dump([{"epoch": 1, "val_accuracy": 0.6}], open(runs / "nocrop" / "history.json", "w"))
+    rows = ex.collect_selection(str(runs), str(kept))
+    assert list(rows) == ["nocrop"] and rows["nocrop"]["history"][0]["val_accuracy"] == 0.6
+    assert "model" not in json.load(open(kept / "nocrop.json"))
+    shutil.rmtree(tmp_path / "runs")
+    assert ex.collect_selection(str(runs), str(kept)) == rows                   # survives without runs/
+    table = "\n".join(ex.selection_markdown(rows))
+    line = next(line for line in table.splitlines() if line.startswith("| nocrop |"))
+    assert "`augment.kind=\"none\"`, `model.crop=1.0`" in line and "| 0.6100 | 0.700 | 0.770 | 9 (4) | 10 min |" in line
