@@ -1,13 +1,15 @@
 """The seed report's training protocol, with atomic checkpoints and resume.
 
 Per epoch e (0-based): the learning rate is lr * lr_decay^e; the training pairs
-(plus ``augment.copies`` augmented copies of each, when augmenting) are shuffled
-and run in batches; the validation loss and accuracy are measured; the best
+-- the listed ones, or a new draw from the training people's identities
+(``train.pairs``) -- plus ``augment.copies`` augmented copies of each, when
+augmenting, are shuffled and run in batches; the validation loss and accuracy are measured; the best
 weights so far (lowest validation loss) go to ``best.npz``; the whole training
 state goes to ``checkpoint.npz``.  Every random draw of epoch e comes from
 generators seeded by (seed, e), so a run resumed at an epoch boundary continues
 exactly as the uninterrupted run would have.
 """
+import dataclasses
 import json
 import os
 import signal
@@ -234,9 +236,11 @@ class Trainer:
             stored = ExperimentConfig.from_dict(json.loads(str(a["config"])), source=f"{path}: config")
         except (ConfigError, json.JSONDecodeError) as exc:
             raise ckpt.CheckpointError(f"{path}: bad stored config ({exc})") from None
-        if stored != self.cfg:
+        # the one setting a resume may change: more (or fewer) epochs continue the same run
+        if stored.replace(train=dataclasses.replace(stored.train, epochs=self.cfg.train.epochs)) != self.cfg:
             raise TrainingError(f"{path}: this checkpoint was written for a different configuration; "
-                                f"resume with the same --config/--preset, or use a fresh --out")
+                                f"resume with the same --config/--preset (only --epochs may change), "
+                                f"or use a fresh --out")
         if int(a["seed"]) != self.seed:
             raise TrainingError(f"{path}: written with --seed {int(a['seed'])}, not {self.seed}")
         try:

@@ -119,6 +119,17 @@ def test_resume_refuses_another_configuration(dataset, tmp_path):
         Trainer(config(tmp_path, epochs=1, lr=5e-4), str(tmp_path / "r"), dataset, **kw).fit(resume=True)
 
 
+def test_resume_with_more_epochs_continues_the_same_run(dataset, tmp_path):
+    kw = dict(cache_dir=str(tmp_path / "cache"), log=lambda m: None, progress=False)
+    straight = Trainer(config(tmp_path, epochs=3), str(tmp_path / "a"), dataset, **kw)
+    straight.fit()
+    Trainer(config(tmp_path, epochs=2), str(tmp_path / "b"), dataset, **kw).fit()
+    longer = Trainer(config(tmp_path, epochs=3), str(tmp_path / "b"), dataset, **kw)
+    longer.fit(resume=True)
+    assert len(longer.history) == 3
+    assert_same_run(straight, longer)
+
+
 def test_non_finite_gradient_stops_with_epoch_and_step(dataset, tmp_path, monkeypatch):
     """A gradient that turns NaN at step 2 of epoch 2 (as a diverging run's
     would) stops training with a message naming both; the checkpoint of epoch
