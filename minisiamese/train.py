@@ -395,7 +395,8 @@ class Trainer:
                 break
             t_epoch = time.perf_counter() - (self.partial["seconds"] if self.partial else 0.0)
             loss, acc, _ = self._train_epoch(epoch)
-            val_loss, val_acc, _ = val_loss_and_acc(self.net, self.valset, self.normalizer, t.batch_size)
+            val_loss, val_acc, p = val_loss_and_acc(self.net, self.valset, self.normalizer, t.batch_size)
+            val_auc = roc_auc(self.valset.labels, p)
             if not np.isfinite(val_loss):
                 raise TrainingError(f"epoch {epoch + 1}: validation loss is not finite; the last good "
                                     f"state is kept in {self.checkpoint_path}")
@@ -408,12 +409,13 @@ class Trainer:
                 self.wait += 1
             secs = time.perf_counter() - t_epoch                # training + validation
             self.history.append({"epoch": epoch + 1, "loss": loss, "accuracy": acc, "val_loss": val_loss,
-                                 "val_accuracy": val_acc, "lr": t.lr * self.opt.lr_scale, "seconds": secs})
+                                 "val_accuracy": val_acc, "val_auc": val_auc, "lr": t.lr * self.opt.lr_scale,
+                                 "seconds": secs})
             self._save_checkpoint(epoch)
             with open(self.history_path, "w") as f:
                 json.dump(self.history, f, indent=1)
             self.log(f"epoch {epoch + 1}/{t.epochs}: loss {loss:.4f} acc {acc:.3f} | val_loss {val_loss:.4f} "
-                     f"val_acc {val_acc:.3f} | lr {t.lr * self.opt.lr_scale:.3g} | {secs:.0f}s"
+                     f"val_acc {val_acc:.3f} val_auc {val_auc:.3f} | lr {t.lr * self.opt.lr_scale:.3g} | {secs:.0f}s"
                      + (" *" if improved else ""))
             stopped = self.wait >= t.patience
             if stopped:
