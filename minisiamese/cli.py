@@ -138,8 +138,8 @@ def build_parser():
 
     k = sub.add_parser("pack", help="write the preprocessed faces of some pairs files as one small .npz",
                        description="For machines that cannot hold the JPEGs (a GPU box reached by copying a "
-                                   "folder, say): writes OUT/faces-<size>[-crop<c>].npz (uint8 faces, about 11 KB each) "
-                                   "and copies of the pairs files; use OUT as --data-dir there.")
+                                   "folder, say): writes OUT/faces-<size>[-crop<c>].npz (uint8 faces, about 11 KB "
+                                   "each) and copies of the pairs files; use OUT as --data-dir there.")
     k.add_argument("--data-dir", default=None, help="LFW-a folder (default: as for train)")
     k.add_argument("--out", required=True, help="folder to write")
     k.add_argument("--pairs", nargs="+", default=["pairsDevTrain.txt", "pairsDevTest.txt"],
@@ -250,12 +250,16 @@ def cmd_experiments(args):
     figures = os.path.join(docs, "figures", "results")
     ex.copy_figures(rows, args.out, figures)
     os.makedirs(figures, exist_ok=True)
-    ex.plot_val_curves(rows, os.path.join(figures, "val_accuracy.png"))
+    seed_rows = {n: r for n, r in rows.items() if n in ex.EXPERIMENTS}
+    ex.plot_val_curves(seed_rows, os.path.join(figures, "val_accuracy.png"))
+    ex.plot_val_curves(selection, os.path.join(figures, "selection.png"), keys=("val_loss", "val_accuracy", "val_auc"))
     discussion_path = os.path.join(kept, "discussion.md")
     discussion = open(discussion_path).read() if os.path.isfile(discussion_path) else None
+    notes_path = os.path.join(kept, "selection", "notes.md")
+    notes = open(notes_path).read() if os.path.isfile(notes_path) else None
     with open(args.results, "w") as f:
         f.write(ex.results_markdown(rows, cmd, figures_rel="figures/results", discussion=discussion,
-                                    selection=selection))
+                                    selection=selection, selection_notes=notes))
     print(f"wrote {args.results} ({sum(n in rows for n in ex.EXPERIMENTS)} of {len(ex.EXPERIMENTS)} seed "
           f"experiments and {sum(n in rows for n in ex.ABLATION)} of {len(ex.ABLATION)} ablation rows finished; "
           f"results kept in {kept})")

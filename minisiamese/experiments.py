@@ -113,15 +113,16 @@ def config_changes(base, config):
     return out
 
 
-def selection_markdown(rows):
-    """The runs that chose the best preset, on validation only."""
+def selection_markdown(rows, notes=None, figure=None):
+    """The runs that chose the best preset, on validation only (``notes``: text
+    under the table; ``figure``: the path of their validation curves)."""
     from .experiment import BEST
     lines = ["## Choosing the best preset (validation only)", "",
              "Each row is `python3 cli.py train --preset best --set ... --validation-only --out runs/sel/NAME` "
              "(seed 0) with the changes listed against the preset as it stands now; the test pairs were never "
              "read. Validation is the 440 listed pairsDevTrain pairs of the split above.", ""]
     if not rows:
-        return lines + ["No selection run has finished yet.", ""]
+        return lines + ["No selection run has finished yet.", ""] + ([notes.strip(), ""] if notes else [])
     lines += ["| run | changes from `best` | protocol | val loss | val accuracy | val AUC | epochs (best) | wall time "
               "| device |", "|---|---|---|---|---|---|---|---|---|"]
     base = BEST.to_dict()
@@ -131,7 +132,9 @@ def selection_markdown(rows):
         lines.append(f"| {name} | {changes} | {r['protocol']} | {v['loss']:.4f} | {v['accuracy']:.3f} | "
                      f"{v['auc']:.3f} | {r['epochs_run']} ({r['best_epoch']}) | {r['wall_seconds'] / 60:.0f} min | "
                      f"{r['device']} |")
-    return lines + [""]
+    if figure and any(r.get("history") for r in rows.values()):
+        lines += ["", f"![validation loss, accuracy and AUC per epoch of each selection run]({figure})"]
+    return lines + [""] + ([notes.strip(), ""] if notes else [])
 
 
 def plan_text(r):
@@ -203,28 +206,32 @@ def ablation_markdown(rows):
     return lines + [""]
 
 
-def plot_val_curves(rows, path):
-    """All finished experiments' validation accuracy per epoch in one figure."""
+def plot_val_curves(rows, path, keys=("val_accuracy",)):
+    """Every row's validation figures (``keys`` of its history, one panel each)
+    per epoch, the rows side by side."""
     from .plots import _plt
-    have = {n: r["history"] for n, r in rows.items() if r.get("history") and n in EXPERIMENTS}
+    have = {n: r["history"] for n, r in rows.items() if r.get("history")}
     if not have:
         return False
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for name, history in have.items():
-        ax.plot([h["epoch"] for h in history], [h["val_accuracy"] for h in history], "o-", ms=3,
-                label=TITLES[name])
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation accuracy")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, len(keys), figsize=(7 * len(keys), 4), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for name, history in have.items():
+            points = [(h["epoch"], h[key]) for h in history if key in h]
+            if points:
+                ax.plot(*zip(*points), "o-", ms=3, label=TITLES.get(name, name))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key.replace("val_", "validation ").replace("auc", "AUC"))
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
 
 
-def results_markdown(rows, command, figures_rel=None, discussion=None, selection=None):
+def results_markdown(rows, command, figures_rel=None, discussion=None, selection=None, selection_notes=None):
     lines = ["# Results on LFW-a (View 1)", "",
              "Trained on pairsDevTrain (80 % train / 20 % validation, stratified, seeded), evaluated on "
              "pairsDevTest: binary accuracy at threshold 0.5, one-shot accuracy over 500 10-way tasks "
@@ -262,7 +269,8 @@ def results_markdown(rows, command, figures_rel=None, discussion=None, selection
             lines.append(f"- {name}: {r['recovered_from']}")
     lines += [""] + view2_markdown({n: r for n, r in rows.items() if n in EXPERIMENTS})
     lines += ablation_markdown({n: r for n, r in rows.items() if n in ABLATION})
-    lines += selection_markdown(selection or {})
+    lines += selection_markdown(selection or {}, selection_notes,
+                                f"{figures_rel}/selection.png" if figures_rel else None)
     if discussion:
         lines += ["## Discussion", "", discussion.strip(), ""]
     if figures_rel:

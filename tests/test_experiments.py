@@ -114,3 +114,6 @@ def test_selection_runs_are_kept_and_tabled_with_their_changes(tmp_path):
     table = "\n".join(ex.selection_markdown(rows))
     line = next(line for line in table.splitlines() if line.startswith("| nocrop |"))
     assert "`augment.kind=\"none\"`, `model.crop=1.0`" in line and "| 0.6100 | 0.700 | 0.770 | 9 (4) | 10 min |" in line
+    page = ex.results_markdown({}, "cmd", figures_rel="figs", selection=rows, selection_notes="Crop helps.")
+    assert "(figs/selection.png)" in page and "Crop helps." in page
+    assert ex.plot_val_curves(rows, str(tmp_path / "sel.png"), keys=("val_loss", "val_accuracy", "val_auc"))
