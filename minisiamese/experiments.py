@@ -44,6 +44,23 @@ def copy_figures(rows, out_root, dest_root):
                 shutil.copyfile(src, os.path.join(dest_root, name, fig))
 
 
+def _keep(run_dir, kept):
+    """A finished run's results with its training history and without its model
+    path (a path on the machine that ran it), written to ``kept`` when given."""
+    with open(os.path.join(run_dir, RESULT_FILE)) as f:
+        res = json.load(f)
+    history = os.path.join(run_dir, "history.json")
+    if os.path.exists(history):
+        with open(history) as f:
+            res["history"] = json.load(f)
+    res.pop("model", None)
+    if kept:
+        from .checkpoint import atomic_write
+        text = json.dumps(res, indent=1, sort_keys=True) + "\n"
+        atomic_write(kept, lambda f: f.write(text.encode()))
+    return res
+
+
 def collect(out_root, kept_dir=None):
     """Every finished experiment's results.  The kept copies in ``kept_dir``
     (docs/results/NAME.json, in git) come first; a finished run in
@@ -54,17 +71,7 @@ def collect(out_root, kept_dir=None):
         kept = os.path.join(kept_dir, f"{name}.json") if kept_dir else None
         path = os.path.join(out_root, name, RESULT_FILE)
         if os.path.exists(path):
-            with open(path) as f:
-                rows[name] = json.load(f)
-            history = os.path.join(out_root, name, "history.json")
-            if os.path.exists(history):
-                with open(history) as f:
-                    rows[name]["history"] = json.load(f)
-            rows[name].pop("model", None)                      # a path on the machine that ran it
-            if kept:
-                from .checkpoint import atomic_write
-                text = json.dumps(rows[name], indent=1, sort_keys=True) + "\n"
-                atomic_write(kept, lambda f: f.write(text.encode()))
+            rows[name] = _keep(os.path.join(out_root, name), kept)
         elif kept and os.path.exists(kept):
             with open(kept) as f:
                 rows[name] = json.load(f)
@@ -75,7 +82,6 @@ def collect_selection(runs_dir, kept_dir):
     """The validation-only runs made to choose the best preset (``train
     --validation-only --out RUNS/sel/NAME``): each finished one is kept, with
     its history, as ``kept_dir/NAME.json``; returns name -> results."""
-    from .checkpoint import atomic_write
     rows = {}
     if os.path.isdir(runs_dir):
         for name in sorted(os.listdir(runs_dir)):
@@ -84,15 +90,8 @@ def collect_selection(runs_dir, kept_dir):
                 continue
             with open(path) as f:
                 res = json.load(f)
-            if "val" not in res or "accuracy" in res:
-                continue                                   # not a validation-only run
-            history = os.path.join(runs_dir, name, "history.json")
-            if os.path.isfile(history):
-                with open(history) as f:
-                    res["history"] = json.load(f)
-            res.pop("model", None)
-            text = json.dumps(res, indent=1, sort_keys=True) + "\n"
-            atomic_write(os.path.join(kept_dir, f"{name}.json"), lambda f: f.write(text.encode()))
+            if "val" in res and "accuracy" not in res:      # a validation-only run
+                _keep(os.path.join(runs_dir, name), os.path.join(kept_dir, f"{name}.json"))
     if os.path.isdir(kept_dir):
         for fname in sorted(os.listdir(kept_dir)):
             if fname.endswith(".json"):
