@@ -3,8 +3,9 @@
 Per epoch e (0-based): the learning rate is lr * lr_decay^e; the training pairs
 -- the listed ones, or a new draw from the training people's identities
 (``train.pairs``) -- plus ``augment.copies`` augmented copies of each, when
-augmenting, are shuffled and run in batches; the validation loss and accuracy are measured; the best
-weights so far (lowest validation loss) go to ``best.npz``; the whole training
+augmenting, are shuffled and run in batches; the validation loss, accuracy and AUC are measured;
+the best weights so far (by ``train.monitor``: lowest validation loss, or highest validation
+AUC) go to ``best.npz``; the whole training
 state goes to ``checkpoint.npz``.  Every random draw of epoch e comes from
 generators seeded by (seed, e), so a run resumed at an epoch boundary continues
 exactly as the uninterrupted run would have.
@@ -25,7 +26,7 @@ from .augment import augment_batch
 from .backend import get_backend, to_numpy
 from .config import ConfigError
 from .data import DataError, check_data_dir, load_pairset, to_unit_float
-from .experiment import ExperimentConfig
+from .experiment import MONITORS, ExperimentConfig
 from .identities import IdentityPool, pair_people
 from .losses import bce_with_logits_forward
 from .ops import sigmoid
@@ -400,9 +401,10 @@ class Trainer:
             if not np.isfinite(val_loss):
                 raise TrainingError(f"epoch {epoch + 1}: validation loss is not finite; the last good "
                                     f"state is kept in {self.checkpoint_path}")
-            improved = val_loss < self.best_val
+            score = MONITORS[t.monitor] * {"val_loss": val_loss, "val_auc": val_auc}[t.monitor]
+            improved = score < self.best_val                    # best_val: the signed score, lower is better
             if improved:
-                self.best_val, self.best_epoch, self.wait = val_loss, epoch, 0
+                self.best_val, self.best_epoch, self.wait = score, epoch, 0
                 ckpt.save_model(self.best_path, self.net, extra=dict(self.normalizer.to_extra(),
                                                                      epoch=np.array(epoch)))
             else:
@@ -419,7 +421,7 @@ class Trainer:
                      + (" *" if improved else ""))
             stopped = self.wait >= t.patience
             if stopped:
-                self.log(f"early stopping: validation loss has not improved for {t.patience} epochs; "
+                self.log(f"early stopping: {t.monitor} has not improved for {t.patience} epochs; "
                          f"restoring the weights of epoch {self.best_epoch + 1}")
 
     def _finish(self):

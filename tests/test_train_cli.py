@@ -10,6 +10,7 @@ import cli
 from fixtures import make_dataset, tiny_config
 from minisiamese import train as train_mod
 from minisiamese.checkpoint import CheckpointError, read_model_file
+from minisiamese.config import ConfigError
 from minisiamese.experiment import ExperimentConfig
 from minisiamese.train import Trainer, TrainingError
 
@@ -45,6 +46,33 @@ def test_early_stopping_restores_the_best_weights(dataset, tmp_path, monkeypatch
     for k in best:
         np.testing.assert_array_equal(final[k], best[k])
     assert [round(h["lr"] / 1e-3, 6) for h in history] == [round(0.99 ** e, 6) for e in range(5)]
+
+
+def test_early_stopping_can_follow_validation_auc(dataset, tmp_path, monkeypatch):
+    """monitor val_auc: higher is better, and the validation loss is ignored
+    (here it falls every epoch, as the L2 penalty does while a run collapses)."""
+    aucs = iter([0.6, 0.8, 0.7, 0.75, 0.79, 0.9])
+    losses = iter([1.0, 0.9, 0.8, 0.7, 0.6, 0.5])
+    real = train_mod.val_loss_and_acc
+
+    def fake(net, pairset, normalizer, batch_size):
+        _, acc, p = real(net, pairset, normalizer, batch_size)
+        return next(losses, 0.4), acc, p
+
+    monkeypatch.setattr(train_mod, "val_loss_and_acc", fake)
+    monkeypatch.setattr(train_mod, "roc_auc", lambda y, p: next(aucs, 0.5))
+    tr = Trainer(config(tmp_path, epochs=10, patience=3, monitor="val_auc"), str(tmp_path / "run"), dataset,
+                 cache_dir=str(tmp_path / "cache"), log=lambda m: None, progress=False)
+    history = tr.fit()
+    assert [h["val_auc"] for h in history] == [0.6, 0.8, 0.7, 0.75, 0.79]
+    assert tr.best_epoch == 1
+    _, extra = read_model_file(tr.best_path)[1:]
+    assert int(extra["epoch"]) == 1
+
+
+def test_monitor_must_be_known(tmp_path):
+    with pytest.raises(ConfigError, match="train.monitor must be one of"):
+        config(tmp_path, monitor="val_accuracy")
 
 
 def assert_same_run(a, b):
