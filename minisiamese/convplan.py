@@ -171,6 +171,8 @@ def _estimate(layer, x_shape, w_shape, pad, dtype, need_dx):
 def describe_plan(plan):
     """One line for a log: each layer's algorithm and why (a model's conv_plan())."""
     def why(step):
+        if step.get("stored"):
+            return f"from the stored plan; set to {step['setting']}"
         if "fft_s" in step:
             return f"auto: im2col {step['im2col_s']:.2f} s, fft {step['fft_s']:.2f} s estimated"
         return f"auto: {step['reason']}" if "reason" in step else f"set to {step['setting']}"

@@ -168,7 +168,7 @@ class SiameseNet:
         else:
             if len(algos) != self.n_conv or any(a not in ("im2col", "fft") for a in algos):
                 raise ValueError(f"conv plan {algos!r}: expected one of 'im2col'/'fft' per conv layer ({self.n_conv})")
-            plan = [{"layer": f"conv{k}", "setting": s, "algo": a}
+            plan = [{"layer": f"conv{k}", "setting": s, "algo": a, "stored": True}
                     for k, (s, a) in enumerate(zip(self.config.conv_algo, algos), 1)]
         self.conv_algos = [step["algo"] for step in plan]
         return plan

@@ -8,6 +8,7 @@ import pytest
 
 import cli
 from fixtures import make_dataset, tiny_config
+from minisiamese import convplan
 from minisiamese import train as train_mod
 from minisiamese.checkpoint import CheckpointError, read_model_file
 from minisiamese.config import ConfigError
@@ -329,6 +330,7 @@ def test_conv_plan_is_logged_stored_and_reused_on_resume(dataset, tmp_path, monk
     again._load_checkpoint()
     assert again.net.conv_algos == planted
     assert [p["algo"] for p in again.conv_plan] == planted
+    assert convplan.describe_plan(again.conv_plan).count("from the stored plan; set to auto") == len(planted)
     arrays["conv_plan"] = np.array(json.dumps(["fft", "winograd"]))
     np.savez(path, **arrays)
     with pytest.raises(CheckpointError, match="checkpoint.npz: bad stored conv plan"):
