@@ -252,7 +252,9 @@ def cmd_experiments(args):
     os.makedirs(figures, exist_ok=True)
     seed_rows = {n: r for n, r in rows.items() if n in ex.EXPERIMENTS}
     ex.plot_val_curves(seed_rows, os.path.join(figures, "val_accuracy.png"))
-    ex.plot_val_curves(selection, os.path.join(figures, "selection.png"), keys=("val_loss", "val_accuracy", "val_auc"))
+    ablation_rows = {n: r for n, r in rows.items() if n in ex.ABLATION}
+    ex.plot_val_curves({**selection, **ablation_rows}, os.path.join(figures, "selection.png"),
+                       keys=("val_loss", "val_accuracy", "val_auc"))
     discussion_path = os.path.join(kept, "discussion.md")
     discussion = open(discussion_path).read() if os.path.isfile(discussion_path) else None
     notes_path = os.path.join(kept, "selection", "notes.md")

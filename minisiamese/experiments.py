@@ -132,7 +132,8 @@ def selection_markdown(rows, notes=None, figure=None):
                      f"{v['auc']:.3f} | {r['epochs_run']} ({r['best_epoch']}) | {r['wall_seconds'] / 60:.0f} min | "
                      f"{r['device']} |")
     if figure and any(r.get("history") for r in rows.values()):
-        lines += ["", f"![validation loss, accuracy and AUC per epoch of each selection run]({figure})"]
+        lines += ["", "![validation loss, accuracy and AUC per epoch of each selection run and of the finished "
+                  f"ablation rows]({figure})"]
     return lines + [""] + ([notes.strip(), ""] if notes else [])
 
 
