@@ -49,7 +49,7 @@ def _common(p, config=True):
         g = p.add_mutually_exclusive_group()
         g.add_argument("--preset", help="a named experiment: baseline (default), normalize, augment, "
                                         "augment_normalize, dropout, narrow (the seed's six); best (the preset "
-                                        "that beats them), best_no_crop, best_listed, best_no_augment (its "
+                                        "that beats them), best_no_crop, best_listed, best_koch (its "
                                         "ablation)")
         g.add_argument("--config", help="an experiment config JSON file (see docs/configs/)")
         p.add_argument("--epochs", type=int, help="maximum epochs (default: the config's, 25)")
@@ -98,7 +98,7 @@ def build_parser():
     _common(x, config=False)
     x.add_argument("--only", nargs="+", metavar="NAME",
                    help="experiments to run (default: the seed's six); the best preset's ablation rows are best, "
-                        "best_no_crop, best_listed, best_no_augment")
+                        "best_no_crop, best_listed, best_koch")
     x.add_argument("--out", default="runs", help=f"root of the run folders (default: {_here('runs')})")
     x.add_argument("--results", default=os.path.join("docs", "results.md"),
                    help=f"results table to write (default: {_here(os.path.join('docs', 'results.md'))})")

@@ -182,8 +182,9 @@ def ablation_markdown(rows):
     """The best preset with each ingredient removed in turn: validation (what
     chose it) beside test and View 2's leak-free subset."""
     lines = ["## The best preset and its ablation", "",
-             "`python3 cli.py train --preset best` (config: `docs/configs/best.json`). Each row below removes one "
-             "ingredient from it. The ingredients were chosen on validation (440 listed pairsDevTrain pairs, the "
+             "`python3 cli.py train --preset best` (config: `docs/configs/best.json`). Each row marked − removes "
+             "one ingredient from it; a row marked + adds one that was tried and rejected on validation. The "
+             "ingredients were chosen on validation (440 listed pairsDevTrain pairs, the "
              "same split as above; with pairs from identities every person in a validation pair is left out of "
              "training); pairsDevTest was evaluated once per row. *Protocol*: pairs drawn from the identities of "
              "the training people are LFW's **unrestricted** protocol; the listed pairs alone are "

@@ -97,7 +97,7 @@ def test_selection_runs_are_kept_and_tabled_with_their_changes(tmp_path):
     runs, kept = tmp_path / "runs" / "sel", tmp_path / "kept"
     config = BEST.to_dict()
     config["model"]["crop"] = 1.0
-    config["augment"]["kind"] = "none"
+    config["augment"]["kind"] = "seed"
     val = {"loss": 0.61, "accuracy": 0.7, "auc": 0.77, "pairs": 440}
     for name, res in (("nocrop", {"val": val, "config": config}),
                       ("tested", {"val": val, "config": config, "accuracy": 0.7})):    # not validation-only
@@ -113,7 +113,7 @@ def test_selection_runs_are_kept_and_tabled_with_their_changes(tmp_path):
     assert ex.collect_selection(str(runs), str(kept)) == rows                   # survives without runs/
     table = "\n".join(ex.selection_markdown(rows))
     line = next(line for line in table.splitlines() if line.startswith("| nocrop |"))
-    assert "`augment.kind=\"none\"`, `model.crop=1.0`" in line and "| 0.6100 | 0.700 | 0.770 | 9 (4) | 10 min |" in line
+    assert "`augment.kind=\"seed\"`, `model.crop=1.0`" in line and "| 0.6100 | 0.700 | 0.770 | 9 (4) | 10 min |" in line
     page = ex.results_markdown({}, "cmd", figures_rel="figs", selection=rows, selection_notes="Crop helps.")
     assert "(figs/selection.png)" in page and "Crop helps." in page
     assert ex.plot_val_curves(rows, str(tmp_path / "sel.png"), keys=("val_loss", "val_accuracy", "val_auc"))
