@@ -217,10 +217,10 @@ def plot_val_curves(rows, path, keys=("val_accuracy",)):
     plt = _plt()
     fig, axes = plt.subplots(1, len(keys), figsize=(7 * len(keys), 4), squeeze=False)
     for ax, key in zip(axes[0], keys):
-        for name, history in have.items():
+        for i, (name, history) in enumerate(have.items()):      # one colour per row in every panel
             points = [(h["epoch"], h[key]) for h in history if key in h]
             if points:
-                ax.plot(*zip(*points), "o-", ms=3, label=TITLES.get(name, name))
+                ax.plot(*zip(*points), "o-", ms=3, color=f"C{i % 10}", label=TITLES.get(name, name))
         ax.set_xlabel("epoch")
         ax.set_ylabel(key.replace("val_", "validation ").replace("auc", "AUC"))
         ax.grid(alpha=0.3)
