@@ -401,7 +401,8 @@ class Trainer:
             if not np.isfinite(val_loss):
                 raise TrainingError(f"epoch {epoch + 1}: validation loss is not finite; the last good "
                                     f"state is kept in {self.checkpoint_path}")
-            score = MONITORS[t.monitor] * {"val_loss": val_loss, "val_auc": val_auc}[t.monitor]
+            measured = {"val_loss": val_loss, "val_accuracy": val_acc, "val_auc": val_auc}
+            score = MONITORS[t.monitor] * measured[t.monitor]
             improved = score < self.best_val                    # best_val: the signed score, lower is better
             if improved:
                 self.best_val, self.best_epoch, self.wait = score, epoch, 0
@@ -410,9 +411,8 @@ class Trainer:
             else:
                 self.wait += 1
             secs = time.perf_counter() - t_epoch                # training + validation
-            self.history.append({"epoch": epoch + 1, "loss": loss, "accuracy": acc, "val_loss": val_loss,
-                                 "val_accuracy": val_acc, "val_auc": val_auc, "lr": t.lr * self.opt.lr_scale,
-                                 "seconds": secs})
+            self.history.append({"epoch": epoch + 1, "loss": loss, "accuracy": acc, **measured,
+                                 "lr": t.lr * self.opt.lr_scale, "seconds": secs})
             self._save_checkpoint(epoch)
             with open(self.history_path, "w") as f:
                 json.dump(self.history, f, indent=1)
