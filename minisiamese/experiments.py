@@ -160,8 +160,8 @@ def view2_markdown(rows):
              "pairsDevTrain person (2,490 of 6,000); the full file is beside them, marked as overlapping "
              "training. Peers on LFW-a report 0.65–0.71 accuracy for Koch-style networks.", ""]
     if not have:
-        return lines + ["No finished experiment has View 2 figures yet (runs before this table existed did not "
-                        "evaluate it, and their weights were not kept).", ""]
+        return lines + ["No finished experiment has View 2 figures yet (a run evaluates View 2 only when "
+                        "pairs.txt is in its data and it trains on every pair).", ""]
     lines += ["| experiment | leak-free accuracy | leak-free AUC | leak-free pairs | full accuracy (overlaps "
               "training) | full AUC |", "|---|---|---|---|---|---|"]
     for name, (title, _) in EXPERIMENTS.items():
@@ -173,8 +173,8 @@ def view2_markdown(rows):
                      f"{_pm(v, 'auc')} |")
     missing = [EXPERIMENTS[n][0] for n in rows if n not in have]
     if missing:
-        lines += ["", f"Not evaluated on View 2: {', '.join(missing)} (finished before View 2 was part of a run; "
-                      "their weights were not kept)."]
+        lines += ["", f"Not evaluated on View 2: {', '.join(missing)} (run without pairs.txt in its data, or "
+                      "with train.max_pairs)."]
     return lines + [""]
 
 
@@ -265,9 +265,6 @@ def results_markdown(rows, command, figures_rel=None, discussion=None, selection
         if thr:
             lines.append(f"- {name}: with the threshold chosen on validation ({thr['threshold']:.3f}) accuracy is "
                          f"{thr['accuracy']:.3f}, precision {thr['precision']:.3f}, recall {thr['recall']:.3f}.")
-    for name, r in rows.items():
-        if r.get("recovered_from"):
-            lines.append(f"- {name}: {r['recovered_from']}")
     lines += [""] + view2_markdown({n: r for n, r in rows.items() if n in EXPERIMENTS})
     lines += ablation_markdown({n: r for n, r in rows.items() if n in ABLATION})
     lines += selection_markdown(selection or {}, selection_notes,

@@ -94,6 +94,9 @@ def test_view2_leak_free_subset(tmp_path):
     assert clean["pairs"] == expected == sum(f["pairs"] for f in clean["folds"])
     assert 0 <= clean["accuracy_mean"] <= 1 and clean["accuracy_std"] >= 0
     assert "| leak-free accuracy |" in "\n".join(ex.view2_markdown({"baseline": {"view2": res}}))
+    table = "\n".join(ex.view2_markdown({"baseline": {"view2": res}, "narrow": {}}))   # narrow: no pairs.txt
+    assert f"| {ex.TITLES['baseline']} |" in table and f"| {ex.TITLES['narrow']} |" not in table
+    assert f"Not evaluated on View 2: {ex.TITLES['narrow']} (run without pairs.txt" in table
 
 
 def test_selection_runs_are_kept_and_tabled_with_their_changes(tmp_path):
