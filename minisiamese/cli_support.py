@@ -58,8 +58,10 @@ def _train_and_evaluate(config, out_dir, data_dir, device, seed, cache_dir, resu
     os.makedirs(figures, exist_ok=True)
     if history:
         plot_history(history, os.path.join(figures, "history.png"))
-    res, _ = evaluate_pairset(trainer.net, trainer.normalizer, testset, trainer.threshold,
-                              config.train.oneshot_way, seed, config.train.batch_size, figures_dir=figures)
+    res, probs = evaluate_pairset(trainer.net, trainer.normalizer, testset, trainer.threshold,
+                                  config.train.oneshot_way, seed, config.train.batch_size, figures_dir=figures)
+    # every test pair's probability, in file order: paired comparisons of two runs (a bootstrap) need them
+    res["test_probs"] = [round(float(v), 5) for v in probs]
     if view2:
         log("View 2 (pairs.txt, 10 folds): full, and leak-free (no person of the training pairs)")
         res["view2"] = evaluate_folds(trainer.net, trainer.normalizer, data_dir, view2, cache_dir,

@@ -1,8 +1,8 @@
 """N-way one-shot tasks built from a verification test set.
 
 For every same-person test pair (anchor, positive) one task: the anchor, its
-positive and N-1 negatives -- images of *other* identities from the test set --
-in random order.  The model scores (anchor, candidate) for each candidate; the
+positive and N-1 negatives -- images of N-1 *distinct* other identities from the
+test set -- in random order.  The model scores (anchor, candidate) for each candidate; the
 task succeeds when the positive gets the highest score.  Ties are broken at
 random, so a model that outputs a constant scores 1/N on average, not 1.
 """
@@ -18,19 +18,51 @@ class OneShotTask:
     answer: int             # position of the positive among the candidates
 
 
+REDRAWS = 1000
+
+
+def check_tasks(pairset, n_way, source="test pairs"):
+    """A ValueError naming ``source`` unless every positive pair of ``pairset``
+    can anchor an ``n_way`` task: at least one positive pair, and N-1 people
+    other than the anchor's, each with an image in the file."""
+    if isinstance(n_way, bool) or not isinstance(n_way, (int, np.integer)) or n_way < 2:
+        raise ValueError(f"one-shot: the task width (oneshot_way / --n-way) must be an integer >= 2, got {n_way!r}")
+    person = np.array(pairset.person_of_image())
+    anchors = pairset.idx1[pairset.labels == 1]
+    if len(anchors) == 0:
+        raise ValueError(f"{source}: no same-person pair, so no one-shot task can be built")
+    fewest = len(set(person.tolist())) - 1             # people besides any anchor's
+    if fewest < n_way - 1:
+        raise ValueError(f"{source}: a {n_way}-way one-shot task needs {n_way - 1} people besides the anchor's, "
+                         f"but the file has images of only {fewest}; lower oneshot_way / --n-way to {fewest + 1} "
+                         f"or less")
+
+
 def build_tasks(pairset, n_way=10, seed=0):
-    """One task per positive pair of ``pairset``."""
-    if n_way < 2:
-        raise ValueError(f"one-shot: n_way must be >= 2, got {n_way}")
+    """One task per positive pair of ``pairset``: its 9 (N-1) negatives are
+    images of distinct people, none of them the anchor's.
+
+    Negatives are drawn uniformly from the other people's images; a draw in
+    which some person appears twice is drawn again (so tasks whose first draw
+    was already distinct are the ones a plain draw would give).  Should a file
+    be so lopsided that :data:`REDRAWS` draws all repeat someone, the N-1
+    people are drawn first (weighted by their images) and one image of each."""
+    check_tasks(pairset, n_way)
     rng = np.random.default_rng(seed)
     person = np.array(pairset.person_of_image())
     tasks = []
     for row in np.flatnonzero(pairset.labels == 1):
         a, pos = int(pairset.idx1[row]), int(pairset.idx2[row])
         pool = np.flatnonzero(person != person[a])        # other identities only
-        if len(pool) < n_way - 1:
-            raise ValueError(f"one-shot: only {len(pool)} images of other people for a {n_way}-way task")
         negatives = rng.choice(pool, n_way - 1, replace=False)
+        for _ in range(REDRAWS):
+            if len(set(person[negatives].tolist())) == n_way - 1:
+                break
+            negatives = rng.choice(pool, n_way - 1, replace=False)
+        else:
+            names, counts = np.unique(person[pool], return_counts=True)
+            chosen = rng.choice(len(names), n_way - 1, replace=False, p=counts / counts.sum())
+            negatives = np.array([rng.choice(pool[person[pool] == names[k]]) for k in chosen])
         answer = int(rng.integers(n_way))
         candidates = np.insert(negatives, answer, pos)
         tasks.append(OneShotTask(a, candidates, answer))

@@ -75,6 +75,29 @@ def test_tasks_have_no_leakage_and_one_positive():
     assert all(np.array_equal(a.candidates, b.candidates) for a, b in zip(tasks, again))
 
 
+@pytest.mark.parametrize("people, per_person", [(11, 8), (10, 30)])
+def test_negatives_are_distinct_people(people, per_person):
+    # few people with many images each: a plain draw of 9 images repeats someone
+    # in most tasks (and with 10 people, every task needs all 9 others)
+    s = make_pairset(people=people, per_person=per_person, positives=200, seed=1)
+    person = np.array(s.person_of_image())
+    for t in oneshot.build_tasks(s, n_way=10, seed=5):
+        others = person[np.delete(t.candidates, t.answer)]
+        assert len(set(others)) == 9 and person[t.anchor] not in set(others)
+
+
+def test_tasks_the_file_cannot_serve_are_refused_by_name():
+    s = make_pairset(people=9, per_person=3, positives=5)
+    with pytest.raises(ValueError, match="needs 9 people besides.*only 8.*to 9"):
+        oneshot.check_tasks(s, 10, source="tiny.txt")
+    for bad in (1, 0, 2.5, True):
+        with pytest.raises(ValueError, match="integer >= 2"):
+            oneshot.check_tasks(s, bad)
+    negatives_only = PairSet(s.images, s.idx1, s.idx2, np.zeros(5), keys=s.keys)
+    with pytest.raises(ValueError, match="tiny.txt: no same-person pair"):
+        oneshot.check_tasks(negatives_only, 3, source="tiny.txt")
+
+
 def test_constant_model_scores_one_in_n_not_one():
     s = make_pairset(positives=3000, people=40)
     tasks = oneshot.build_tasks(s, n_way=10, seed=1)
