@@ -33,7 +33,7 @@ from minisiamese.backend import tune_cpu_allocator  # noqa: E402
 from minisiamese.data import default_data_dir, images_root, load_pairset, pairset_from_pairs, read_pairs_folds  # noqa: E402
 from minisiamese.evaluate import Embeddings, evaluate_folds, load_trained, predict  # noqa: E402
 from minisiamese.identify import Gallery, identify  # noqa: E402
-from minisiamese.train import Normalizer  # noqa: E402
+from minisiamese.data import Normalizer  # noqa: E402
 
 
 def pairwise_predict(net, normalizer, pairset, batch_size=128):

@@ -21,14 +21,12 @@ import argparse
 import os
 import sys
 
+from minisiamese.fileio import cache_root
+
 
 def _here(path):
     """A default path as --help shows it: relative ones with where they resolve from this folder."""
     return path if os.path.isabs(path) else f"{path}, here {os.path.abspath(path)}"
-
-
-def _default_cache_dir():
-    return os.environ.get("MINISIAMESE_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "minisiamese"))
 
 
 def _common(p, config=True):
@@ -38,7 +36,7 @@ def _common(p, config=True):
     p.add_argument("--data-dir", default=default_data_dir(),
                    help=f"LFW-a folder holding lfw2/ and the pairs files (default: ${DATA_DIR_ENV} "
                         f"or {_here(default_data_dir())})")
-    p.add_argument("--cache-dir", default=_default_cache_dir(),
+    p.add_argument("--cache-dir", default=cache_root(),
                    help="where preprocessed images are cached, keyed by content (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed for initialisation, split, shuffling, "
                                                        "augmentation and one-shot tasks (default: 0)")
@@ -132,7 +130,7 @@ def build_parser():
                    help="answer 'unknown' below this probability (default: the model's, chosen on validation)")
     i.add_argument("--figure", help="write a PNG of each query beside its top people")
     i.add_argument("--device", choices=["cpu", "gpu", "auto"], default="auto")
-    i.add_argument("--cache-dir", default=_default_cache_dir(),
+    i.add_argument("--cache-dir", default=cache_root(),
                    help="where gallery embeddings are cached (default: %(default)s)")
     i.add_argument("--debug", action="store_true")
 
@@ -163,58 +161,17 @@ def build_parser():
     return p
 
 
-def _experiment_config(args, name=None):
-    from minisiamese.experiment import ExperimentConfig
-    if getattr(args, "config", None):
-        cfg = ExperimentConfig.from_file(args.config)
-    else:
-        cfg = ExperimentConfig.preset(name or getattr(args, "preset", None) or "baseline")
-    if getattr(args, "set", None):
-        cfg = with_settings(cfg, args.set)
-    train = cfg.train
-    changes = {}
-    for arg, key in (("epochs", "epochs"), ("batch_size", "batch_size"), ("max_pairs", "max_pairs")):
-        value = getattr(args, arg, None)
-        if value is not None:
-            changes[key] = value
-    if changes:
-        import dataclasses
-        from minisiamese.config import ConfigError
-        for k, v in changes.items():
-            if v < (0 if k == "max_pairs" else 1):
-                raise ConfigError(f"--{k.replace('_', '-')} must be {'>= 0' if k == 'max_pairs' else '>= 1'}, "
-                                  f"got {v}")
-        cfg = cfg.replace(train=dataclasses.replace(train, **changes))
-        cfg.train.validate()
-    return cfg
-
-
-def with_settings(cfg, settings):
-    """``cfg`` with each "part.key=value" (or "normalize=value") of ``settings`` applied, validated."""
-    import json
-    from minisiamese.config import ConfigError
-    from minisiamese.experiment import ExperimentConfig
-    d = cfg.to_dict()
-    for item in settings:
-        key, sep, text = item.partition("=")
-        path = key.strip().split(".")
-        if not sep or not all(path) or len(path) > 2 or (len(path) == 2) != (path[0] in ("model", "train", "augment")):
-            raise ConfigError(f"--set {item!r}: expected model.KEY=VALUE, train.KEY=VALUE, augment.KEY=VALUE or "
-                              f"normalize=VALUE")
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            value = text
-        if len(path) == 2:
-            d[path[0]][path[1]] = value
-        else:
-            d[path[0]] = value
-    return ExperimentConfig.from_dict(d, source="--set")
+def _config(args, preset=None):
+    """The run's ExperimentConfig from the command line (assembled by runconfig.build_config)."""
+    from minisiamese.runconfig import build_config
+    return build_config(preset or getattr(args, "preset", None), getattr(args, "config", None),
+                        getattr(args, "set", None) or (), getattr(args, "epochs", None),
+                        getattr(args, "batch_size", None), getattr(args, "max_pairs", None))
 
 
 def cmd_train(args):
-    from minisiamese.cli_support import train_and_evaluate
-    cfg = _experiment_config(args)
+    from minisiamese.pipeline import train_and_evaluate
+    cfg = _config(args)
     out = args.out or os.path.join("runs", args.preset or (os.path.splitext(os.path.basename(args.config))[0]
                                                           if args.config else "baseline"))
     args.out = out                                     # for the Ctrl-C message
@@ -235,35 +192,17 @@ def cmd_evaluate(args):
 
 
 def cmd_experiments(args):
-    from minisiamese import experiments as ex
-    names = ex.selected(args.only)
-    docs = os.path.dirname(args.results) or "."
-    kept = os.path.join(docs, "results")                 # docs/results/NAME.json, kept in git
-    for name in names:
-        cfg = _experiment_config(args, name)
-        ex.run_experiment(name, cfg, args.out, args.data_dir, args.device, args.seed, args.cache_dir,
-                          log=lambda m: print(m, flush=True), force=args.force, progress=not args.quiet,
-                          kept_dir=kept)
-    rows = ex.collect(args.out, kept)
-    selection = ex.collect_selection(os.path.join(args.out, "sel"), os.path.join(kept, "selection"))
+    from minisiamese.pipeline import run_experiment
+    from minisiamese.report import selected, write_report
+    from minisiamese.runconfig import ABLATION, EXPERIMENTS
+    kept = os.path.join(os.path.dirname(args.results) or ".", "results")    # docs/results/NAME.json, kept in git
+    for name in selected(args.only):
+        run_experiment(name, _config(args, name), args.out, args.data_dir, args.device, args.seed, args.cache_dir,
+                       log=lambda m: print(m, flush=True), force=args.force, progress=not args.quiet, kept_dir=kept)
     cmd = "python3 cli.py experiments" + (f" --only {' '.join(args.only)}" if args.only else "")
-    figures = os.path.join(docs, "figures", "results")
-    ex.copy_figures(rows, args.out, figures)
-    os.makedirs(figures, exist_ok=True)
-    seed_rows = {n: r for n, r in rows.items() if n in ex.EXPERIMENTS}
-    ex.plot_val_curves(seed_rows, os.path.join(figures, "val_accuracy.png"))
-    ablation_rows = {n: r for n, r in rows.items() if n in ex.ABLATION}
-    ex.plot_val_curves({**selection, **ablation_rows}, os.path.join(figures, "selection.png"),
-                       keys=("val_loss", "val_accuracy", "val_auc"))
-    discussion_path = os.path.join(kept, "discussion.md")
-    discussion = open(discussion_path).read() if os.path.isfile(discussion_path) else None
-    notes_path = os.path.join(kept, "selection", "notes.md")
-    notes = open(notes_path).read() if os.path.isfile(notes_path) else None
-    with open(args.results, "w") as f:
-        f.write(ex.results_markdown(rows, cmd, figures_rel="figures/results", discussion=discussion,
-                                    selection=selection, selection_notes=notes))
-    print(f"wrote {args.results} ({sum(n in rows for n in ex.EXPERIMENTS)} of {len(ex.EXPERIMENTS)} seed "
-          f"experiments and {sum(n in rows for n in ex.ABLATION)} of {len(ex.ABLATION)} ablation rows finished; "
+    rows = write_report(args.out, args.results, cmd)
+    print(f"wrote {args.results} ({sum(n in rows for n in EXPERIMENTS)} of {len(EXPERIMENTS)} seed "
+          f"experiments and {sum(n in rows for n in ABLATION)} of {len(ABLATION)} ablation rows finished; "
           f"results kept in {kept})")
 
 

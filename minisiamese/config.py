@@ -187,15 +187,16 @@ class ModelConfig:
 
     @classmethod
     def preset(cls, name):
-        if name not in PRESETS:
-            raise ConfigError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
-        return PRESETS[name]
+        if name not in MODEL_PRESETS:
+            raise ConfigError(f"unknown model preset {name!r}; choose one of {sorted(MODEL_PRESETS)}")
+        return MODEL_PRESETS[name]
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
 
 
-PRESETS = {
+# Architectures by name (ModelConfig.preset); whole runs by name are runconfig.RUN_PRESETS.
+MODEL_PRESETS = {
     "baseline": ModelConfig(),
     "narrow": ModelConfig(dense_units=2048),
     "dropout": ModelConfig(dropout=0.1),

@@ -34,6 +34,10 @@ import time
 
 import numpy as np
 
+from . import fftconv
+from .fileio import atomic_write, cache_root
+from .im2col import im2col_conv2d_backward, im2col_conv2d_forward
+
 
 ALGOS = ("im2col", "fft", "auto")
 PROBE_IMAGES = {"im2col": 32, "fft": 64}
@@ -82,7 +86,6 @@ def decision(x_shape, w_shape, stride=1, pad=0, dtype=np.float32, xp=np, need_dx
 def _probe(x_shape, w_shape, pad, dtype, need_dx):
     """Seconds for forward + backward of each algorithm on its probe batch, and
     of the FFT path's per-layer (not per-image) part."""
-    from . import fftconv, ops
     rng = np.random.default_rng(0)
     images = {name: min(x_shape[0], n) for name, n in PROBE_IMAGES.items()}
     x = rng.standard_normal((max(images.values()),) + tuple(x_shape[1:])).astype(dtype)
@@ -99,7 +102,7 @@ def _probe(x_shape, w_shape, pad, dtype, need_dx):
             backward(out, cache, need_dx)
         return run
 
-    runs = {"im2col": both(ops.im2col_conv2d_forward, ops.im2col_conv2d_backward, images["im2col"]),
+    runs = {"im2col": both(im2col_conv2d_forward, im2col_conv2d_backward, images["im2col"]),
             "fft": both(fftconv.conv2d_fft_forward, fftconv.conv2d_fft_backward, images["fft"]),
             "fft_fixed": filters_only}
     best = {name: float("inf") for name in runs}
@@ -112,8 +115,7 @@ def _probe(x_shape, w_shape, pad, dtype, need_dx):
 
 
 def store_path():
-    root = os.environ.get("MINISIAMESE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "minisiamese")
-    return os.path.join(root, "convplan.json")
+    return os.path.join(cache_root(), "convplan.json")
 
 
 def machine():
@@ -138,7 +140,6 @@ def _stored():
 
 
 def _store(name, probe):
-    from .checkpoint import atomic_write
     probes = _stored()
     probes[name] = probe
     text = json.dumps({"machine": machine(), "probes": probes}, indent=1, sort_keys=True)

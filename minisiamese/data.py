@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .fileio import CheckpointError, load_arrays, save_arrays
+
 IMAGE_SIZE = 105
 PREPROCESS_VERSION = "gray-bilinear-antialias-v1"
 DATA_DIR_ENV = "MINISIAMESE_DATA"
@@ -126,6 +128,21 @@ def _parse_block(path, lines, start, count):
     return pairs
 
 
+def is_view2_file(path):
+    """True when a pairs file starts with View 2's 'folds pairs_per_fold' header
+    (two fields) rather than View 1's single pair count."""
+    return _view2_header(_read_lines(path))
+
+
+def _view2_header(lines):
+    return bool(lines) and len(lines[0].split()) == 2
+
+
+def people_in(pairs):
+    """The set of people named in a list of :class:`Pair`."""
+    return {name for p in pairs for name in (p.name1, p.name2)}
+
+
 def read_pairs(path):
     """A View 1 file (pairsDevTrain.txt / pairsDevTest.txt): a count line, then
     that many same-person lines and that many different-person lines."""
@@ -133,7 +150,7 @@ def read_pairs(path):
     if not lines:
         raise DataError(f"{path}: empty pairs file")
     header = lines[0].split()
-    if len(header) == 2:                                    # a View 2 file given where View 1 was expected
+    if _view2_header(lines):                                # a View 2 file given where View 1 was expected
         return [p for fold in read_pairs_folds(path) for p in fold]
     if len(header) != 1:
         raise DataError(f"{path}:1: expected a pair count, got {lines[0].strip()!r}")
@@ -221,7 +238,6 @@ def load_images(data_dir, keys, cache_dir=None, size=IMAGE_SIZE, where=None, cro
     ``where`` maps a key to a text naming where it was asked for (pairs file and
     line), for error messages.
     """
-    from .checkpoint import load_arrays, save_arrays, CheckpointError
     where = where or {}
     bundle = bundle_path(data_dir, size, crop)
     if not os.path.isdir(os.path.join(data_dir, "lfw2")) and os.path.isfile(bundle):
@@ -255,7 +271,6 @@ def _key_text(key):
 
 
 def _from_bundle(path, keys, where):
-    from .checkpoint import load_arrays
     arrays = load_arrays(path)
     if "keys" not in arrays or "images" not in arrays or arrays["images"].dtype != np.uint8:
         raise DataError(f"{path}: not a face bundle written by 'minisiamese pack'")
@@ -272,7 +287,6 @@ def pack_faces(data_dir, out_dir, pairs_files, cache_dir=None, size=IMAGE_SIZE, 
     and copies of those files into ``out_dir``: a small stand-in for the data
     folder (about 11 KB a face) for machines that cannot hold the JPEGs."""
     import shutil
-    from .checkpoint import save_arrays
     keys, seen = [], set()
     for name in pairs_files:
         src = name if os.path.exists(name) else os.path.join(data_dir, name)
@@ -352,3 +366,30 @@ def pairset_from_pairs(data_dir, pairs, source, cache_dir=None, size=IMAGE_SIZE,
             out.append(index[key])
     images = load_images(data_dir, keys, cache_dir, size, where, crop)
     return PairSet(images, idx1, idx2, [p.label for p in pairs], pairs, keys)
+
+
+class Normalizer:
+    """Featurewise normalisation: (x - mean) / std with statistics of the
+    training images (one channel, so two scalars).  Identity when not fitted.
+    It is input preprocessing that travels with the weights (``to_extra`` /
+    ``from_extra``: the extra arrays of model.npz and of the training checkpoint)."""
+
+    def __init__(self, mean=0.0, std=1.0):
+        self.mean, self.std = float(mean), float(std)
+
+    @classmethod
+    def fit(cls, images):
+        std = float(images.std())
+        return cls(float(images.mean()), std if std > 0 else 1.0)
+
+    def __call__(self, x):
+        if self.mean == 0.0 and self.std == 1.0:
+            return x
+        return ((x - np.float32(self.mean)) / np.float32(self.std)).astype(np.float32)
+
+    def to_extra(self):
+        return {"norm_mean": np.array(self.mean), "norm_std": np.array(self.std)}
+
+    @classmethod
+    def from_extra(cls, extra):
+        return cls(float(extra.get("norm_mean", 0.0)), float(extra.get("norm_std", 1.0)))

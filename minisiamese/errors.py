@@ -1,7 +1,7 @@
 """The exceptions a user can cause (bad files, values, devices): the CLI prints
 their message on one line instead of a traceback."""
 from .backend import BackendError
-from .checkpoint import CheckpointError
+from .fileio import CheckpointError
 from .download import DownloadError
 from .config import ConfigError
 from .data import DataError

@@ -1,14 +1,14 @@
 """Evaluation on a pairs file: verification metrics, ROC, one-shot tasks, figures."""
-import json
 import os
 
 import numpy as np
 
 from . import metrics, oneshot, plots
 from .checkpoint import read_model_file
-from .data import check_data_dir, load_pairset, pairset_from_pairs, read_pairs, read_pairs_folds
+from .data import (Normalizer, check_data_dir, is_view2_file, load_pairset, pairset_from_pairs, people_in,
+                   read_pairs, read_pairs_folds)
+from .fileio import write_json
 from .model import SiameseNet
-from .train import Normalizer
 
 
 def load_trained(path, device="cpu"):
@@ -127,7 +127,7 @@ def train_people(data_dir, train_pairs="pairsDevTrain.txt"):
     path = train_pairs if os.path.isabs(train_pairs) else os.path.join(data_dir, train_pairs)
     if not os.path.isfile(path):
         return None
-    return {name for p in read_pairs(path) for name in (p.name1, p.name2)}
+    return people_in(read_pairs(path))
 
 
 def evaluate_model_file(model_path, data_dir, pairs="pairsDevTest.txt", device="cpu", out_dir=None,
@@ -135,9 +135,7 @@ def evaluate_model_file(model_path, data_dir, pairs="pairsDevTest.txt", device="
     net, normalizer, threshold = load_trained(model_path, device)
     check_data_dir(data_dir, needs=())
     path = pairs if os.path.exists(pairs) else os.path.join(data_dir, pairs)
-    with open(path, encoding="utf-8-sig", errors="replace") as f:
-        view2 = len(f.readline().split()) == 2
-    if view2:
+    if is_view2_file(path):
         res = evaluate_folds(net, normalizer, data_dir, path, cache_dir, batch_size, train_people(data_dir))
     else:
         pairset = load_pairset(data_dir, path, cache_dir, net.config.input_size, net.config.crop)
@@ -146,7 +144,5 @@ def evaluate_model_file(model_path, data_dir, pairs="pairsDevTest.txt", device="
     res["pairs_file"] = os.path.basename(path)
     res["model"] = str(model_path)
     if out_dir:
-        os.makedirs(out_dir, exist_ok=True)
-        with open(os.path.join(out_dir, "results.json"), "w") as f:
-            json.dump(res, f, indent=1)
+        write_json(os.path.join(out_dir, "results.json"), res)
     return res

@@ -204,11 +204,12 @@ def conv2d_fft_pool_forward(x, w, pool, pad=0):
     of x by w (no bias), each piece of the batch pooled right after its inverse
     transform, while it is in cache, instead of in a second pass over the whole
     output.  Returns (N, OH // pool, OW // pool, F); there is no backward pass.
-    Equal to ``ops.maxpool2d_forward(conv2d_fft_forward(x, w, None, 1, pad)[0], pool)[0]``."""
+    Equal to ``ops.maxpool2d_forward(conv2d_fft_forward(x, w, None, 1, pad)[0], pool)[0]``.
+    NumPy arrays only: on CuPy the model runs the two ops in turn."""
     xp = get_array_module(x)
-    if xp is not np:                                    # CuPy: the two ops in turn
-        from .ops import maxpool2d_forward
-        return maxpool2d_forward(conv2d_fft_forward(x, w, None, 1, pad)[0], pool, need_grad=False)[0]
+    if xp is not np:
+        raise ValueError("conv (fft) + pool: the fused inference path is written for NumPy arrays; "
+                         "on CuPy run conv2d_fft_forward and maxpool2d_forward in turn")
     OH, OW = check_conv_args(x.shape, w.shape, None, 1, pad)
     N, F = x.shape[0], w.shape[0]
     PH, PW = OH // pool, OW // pool

@@ -14,9 +14,10 @@ import os
 
 import numpy as np
 
-from .checkpoint import CheckpointError, atomic_write, load_arrays, save_arrays
 from .backend import to_numpy
 from .data import DataError, file_digest, load_faces, load_image
+from .fileio import CheckpointError, load_arrays, save_arrays
+from .plots import pyplot, save_figure
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".pgm", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -123,9 +124,7 @@ def identify(net, normalizer, gallery, queries, top=5, threshold=0.5, batch_size
 def plot_identification(results, gallery, path, config):
     """Each query beside its top-K people (each shown by their first gallery
     image), as the model with ModelConfig ``config`` sees them."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     k = max(len(r["top"]) for r in results)
     fig, axes = plt.subplots(len(results), k + 1, figsize=(1.6 * (k + 1), 1.9 * len(results)), squeeze=False)
     first_image = {}
@@ -141,5 +140,4 @@ def plot_identification(results, gallery, path, config):
         for ax in row:
             ax.axis("off")
     fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)

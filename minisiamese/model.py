@@ -1,11 +1,14 @@
 """SiameseNet: two weight-sharing conv towers, an L1 join and a logistic head."""
 import math
+import os
 
 import numpy as np
 
-from . import convplan, fftconv, losses, ops
+from . import convplan, losses, ops
 from .backend import get_backend, to_numpy
+from .checkpoint import read_model_file
 from .config import ModelConfig
+from .fftconv import conv2d_fft_pool_forward
 
 
 class InputError(ValueError):
@@ -56,7 +59,7 @@ class SiameseNet:
         self.params = {k: self.xp.asarray(v) for k, v in init_params(self.config, seed, self.dtype).items()}
         self.rng = self.xp.random.default_rng(seed + 1)   # dropout masks
         self.n_conv = len(self.config.conv_filters)
-        self.conv_algos = None       # a fixed plan ["im2col" | "fft", ...] (see fix_conv_plan)
+        self.conv_algos = None       # the fixed algorithms ["im2col" | "fft", ...] of the plan (see fix_conv_plan)
 
     # ------------------------------------------------------------------ parameters
     def state_dict(self):
@@ -109,9 +112,9 @@ class SiameseNet:
         algos = self.conv_algos or [step["algo"] for step in self.conv_plan(x.shape[0], timings=False)]
         for k in range(1, self.n_conv + 1):
             c_conv = c_pool = None
-            if not need_grad and algos[k - 1] == "fft" and k < self.n_conv:
-                # inference: each piece of the FFT conv's output is pooled while in cache
-                h = fftconv.conv2d_fft_pool_forward(h, p[f"conv{k}.w"], self.config.pool)  # (M, OH/2, OW/2, F)
+            if not need_grad and algos[k - 1] == "fft" and k < self.n_conv and self.xp is np:
+                # NumPy inference: each piece of the FFT conv's output is pooled while in cache
+                h = conv2d_fft_pool_forward(h, p[f"conv{k}.w"], self.config.pool)  # (M, OH/2, OW/2, F)
             else:
                 h, c_conv = ops.conv2d_forward(h, p[f"conv{k}.w"], algo=algos[k - 1])  # (M, OH, OW, F), no bias yet
                 if k < self.n_conv:
@@ -261,3 +264,12 @@ class SiameseNet:
         if return_probs:
             return float(loss + penalty), grads, ops.sigmoid(z)
         return float(loss + penalty), grads
+
+
+def load_model(path, backend="cpu", dtype=np.float32):
+    """A SiameseNet with the weights and config stored in ``path`` (a model.npz
+    written by :func:`minisiamese.checkpoint.save_model`), validated."""
+    config, params, _ = read_model_file(path)
+    net = SiameseNet(config, backend=backend, dtype=dtype)
+    net.load_state_dict(params, source=os.fspath(path))
+    return net

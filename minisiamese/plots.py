@@ -1,19 +1,28 @@
 """Figures (matplotlib, written as PNG files; nothing is shown on screen)."""
 import numpy as np
 
+from .fileio import atomic_write
+
 TRAIN_COLOUR, VAL_COLOUR = "tab:orange", "c"
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend: the one matplotlib setup of the library."""
     import matplotlib
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
     return plt
 
 
+def save_figure(fig, path, dpi=110):
+    """Write ``fig`` as a PNG at ``path`` atomically, then free it."""
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
+    pyplot().close(fig)
+
+
 def plot_history(history, path):
     """Loss and accuracy per epoch: training orange, validation cyan."""
-    plt = _plt()
+    plt = pyplot()
     ep = [h["epoch"] for h in history]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key, title in ((axes[0], "loss", "loss (BCE + L2)"), (axes[1], "accuracy", "accuracy")):
@@ -24,12 +33,11 @@ def plot_history(history, path):
         ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def plot_roc(fpr, tpr, auc, path):
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.plot(fpr, tpr, color=VAL_COLOUR, label=f"AUC = {auc:.3f}")
     ax.plot([0, 1], [0, 1], "--", color="grey", lw=0.8)
@@ -38,14 +46,13 @@ def plot_roc(fpr, tpr, auc, path):
     ax.set_title("ROC on the test pairs")
     ax.legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def plot_pair_extremes(pairset, p, path, k=4):
     """Rows: the worst false negatives, the worst false positives, the most
     confident correct same-person pairs; each pair with its probability."""
-    plt = _plt()
+    plt = pyplot()
     y = pairset.labels
     pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
     groups = [("worst false negatives", pos[np.argsort(p[pos])][:k]),
@@ -65,15 +72,14 @@ def plot_pair_extremes(pairset, p, path, k=4):
         axes[r, 0].text(-0.1, 0.5, title, transform=axes[r, 0].transAxes, rotation=90, va="center",
                         ha="right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def plot_oneshot(tasks, scores, chosen, pairset, path, k=2):
     """The k best and k worst one-shot tasks (by the positive's margin): the
     anchor, then every candidate with its probability; the correct candidate
     framed green, the model's choice marked with a red title when wrong."""
-    plt = _plt()
+    plt = pyplot()
     answers = np.array([t.answer for t in tasks])
     pos_score = scores[np.arange(len(tasks)), answers]
     masked = scores.copy()
@@ -103,5 +109,4 @@ def plot_oneshot(tasks, scores, chosen, pairset, path, k=2):
             ax.set_yticks([])
     fig.suptitle("one-shot tasks: best (top) and worst (bottom); * = model's choice, green = correct", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)

@@ -25,14 +25,15 @@ from . import convplan
 from .augment import augment_batch
 from .backend import get_backend, to_numpy
 from .config import ConfigError
-from .data import DataError, check_data_dir, load_pairset, to_unit_float
-from .experiment import MONITORS, ExperimentConfig
-from .identities import IdentityPool, pair_people
+from .data import DataError, Normalizer, check_data_dir, load_pairset, people_in, to_unit_float
+from .fileio import CheckpointError, load_arrays, save_arrays, write_json, write_text
 from .losses import bce_with_logits_forward
-from .ops import sigmoid
 from .metrics import best_threshold, roc_auc
 from .model import SiameseNet
+from .ops import sigmoid
 from .optim import Adam, ExponentialDecay
+from .pairsampler import IdentityPool
+from .runconfig import MONITORS, ExperimentConfig
 from .runlock import run_lock
 
 TRAIN_FORMAT = "minisiamese-train-1"
@@ -92,31 +93,6 @@ def stratified_subset(labels, n, seed):
     rng = np.random.default_rng([seed, 104729])
     rows = [rng.permutation(np.flatnonzero(labels == c))[:n // 2] for c in (1, 0)]
     return np.sort(np.concatenate(rows))
-
-
-class Normalizer:
-    """Featurewise normalisation: (x - mean) / std with statistics of the
-    training images (one channel, so two scalars).  Identity when not fitted."""
-
-    def __init__(self, mean=0.0, std=1.0):
-        self.mean, self.std = float(mean), float(std)
-
-    @classmethod
-    def fit(cls, images):
-        std = float(images.std())
-        return cls(float(images.mean()), std if std > 0 else 1.0)
-
-    def __call__(self, x):
-        if self.mean == 0.0 and self.std == 1.0:
-            return x
-        return ((x - np.float32(self.mean)) / np.float32(self.std)).astype(np.float32)
-
-    def to_extra(self):
-        return {"norm_mean": np.array(self.mean), "norm_std": np.array(self.std)}
-
-    @classmethod
-    def from_extra(cls, extra):
-        return cls(float(extra.get("norm_mean", 0.0)), float(extra.get("norm_std", 1.0)))
 
 
 class Progress:
@@ -184,7 +160,7 @@ class Trainer:
         self.trainset, self.valset = full.subset(train_rows), full.subset(val_rows)
         self.pool = None
         if t.pairs == "identities":
-            people = pair_people(full) - pair_people(self.valset)
+            people = people_in(full.pairs) - people_in(self.valset.pairs)
             self.pool = IdentityPool.load(self.data_dir, people, self.cache_dir, m.input_size, m.crop)
             self.pairs_per_epoch = t.pairs_per_epoch or len(self.trainset)
             train_images = self.pool.images
@@ -220,23 +196,23 @@ class Trainer:
                   "history": np.array(json.dumps(self.history)),
                   "best_val": np.array(self.best_val), "best_epoch": np.array(self.best_epoch),
                   "wait": np.array(self.wait), "partial": np.array(json.dumps(partial) if partial else ""),
-                  "conv_plan": np.array(json.dumps(self.net.conv_algos)),
+                  "conv_algos": np.array(json.dumps(self.net.conv_algos)),
                   "reference_loss": np.array(np.nan if self.reference_loss is None else self.reference_loss)}
         arrays.update({f"param/{k}": v for k, v in self.net.state_dict().items()})
         arrays.update({f"opt/{k}": np.asarray(v) if np.isscalar(v) else v
                        for k, v in self.opt.state_dict().items()})
         arrays.update(self.normalizer.to_extra())
-        ckpt.save_arrays(self.checkpoint_path, arrays)
+        save_arrays(self.checkpoint_path, arrays)
 
     def _load_checkpoint(self):
         path = self.checkpoint_path
-        a = ckpt.load_arrays(path)
+        a = load_arrays(path)
         if "format" not in a or str(a["format"]) != TRAIN_FORMAT:
-            raise ckpt.CheckpointError(f"{path}: not a minisiamese training checkpoint")
+            raise CheckpointError(f"{path}: not a minisiamese training checkpoint")
         try:
             stored = ExperimentConfig.from_dict(json.loads(str(a["config"])), source=f"{path}: config")
         except (ConfigError, json.JSONDecodeError) as exc:
-            raise ckpt.CheckpointError(f"{path}: bad stored config ({exc})") from None
+            raise CheckpointError(f"{path}: bad stored config ({exc})") from None
         # the one setting a resume may change: more (or fewer) epochs continue the same run
         if stored.replace(train=dataclasses.replace(stored.train, epochs=self.cfg.train.epochs)) != self.cfg:
             raise TrainingError(f"{path}: this checkpoint was written for a different configuration; "
@@ -244,10 +220,12 @@ class Trainer:
                                 f"or use a fresh --out")
         if int(a["seed"]) != self.seed:
             raise TrainingError(f"{path}: written with --seed {int(a['seed'])}, not {self.seed}")
+        # the algorithm of each conv layer ("conv_plan" in checkpoints written before it was renamed)
+        algos = next((str(a[k]) for k in ("conv_algos", "conv_plan") if k in a), None)
         try:
-            self._new_state(json.loads(str(a["conv_plan"])) if "conv_plan" in a else None)
+            self._new_state(json.loads(algos) if algos is not None else None)
         except ValueError as exc:                     # JSONDecodeError too
-            raise ckpt.CheckpointError(f"{path}: bad stored conv plan ({exc})") from None
+            raise CheckpointError(f"{path}: bad stored conv plan ({exc})") from None
         self.net.load_state_dict({k[6:]: v for k, v in a.items() if k.startswith("param/")}, source=path)
         self.opt.load_state_dict({k[4:]: v for k, v in a.items() if k.startswith("opt/")}, self.xp)
         self.history = json.loads(str(a["history"]))
@@ -375,8 +353,7 @@ class Trainer:
                 self.log(f"--resume: no checkpoint in {self.out_dir}, starting afresh")
             self._new_state()
         self.log("conv plan: " + convplan.describe_plan(self.conv_plan))
-        with open(os.path.join(self.out_dir, "config.json"), "w") as f:
-            f.write(self.cfg.to_json())
+        write_text(os.path.join(self.out_dir, "config.json"), self.cfg.to_json())
         self._stop_requested = False
         in_main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGINT, self._on_sigint) if in_main else None
@@ -414,8 +391,7 @@ class Trainer:
             self.history.append({"epoch": epoch + 1, "loss": loss, "accuracy": acc, **measured,
                                  "lr": t.lr * self.opt.lr_scale, "seconds": secs})
             self._save_checkpoint(epoch)
-            with open(self.history_path, "w") as f:
-                json.dump(self.history, f, indent=1)
+            write_json(self.history_path, self.history)
             self.log(f"epoch {epoch + 1}/{t.epochs}: loss {loss:.4f} acc {acc:.3f} | val_loss {val_loss:.4f} "
                      f"val_acc {val_acc:.3f} val_auc {val_auc:.3f} | lr {t.lr * self.opt.lr_scale:.3g} | {secs:.0f}s"
                      + (" *" if improved else ""))

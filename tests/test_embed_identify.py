@@ -13,7 +13,7 @@ from minisiamese.data import load_pairset
 from minisiamese.evaluate import evaluate_pairset, load_trained
 from minisiamese.identify import Gallery, identify, scan_gallery
 from minisiamese.ops import sigmoid
-from minisiamese.train import Normalizer
+from minisiamese.data import Normalizer
 
 CFG = ModelConfig(input_size=20, conv_filters=(3, 4), conv_kernels=(3, 3), dense_units=5)
 

@@ -9,9 +9,9 @@ import numpy as np
 import cli
 from fixtures import make_dataset
 from minisiamese import ModelConfig, SiameseNet
-from minisiamese import experiments as ex
+from minisiamese import report as ex
 from minisiamese.evaluate import evaluate_folds, train_people
-from minisiamese.train import Normalizer
+from minisiamese.data import Normalizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEPT = os.path.join(ROOT, "docs", "results")
@@ -100,7 +100,7 @@ def test_view2_leak_free_subset(tmp_path):
 
 
 def test_selection_runs_are_kept_and_tabled_with_their_changes(tmp_path):
-    from minisiamese.experiment import BEST
+    from minisiamese.runconfig import BEST
     runs, kept = tmp_path / "runs" / "sel", tmp_path / "kept"
     config = BEST.to_dict()
     config["model"]["crop"] = 1.0

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 
-from minisiamese import ConfigError, ModelConfig, SiameseNet, convplan, fftconv, ops, reference
+from minisiamese import ConfigError, ModelConfig, SiameseNet, convplan, fftconv, im2col, ops, reference
 from minisiamese.gradcheck import numeric_grad, rel_error
 from test_gradcheck import TOL
 from test_reference import conv_arrays, conv_case
@@ -40,9 +40,9 @@ def test_fft_conv_matches_loop_reference_and_im2col(case):
     x, w, b, pad, r = case
     out, cache = fftconv.conv2d_fft_forward(x, w, b, 1, pad)
     assert rel_error(out, reference.conv2d_ref(x, w, b, 1, pad)) < 1e-12
-    ref_out, ref_cache = ops.im2col_conv2d_forward(x, w, b, 1, pad)
+    ref_out, ref_cache = im2col.im2col_conv2d_forward(x, w, b, 1, pad)
     g = r.standard_normal(out.shape)
-    for got, want in zip(fftconv.conv2d_fft_backward(g, cache), ops.im2col_conv2d_backward(g, ref_cache)):
+    for got, want in zip(fftconv.conv2d_fft_backward(g, cache), im2col.im2col_conv2d_backward(g, ref_cache)):
         assert got.shape == want.shape and got.dtype == want.dtype
         assert rel_error(got, want) < 1e-12
 

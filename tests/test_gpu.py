@@ -86,7 +86,7 @@ def test_siamese_net_matches_cpu(cp, rng, dtype, tol):
 
 def test_training_matches_cpu(cp, tmp_path):
     from fixtures import make_dataset, tiny_config
-    from minisiamese.experiment import ExperimentConfig
+    from minisiamese.runconfig import ExperimentConfig
     from minisiamese.train import Trainer
     data = str(tmp_path / "data")
     make_dataset(data, people=8, per_person=4, pairs_per_class=8)

@@ -12,8 +12,9 @@ from fixtures import TINY_MODEL, make_dataset, tiny_config
 from minisiamese.checkpoint import read_model_file, save_model
 from minisiamese.config import ConfigError, ModelConfig
 from minisiamese.data import DataError, centre_box, load_faces, load_image, load_images
-from minisiamese.experiment import ExperimentConfig
-from minisiamese.identities import IdentityPool, pair_people, person_images
+from minisiamese.runconfig import ExperimentConfig
+from minisiamese.data import people_in
+from minisiamese.pairsampler import IdentityPool, person_images
 from minisiamese.model import SiameseNet
 from minisiamese.train import Trainer
 
@@ -156,9 +157,9 @@ def test_training_on_identities_leaves_validation_people_out(people_dataset, tmp
     tr = Trainer(identity_config(tmp_path, epochs=2, pairs_per_epoch=24), str(tmp_path / "run"), people_dataset,
                  cache_dir=str(tmp_path / "cache"), log=logs.append, progress=False)
     tr.load_data()
-    val_people = pair_people(tr.valset)
+    val_people = people_in(tr.valset.pairs)
     assert val_people and not val_people & set(tr.pool.names)
-    assert set(tr.pool.names) == (pair_people(tr.trainset) | val_people) - val_people
+    assert set(tr.pool.names) == (people_in(tr.trainset.pairs) | val_people) - val_people
     assert any("unrestricted" in m for m in logs)
     first, _, _ = tr._epoch_rows(0)
     second, _, _ = tr._epoch_rows(1)
@@ -192,9 +193,9 @@ def test_validation_only_never_reads_the_test_pairs(people_dataset, tmp_path, ca
 
 
 def test_set_changes_one_setting_and_names_a_bad_one():
-    from minisiamese.cli import with_settings
-    from minisiamese.experiment import PRESETS
-    best = PRESETS["best"]
+    from minisiamese.runconfig import with_settings
+    from minisiamese.runconfig import RUN_PRESETS
+    best = RUN_PRESETS["best"]
     cfg = with_settings(best, ["model.crop=1", "train.pairs=listed", "augment.kind=none", "normalize=true",
                                "model.conv_filters=[8, 8, 8, 8]"])
     assert cfg.model.crop == 1 and cfg.train.pairs == "listed" and cfg.augment.kind == "none" and cfg.normalize

@@ -4,6 +4,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conftest import to_np
+from minisiamese import im2col as im2col_module
 from minisiamese import ops, reference
 from minisiamese.im2col import col2im, im2col
 
@@ -61,7 +62,7 @@ def test_conv_forward_matches_loop_reference(case):
 
 def test_conv_forward_float32_chunked_matches_reference(xp, monkeypatch):
     """Force many small column chunks so the chunk boundaries are exercised."""
-    monkeypatch.setattr(ops, "COL_CHUNK_BYTES", 1)
+    monkeypatch.setattr(im2col_module, "COL_CHUNK_BYTES", 1)
     r = np.random.default_rng(0)
     x, w, b = (r.standard_normal(s).astype(np.float32) for s in ((5, 9, 9, 3), (4, 3, 3, 3), (4,)))
     out, cache = ops.conv2d_forward(xp.asarray(x), xp.asarray(w), xp.asarray(b), 2, 1)

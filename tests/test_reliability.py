@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from minisiamese.checkpoint import CheckpointError, load_arrays
 from minisiamese.config import ConfigError, ModelConfig
-from minisiamese.experiment import ExperimentConfig
+from minisiamese.runconfig import ExperimentConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -115,7 +115,7 @@ def test_ctrl_c_during_training_saves_the_step_and_exits_cleanly(tmp_path):
     state = load_arrays(out / "checkpoint.npz")
     partial = json.loads(str(state["partial"]))
     assert (partial["epoch"] + 1, partial["step"] + 1) == (int(m.group(1)), int(m.group(2)))
-    from minisiamese.experiment import ExperimentConfig
+    from minisiamese.runconfig import ExperimentConfig
     from minisiamese.train import Trainer
     tr = Trainer(ExperimentConfig.from_file(cfg), str(out), data, cache_dir=str(tmp_path / "cache"),
                  log=lambda m: None, progress=False)

@@ -12,7 +12,7 @@ from minisiamese import convplan
 from minisiamese import train as train_mod
 from minisiamese.checkpoint import CheckpointError, read_model_file
 from minisiamese.config import ConfigError
-from minisiamese.experiment import ExperimentConfig
+from minisiamese.runconfig import ExperimentConfig
 from minisiamese.train import Trainer, TrainingError
 
 
@@ -243,9 +243,9 @@ def test_cli_bad_config_file(tmp_path, capsys, dataset):
 
 def test_cli_experiments_table_and_view2_folds(dataset, tmp_path, capsys, monkeypatch):
     """experiments runs, skips what finished, writes the table with figures; evaluate reads View 2 files."""
-    from minisiamese import experiment
+    from minisiamese import runconfig
     tiny = ExperimentConfig.from_file(tiny_config(str(tmp_path / "cfg.json"), epochs=1))
-    monkeypatch.setitem(experiment.EXPERIMENTS, "baseline", ("Baseline", tiny))
+    monkeypatch.setitem(runconfig.EXPERIMENTS, "baseline", ("Baseline", tiny))
     results = str(tmp_path / "docs" / "results.md")
     argv = ["experiments", "--only", "baseline", "--out", str(tmp_path / "runs"), "--results", results,
             "--data-dir", dataset, "--cache-dir", str(tmp_path / "cache"), "--device", "cpu", "--quiet"]
@@ -317,12 +317,12 @@ def test_conv_plan_is_logged_stored_and_reused_on_resume(dataset, tmp_path, monk
     plan_line = next(m for m in lines if m.startswith("conv plan: "))
     assert plan_line.count("conv") - 1 == len(cfg.model.conv_filters) and "auto:" in plan_line
     path = os.path.join(str(tmp_path / "run"), "checkpoint.npz")
-    stored = json.loads(str(np.load(path)["conv_plan"]))
+    stored = json.loads(str(np.load(path)["conv_algos"]))
     assert stored == first.net.conv_algos and set(stored) <= {"im2col", "fft"}
     # plant a different plan: the resumed run must use it, not resolve its own
     planted = ["fft" if a == "im2col" else "im2col" for a in stored]
     arrays = dict(np.load(path))
-    arrays["conv_plan"] = np.array(json.dumps(planted))
+    arrays["conv_algos"] = np.array(json.dumps(planted))
     np.savez(path, **arrays)
     monkeypatch.setattr("minisiamese.convplan.resolve", lambda *a, **k: pytest.fail("benchmarked again"))
     again = Trainer(cfg, str(tmp_path / "run"), dataset, cache_dir=str(tmp_path / "cache"), log=lines.append,
@@ -331,7 +331,11 @@ def test_conv_plan_is_logged_stored_and_reused_on_resume(dataset, tmp_path, monk
     assert again.net.conv_algos == planted
     assert [p["algo"] for p in again.conv_plan] == planted
     assert convplan.describe_plan(again.conv_plan).count("from the stored plan; set to auto") == len(planted)
-    arrays["conv_plan"] = np.array(json.dumps(["fft", "winograd"]))
+    old = {("conv_plan" if k == "conv_algos" else k): v for k, v in arrays.items()}   # the key before its rename
+    np.savez(path, **old)
+    again._load_checkpoint()
+    assert again.net.conv_algos == planted
+    arrays["conv_algos"] = np.array(json.dumps(["fft", "winograd"]))
     np.savez(path, **arrays)
     with pytest.raises(CheckpointError, match="checkpoint.npz: bad stored conv plan"):
         again._load_checkpoint()

@@ -1,32 +1,15 @@
-"""Run the seed's experiments and write the results table."""
+"""The results report, docs/results.md: collect finished runs (and their kept
+copies in docs/results/), build the tables, copy and draw the figures."""
 import json
 import os
 import platform
 import time
 
-from .experiment import ABLATION, EXPERIMENTS, SEED_BEST
-
-TITLES = {name: title for table in (EXPERIMENTS, ABLATION) for name, (title, _) in table.items()}
-
-RESULT_FILE = "results.json"
-
-
-def run_experiment(name, config, out_root, data_dir, device, seed, cache_dir, log=print, force=False,
-                   progress=True, kept_dir=None):
-    """Train + evaluate one experiment in out_root/name; skip it when it has
-    finished before -- its results.json in the run folder, or its kept copy in
-    ``kept_dir`` (from another machine) -- unless ``force``.  Returns the results."""
-    from .cli_support import train_and_evaluate
-    out_dir = os.path.join(out_root, name)
-    for path in (os.path.join(out_dir, RESULT_FILE), os.path.join(kept_dir, f"{name}.json") if kept_dir else None):
-        if path and os.path.exists(path) and not force:
-            with open(path) as f:
-                res = json.load(f)
-            log(f"[{name}] finished before ({path}; {res.get('device')}, {res.get('wall_seconds', 0):.0f}s): skipped")
-            return res
-    log(f"[{name}] training in {out_dir}")
-    return train_and_evaluate(config, out_dir, data_dir, device, seed, cache_dir, resume=True, log=log,
-                              progress=progress, experiment=name)
+from .config import ConfigError
+from .fileio import write_text
+from .pipeline import RESULT_FILE
+from .plots import pyplot, save_figure
+from .runconfig import ABLATION, BEST, EXPERIMENTS, SEED_BEST, TITLES
 
 
 FIGURES = (("history.png", "training curves"), ("roc.png", "ROC"), ("pairs.png", "worst/best pairs"),
@@ -55,9 +38,7 @@ def _keep(run_dir, kept):
             res["history"] = json.load(f)
     res.pop("model", None)
     if kept:
-        from .checkpoint import atomic_write
-        text = json.dumps(res, indent=1, sort_keys=True) + "\n"
-        atomic_write(kept, lambda f: f.write(text.encode()))
+        write_text(kept, json.dumps(res, indent=1, sort_keys=True) + "\n")
     return res
 
 
@@ -115,7 +96,6 @@ def config_changes(base, config):
 def selection_markdown(rows, notes=None, figure=None):
     """The runs that chose the best preset, on validation only (``notes``: text
     under the table; ``figure``: the path of their validation curves)."""
-    from .experiment import BEST
     lines = ["## Choosing the best preset (validation only)", "",
              "Each row is `python3 cli.py train --preset best --set ... --validation-only --out runs/sel/NAME` "
              "(seed 0) with the changes listed against the preset as it stands now; the test pairs were never "
@@ -210,11 +190,10 @@ def ablation_markdown(rows):
 def plot_val_curves(rows, path, keys=("val_accuracy",)):
     """Every row's validation figures (``keys`` of its history, one panel each)
     per epoch, the rows side by side."""
-    from .plots import _plt
     have = {n: r["history"] for n, r in rows.items() if r.get("history")}
     if not have:
         return False
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(keys), figsize=(7 * len(keys), 4), squeeze=False)
     for ax, key in zip(axes[0], keys):
         for i, (name, history) in enumerate(have.items()):      # one colour per row in every panel
@@ -227,8 +206,7 @@ def plot_val_curves(rows, path, keys=("val_accuracy",)):
         if ax.lines:
             ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return True
 
 
@@ -293,6 +271,33 @@ def selected(names):
         return list(EXPERIMENTS)
     bad = [n for n in names if n not in TITLES]
     if bad:
-        from .config import ConfigError
         raise ConfigError(f"unknown experiment(s) {bad}; choose from {list(TITLES)}")
     return names
+
+
+def _read_optional(path):
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def write_report(out_root, results_path, command):
+    """Collect every finished run under ``out_root`` (and the kept copies in
+    docs/results/ beside ``results_path``), copy and draw the figures, and
+    write the table to ``results_path``.  Returns the rows."""
+    docs = os.path.dirname(results_path) or "."
+    kept = os.path.join(docs, "results")                 # docs/results/NAME.json, kept in git
+    rows = collect(out_root, kept)
+    selection = collect_selection(os.path.join(out_root, "sel"), os.path.join(kept, "selection"))
+    figures = os.path.join(docs, "figures", "results")
+    copy_figures(rows, out_root, figures)
+    os.makedirs(figures, exist_ok=True)
+    plot_val_curves({n: r for n, r in rows.items() if n in EXPERIMENTS}, os.path.join(figures, "val_accuracy.png"))
+    ablation_rows = {n: r for n, r in rows.items() if n in ABLATION}
+    plot_val_curves({**selection, **ablation_rows}, os.path.join(figures, "selection.png"),
+                    keys=("val_loss", "val_accuracy", "val_auc"))
+    write_text(results_path, results_markdown(
+        rows, command, figures_rel="figures/results", discussion=_read_optional(os.path.join(kept, "discussion.md")),
+        selection=selection, selection_notes=_read_optional(os.path.join(kept, "selection", "notes.md"))))
+    return rows

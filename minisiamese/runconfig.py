@@ -1,6 +1,7 @@
 """ExperimentConfig: everything one run needs (model, training protocol,
-augmentation, normalisation), loadable from JSON, with the seed report's six
-experiments as named presets."""
+augmentation, normalisation), loadable from JSON, changed one setting at a time
+(:func:`with_settings`, the CLI's ``--set``), with named presets: the seed
+report's six experiments and the best preset's ablation (:data:`RUN_PRESETS`)."""
 import dataclasses
 import json
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ class TrainConfig:
     ``pairs``: "listed" trains on the listed pairs (LFW's image-restricted
     protocol); "identities" draws ``pairs_per_epoch`` new pairs every epoch from
     all images of the training people (LFW's unrestricted protocol, see
-    :mod:`minisiamese.identities`; 0 = as many as the listed training pairs),
+    :mod:`minisiamese.pairsampler`; 0 = as many as the listed training pairs),
     leaving out everyone who appears in a validation pair.
 
     ``monitor``: what early stopping and the restored weights follow --
@@ -126,9 +127,9 @@ class ExperimentConfig:
 
     @classmethod
     def preset(cls, name):
-        if name not in PRESETS:
-            raise ConfigError(f"unknown preset {name!r}; choose one of {list(PRESETS)}")
-        return PRESETS[name]
+        if name not in RUN_PRESETS:
+            raise ConfigError(f"unknown preset {name!r}; choose one of {list(RUN_PRESETS)}")
+        return RUN_PRESETS[name]
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
@@ -162,8 +163,48 @@ ABLATION = {
                                train=dataclasses.replace(BEST.train, pairs_per_epoch=880, epochs=55, patience=10,
                                                          monitor="val_auc"))),
 }
-PRESETS = {name: cfg for table in (EXPERIMENTS, ABLATION) for name, (_, cfg) in table.items()}
+# Whole runs by name (--preset); architectures by name are config.MODEL_PRESETS.
+RUN_PRESETS = {name: cfg for table in (EXPERIMENTS, ABLATION) for name, (_, cfg) in table.items()}
+TITLES = {name: title for table in (EXPERIMENTS, ABLATION) for name, (title, _) in table.items()}
 
 # The seed report's numbers, per experiment where it gave them (best per column overall:
 # accuracy 0.670, one-shot 0.252, recall 0.692, precision 0.710, AUC 0.739).
 SEED_BEST = {"accuracy": 0.670, "oneshot": 0.252, "recall": 0.692, "precision": 0.710, "auc": 0.739}
+
+
+def with_settings(cfg, settings):
+    """``cfg`` with each "part.key=value" (or "normalize=value") of ``settings`` applied, validated."""
+    d = cfg.to_dict()
+    for item in settings:
+        key, sep, text = item.partition("=")
+        path = key.strip().split(".")
+        if not sep or not all(path) or len(path) > 2 or (len(path) == 2) != (path[0] in ("model", "train", "augment")):
+            raise ConfigError(f"--set {item!r}: expected model.KEY=VALUE, train.KEY=VALUE, augment.KEY=VALUE or "
+                              f"normalize=VALUE")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        if len(path) == 2:
+            d[path[0]][path[1]] = value
+        else:
+            d[path[0]] = value
+    return ExperimentConfig.from_dict(d, source="--set")
+
+
+def build_config(preset=None, config_file=None, settings=(), epochs=None, batch_size=None, max_pairs=None):
+    """The config of one run as the command line assembles it: a preset (the
+    baseline by default) or a config file, then ``--set`` settings, then the
+    --epochs / --batch-size / --max-pairs overrides, each validated."""
+    cfg = ExperimentConfig.from_file(config_file) if config_file else ExperimentConfig.preset(preset or "baseline")
+    if settings:
+        cfg = with_settings(cfg, settings)
+    changes = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size), ("max_pairs", max_pairs))
+               if v is not None}
+    for k, v in changes.items():
+        if v < (0 if k == "max_pairs" else 1):
+            raise ConfigError(f"--{k.replace('_', '-')} must be {'>= 0' if k == 'max_pairs' else '>= 1'}, got {v}")
+    if changes:
+        cfg = cfg.replace(train=dataclasses.replace(cfg.train, **changes))
+        cfg.train.validate()
+    return cfg

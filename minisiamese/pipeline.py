@@ -1,16 +1,21 @@
-"""What the CLI's train command does, as a function (the experiments runner uses it too)."""
+"""The run pipeline: one experiment from data to results.json -- check every
+file, train, evaluate on the test pairs and View 2, write the results and
+figures.  The CLI's ``train`` is :func:`train_and_evaluate`; its ``experiments``
+runs :func:`run_experiment` for each named preset."""
 import json
 import os
 import time
 
 from .backend import device_name, get_backend
-from .checkpoint import atomic_write
 from .data import load_pairset, pairset_from_pairs, read_pairs_folds
 from .evaluate import evaluate_folds, evaluate_pairset, train_people
-from .experiment import PAIR_SOURCES
+from .fileio import write_json
 from .plots import plot_history
+from .runconfig import PAIR_SOURCES
 from .runlock import run_lock
 from .train import Trainer, stratified_subset
+
+RESULT_FILE = "results.json"     # its presence marks a run finished
 
 
 def train_and_evaluate(config, out_dir, data_dir, device, seed, cache_dir, resume=False, log=print,
@@ -95,4 +100,21 @@ def _run_facts(config, trainer, history, device, seed, experiment):
 
 def _write_results(out_dir, res):
     # atomic: its presence is what marks the experiment finished
-    atomic_write(os.path.join(out_dir, "results.json"), lambda f: f.write(json.dumps(res, indent=1).encode()))
+    write_json(os.path.join(out_dir, RESULT_FILE), res)
+
+
+def run_experiment(name, config, out_root, data_dir, device, seed, cache_dir, log=print, force=False,
+                   progress=True, kept_dir=None):
+    """Train + evaluate one experiment in out_root/name; skip it when it has
+    finished before -- its results.json in the run folder, or its kept copy in
+    ``kept_dir`` (from another machine) -- unless ``force``.  Returns the results."""
+    out_dir = os.path.join(out_root, name)
+    for path in (os.path.join(out_dir, RESULT_FILE), os.path.join(kept_dir, f"{name}.json") if kept_dir else None):
+        if path and os.path.exists(path) and not force:
+            with open(path) as f:
+                res = json.load(f)
+            log(f"[{name}] finished before ({path}; {res.get('device')}, {res.get('wall_seconds', 0):.0f}s): skipped")
+            return res
+    log(f"[{name}] training in {out_dir}")
+    return train_and_evaluate(config, out_dir, data_dir, device, seed, cache_dir, resume=True, log=log,
+                              progress=progress, experiment=name)

@@ -13,8 +13,9 @@ epoch draws a new balanced set of pairs from it:
 - a different-person pair picks two different people uniformly, then one image
   of each.
 
-Validation must not share people with such training: :func:`split_people`
-removes from the pool everyone who appears in a validation pair.
+Validation must not share people with such training: the trainer
+(:meth:`minisiamese.train.Trainer.load_data`) builds the pool from the people of
+the training file less everyone who appears in a validation pair.
 """
 import os
 import re
@@ -41,11 +42,6 @@ def person_images(data_dir, people):
             raise DataError(f"{folder}: no {person}_NNNN.jpg image in it")
         keys += [(person, n) for n in nums]
     return keys
-
-
-def pair_people(pairset):
-    """The set of people appearing in a PairSet's pairs."""
-    return {name for p in pairset.pairs for name in (p.name1, p.name2)}
 
 
 class IdentityPool:
