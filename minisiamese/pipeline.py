@@ -6,8 +6,9 @@ import json
 import os
 import time
 
+from . import oneshot
 from .backend import device_name, get_backend
-from .data import load_pairset, pairset_from_pairs, read_pairs_folds
+from .data import DataError, load_pairset, pairset_from_pairs, read_pairs_folds
 from .evaluate import evaluate_folds, evaluate_pairset, train_people
 from .fileio import write_json
 from .plots import plot_history
@@ -49,6 +50,7 @@ def _train_and_evaluate(config, out_dir, data_dir, device, seed, cache_dir, resu
     testset = load_pairset(data_dir, config.train.test_pairs, cache_dir, m.input_size, m.crop)
     if config.train.max_pairs:
         testset = testset.subset(stratified_subset(testset.labels, config.train.max_pairs, seed))
+    _check_oneshot(testset, config.train.oneshot_way, os.path.join(data_dir, config.train.test_pairs))
     log(f"test data: {len(testset)} pairs ({len(testset.images)} images), checked")
     view2 = os.path.join(data_dir, "pairs.txt")
     if not os.path.isfile(view2) or config.train.max_pairs:
@@ -87,6 +89,14 @@ def _train_and_evaluate(config, out_dir, data_dir, device, seed, cache_dir, resu
         log("WARNING: " + res["warning"])
     log(f"model: {trainer.model_path}; figures: {figures}")
     return res
+
+
+def _check_oneshot(testset, n_way, path):
+    """The one-shot tasks the evaluation will build must fit the test file: a DataError before training."""
+    try:
+        oneshot.check_tasks(testset, n_way, source=path)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
 
 
 def _run_facts(config, trainer, history, device, seed, experiment):

@@ -246,6 +246,7 @@ def test_cli_experiments_table_and_view2_folds(dataset, tmp_path, capsys, monkey
     from minisiamese import runconfig
     tiny = ExperimentConfig.from_file(tiny_config(str(tmp_path / "cfg.json"), epochs=1))
     monkeypatch.setitem(runconfig.EXPERIMENTS, "baseline", ("Baseline", tiny))
+    monkeypatch.setitem(runconfig.RUN_PRESETS, "baseline", tiny)      # what --only baseline trains
     results = str(tmp_path / "docs" / "results.md")
     argv = ["experiments", "--only", "baseline", "--out", str(tmp_path / "runs"), "--results", results,
             "--data-dir", dataset, "--cache-dir", str(tmp_path / "cache"), "--device", "cpu", "--quiet"]
