@@ -113,7 +113,8 @@ def safe_extract(archive, target):
     try:
         tar = tarfile.open(archive)
     except (tarfile.TarError, OSError) as exc:
-        raise DownloadError(f"{archive}: not a readable tar archive ({exc})") from None
+        why = " ".join(str(exc).split())                   # tarfile's reasons span several lines
+        raise DownloadError(f"{archive}: not a readable tar archive ({why})") from None
     with tar:
         members = tar.getmembers()
         for m in members:
