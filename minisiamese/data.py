@@ -173,7 +173,7 @@ def centre_box(width, height, crop):
     return left, top, left + side, top + side
 
 
-def _open_regular(path, note=""):
+def open_regular(path, note=""):
     """``path`` opened for binary reading, if it is a regular file.  A named pipe,
     device, socket or folder is refused with a DataError naming it (and ``note``)
     before a byte is read: the file is opened non-blocking and checked with
@@ -219,7 +219,7 @@ def load_image(path, size=IMAGE_SIZE, crop=1.0):
     side after the crop is under MIN_FACE_SIDE pixels."""
     from PIL import Image, UnidentifiedImageError
     try:
-        with _open_regular(path) as f, warnings.catch_warnings():
+        with open_regular(path) as f, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(f) as im:
                 im.load()
@@ -255,7 +255,7 @@ def file_digest(path, where):
     regular file (a named pipe is refused, not read)."""
     h = hashlib.sha256()
     try:
-        with _open_regular(path, f" ({where})") as f:
+        with open_regular(path, f" ({where})") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
     except FileNotFoundError:
