@@ -8,6 +8,8 @@ the file (and line) at fault.
 """
 import hashlib
 import os
+import stat
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +17,8 @@ import numpy as np
 from .fileio import CheckpointError, load_arrays, save_arrays
 
 IMAGE_SIZE = 105
-PREPROCESS_VERSION = "gray-bilinear-antialias-v1"
+PREPROCESS_VERSION = "gray-bilinear-antialias-v2"   # v2: 16-bit gray scaled to 8 bits, not clipped
+MIN_FACE_SIDE = 20      # pixels on the short side after the crop; fewer cannot hold a face
 DATA_DIR_ENV = "MINISIAMESE_DATA"
 DEFAULT_DATA_DIR = os.path.join("..", "shared", "data", "lfw-a")
 
@@ -187,22 +190,71 @@ def centre_box(width, height, crop):
     return left, top, left + side, top + side
 
 
+def open_regular(path, note=""):
+    """``path`` opened for binary reading, if it is a regular file.  A named pipe,
+    device, socket or folder is refused with a DataError naming it (and ``note``)
+    before a byte is read: the file is opened non-blocking and checked with
+    fstat, so even a pipe swapped in after a listing cannot hang the caller.
+    Other OSErrors (FileNotFoundError included) pass through."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = ("a named pipe" if stat.S_ISFIFO(mode) else "a folder" if stat.S_ISDIR(mode)
+                    else "a socket" if stat.S_ISSOCK(mode) else "a device")
+            raise DataError(f"{path}: not a regular file ({kind}); refusing to read it{note}")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _gray(im, path):
+    """Pillow image -> 'L'.  16-bit gray (modes I;16*, and mode I holding
+    0..65535, as Pillow reads 16-bit PGM) keeps its top 8 bits (v >> 8) instead of
+    being clipped to white; mode I beyond 16 bits is refused, naming the file."""
+    if not (im.mode == "I" or im.mode.startswith("I;16")):
+        return im.convert("L")
+    from PIL import Image
+    a = np.asarray(im)
+    if a.min() < 0 or a.max() > 0xFFFF:
+        raise DataError(f"{path}: 32-bit image with values {a.min()}..{a.max()}, beyond 16 bits; "
+                        f"save it as 8- or 16-bit gray")
+    return Image.fromarray((a >> 8).astype(np.uint8), "L")
+
+
 def load_image(path, size=IMAGE_SIZE, crop=1.0):
-    """One face as uint8 (size, size): converted to grayscale ('L'), cut to its
-    centre square when ``crop`` < 1 (LFW-a's faces fill about the centre half of
-    the 250x250 frame), and resized with Pillow's antialiased bilinear filter
-    (250 -> 105 for LFW-a)."""
+    """One face as uint8 (size, size): converted to grayscale ('L'; 16-bit gray
+    scaled by >> 8), cut to its centre square when ``crop`` < 1 (LFW-a's faces
+    fill about the centre half of the 250x250 frame), and resized with Pillow's
+    antialiased bilinear filter (250 -> 105 for LFW-a).
+
+    Refused with one DataError naming the file: a missing file, anything but a
+    regular file (checked before reading, so a named pipe cannot hang), an
+    undecodable image, a decompression bomb (more than PIL.Image.MAX_IMAGE_PIXELS
+    pixels: Pillow's warning counts as refusal too), and an image whose short
+    side after the crop is under MIN_FACE_SIDE pixels."""
     from PIL import Image, UnidentifiedImageError
     try:
-        with Image.open(path) as im:
-            im.load()
-            gray = im.convert("L")
+        with open_regular(path) as f, warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(f) as im:
+                im.load()
+                gray = _gray(im, path)
     except FileNotFoundError:
         raise DataError(f"{path}: image file missing") from None
+    except DataError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"{path}: refused as a possible decompression bomb ({exc})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: cannot decode image ({exc})") from None
+    width, height = gray.size
     if crop != 1.0:
-        gray = gray.crop(centre_box(*gray.size, crop))
+        gray = gray.crop(centre_box(width, height, crop))
+    if min(gray.size) < MIN_FACE_SIDE:
+        raise DataError(f"{path}: {width}x{height} pixels is too small to hold a face (short side "
+                        f"{min(gray.size)} after the crop {crop:g}; at least {MIN_FACE_SIDE} needed)")
     if gray.size != (size, size):
         gray = gray.resize((size, size), Image.BILINEAR, reducing_gap=None)
     return np.asarray(gray, dtype=np.uint8)
@@ -216,10 +268,11 @@ def load_faces(paths, config):
 
 def file_digest(path, where):
     """SHA-256 (hex) of a file's content; a missing or unreadable file is a
-    DataError naming it and ``where`` it was asked for."""
+    DataError naming it and ``where`` it was asked for, as is anything but a
+    regular file (a named pipe is refused, not read)."""
     h = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
+        with open_regular(path, f" ({where})") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
     except FileNotFoundError:
