@@ -254,19 +254,219 @@ def dropout_backward(dout, cache):
     return dout if cache is None else dout * cache
 
 
+# ----------------------------------------------------------------------------- batch normalisation
+def _check_bn_args(x, gamma, beta, running):
+    """C = x.shape[-1]; gamma, beta, running["mean"], running["var"] must all be (C,)."""
+    if x.ndim < 2:
+        raise ValueError(f"batchnorm: x {tuple(x.shape)} must be (N, ..., C), at least 2-D")
+    C = x.shape[-1]
+    if not isinstance(running, dict) or not {"mean", "var"} <= set(running):
+        raise ValueError(f"batchnorm: running must be a dict with keys 'mean' and 'var', got {running!r:.80}")
+    for name, a in (("gamma", gamma), ("beta", beta), ("running['mean']", running["mean"]),
+                    ("running['var']", running["var"])):
+        if tuple(a.shape) != (C,):
+            raise ValueError(f"batchnorm: {name} {tuple(a.shape)} does not match the {C} channels of x {tuple(x.shape)}")
+    return C
+
+
+def batchnorm_forward(x, gamma, beta, running, train, momentum=0.9, eps=1e-5):
+    """Batch normalisation over every axis but the last: per channel for a conv
+    map x (N, H, W, C), per feature for a dense output x (N, D).
+
+    out = gamma * xhat + beta, xhat = (x - mean) / sqrt(var + eps), gamma, beta (C,).
+    ``running`` = {"mean": (C,), "var": (C,)}, arrays on x's backend.
+
+    * ``train=True``: mean and var are the batch's, over the M = x.size / C
+      values of each channel (var the biased one, sum (x - mean)^2 / M), and
+      ``running`` is updated **in place**:
+      running["mean"] <- momentum * running["mean"] + (1 - momentum) * mean,
+      running["var"]  <- momentum * running["var"]  + (1 - momentum) * var * M / (M - 1)
+      (the unbiased variance).  Needs M >= 2.
+    * ``train=False``: mean, var = running["mean"], running["var"]; ``running``
+      is left untouched, and out is an affine function of x.
+
+    Keeps x's dtype.  cache = (xhat (x.shape), gamma (C,), inv_std (C,) =
+    1 / sqrt(var + eps) in x's dtype, train).
+    """
+    C = _check_bn_args(x, gamma, beta, running)
+    xp = get_array_module(x)
+    axes = tuple(range(x.ndim - 1))
+    if train:
+        M = x.size // C
+        if M < 2:
+            raise ValueError(f"batchnorm: training needs at least 2 values per channel to estimate a variance, "
+                             f"x {tuple(x.shape)} has {M}")
+        mean = x.mean(axis=axes)                                          # (C,)
+        xc = x - mean                                                     # (N, ..., C)
+        var = (xc * xc).mean(axis=axes)                                   # (C,) biased
+        for key, batch in (("mean", mean), ("var", var * (M / (M - 1)))):
+            r = running[key]
+            r[...] = momentum * r + (1 - momentum) * batch
+    else:
+        mean = running["mean"].astype(x.dtype, copy=False)
+        var = running["var"].astype(x.dtype, copy=False)
+        xc = x - mean                                                     # (N, ..., C)
+    inv_std = (1 / xp.sqrt(var + eps)).astype(x.dtype, copy=False)      # (C,)
+    xhat = xc * inv_std                                                   # (N, ..., C)
+    out = (gamma * xhat + beta).astype(x.dtype, copy=False)
+    return out, (xhat, gamma, inv_std, train)
+
+
+def batchnorm_backward(dout, cache):
+    """dout (N, ..., C) -> dx (N, ..., C), dgamma (C,), dbeta (C,).
+
+    dgamma = sum(dout * xhat), dbeta = sum(dout), dxhat = dout * gamma (sums
+    over all axes but the last).  Training mode differentiates through the batch
+    mean and variance too (M values per channel):
+        dx = inv_std / M * (M dxhat - sum(dxhat) - xhat * sum(dxhat * xhat)),
+    where sum(dxhat) = gamma dbeta and sum(dxhat * xhat) = gamma dgamma.
+    Inference mode's statistics are constants: dx = dout * gamma * inv_std.
+    """
+    xhat, gamma, inv_std, train = cache
+    if dout.shape != xhat.shape:
+        raise ValueError(f"batchnorm: dout {tuple(dout.shape)} does not match the forward output {tuple(xhat.shape)}")
+    C = dout.shape[-1]
+    dbeta = dout.reshape(-1, C).sum(axis=0)                               # (C,)
+    dgamma = (dout * xhat).reshape(-1, C).sum(axis=0)                     # (C,)
+    if not train:
+        return dout * (gamma * inv_std), dgamma, dbeta
+    M = dout.size // C
+    dxhat = dout * gamma                                                  # (N, ..., C)
+    dx = (inv_std / M) * (M * dxhat - gamma * dbeta - xhat * (gamma * dgamma))
+    return dx, dgamma, dbeta
+
+
 # ----------------------------------------------------------------------------- the Siamese join
+def _abs_diff_forward(h1, h2):
+    """|h1 - h2| and its cache sign(h1 - h2), with sign(0) = 0 (shared by
+    :func:`l1_join_forward` and the "abs" feature of :func:`head_features_forward`)."""
+    xp = get_array_module(h1)
+    diff = h1 - h2
+    return xp.abs(diff), xp.sign(diff)
+
+
+def _abs_diff_backward(dout, sign):
+    dh1 = dout * sign
+    return dh1, -dh1
+
+
 def l1_join_forward(h1, h2):
     """d = |h1 - h2| elementwise (N, D).  cache = sign(h1 - h2), with sign(0) = 0:
     where the two towers agree exactly, neither receives a gradient (the
     subgradient 0 of |u| at u = 0)."""
     if h1.shape != h2.shape:
         raise ValueError(f"l1_join: tower outputs differ in shape, {tuple(h1.shape)} vs {tuple(h2.shape)}")
-    xp = get_array_module(h1)
-    diff = h1 - h2
-    return xp.abs(diff), xp.sign(diff)
+    return _abs_diff_forward(h1, h2)
 
 
 def l1_join_backward(dout, cache):
     """dh1 = dout * sign(h1 - h2), dh2 = -dh1."""
-    dh1 = dout * cache
-    return dh1, -dh1
+    return _abs_diff_backward(dout, cache)
+
+
+HEAD_FEATURES = ("abs", "sq", "prod", "cos")
+COS_EPS = 1e-8      # cos = h1.h2 / (|h1| |h2| + COS_EPS): 0, not NaN, when a norm is 0
+
+
+def _check_features(features):
+    if isinstance(features, str) or not isinstance(features, (tuple, list)):
+        raise ValueError(f"head features: expected a tuple of names from {HEAD_FEATURES}, got {features!r}")
+    if not features:
+        raise ValueError(f"head features: the tuple is empty; name at least one of {HEAD_FEATURES}")
+    unknown = [f for f in features if f not in HEAD_FEATURES]
+    if unknown:
+        raise ValueError(f"head features: unknown {unknown}; known: {HEAD_FEATURES}")
+    repeated = sorted({f for f in features if features.count(f) > 1})
+    if repeated:
+        raise ValueError(f"head features: repeated {repeated} in {tuple(features)}")
+
+
+def head_width(features, D):
+    """Columns of :func:`head_features_forward`'s output for embeddings of width D:
+    D for each of "abs", "sq", "prod", 1 for "cos"."""
+    _check_features(features)
+    return sum(1 if f == "cos" else D for f in features)
+
+
+def head_features_forward(h1, h2, features):
+    """The comparison head's input from two embeddings h1, h2 (N, D): the columns
+    of each named feature, concatenated in the order of ``features``:
+
+      "abs"   |h1 - h2|                  (N, D)  subgradient sign(0) = 0, as l1_join
+      "sq"    (h1 - h2)^2                (N, D)
+      "prod"  h1 * h2                    (N, D)
+      "cos"   h1.h2 / (|h1| |h2| + eps)  (N, 1)  eps = COS_EPS, so a zero embedding
+              gives cos 0; its gradient takes d|h|/dh = h/|h| as 0 there.
+
+    d (N, head_width(features, D)).  cache = (features, (N, D), parts), parts a
+    tuple with one entry per feature, in order: "abs" sign(h1 - h2) (N, D); "sq"
+    h1 - h2 (N, D); "prod" (h1, h2); "cos" (h1, h2, n1 (N, 1), n2 (N, 1),
+    cos (N, 1), den (N, 1) = n1 n2 + eps).
+    """
+    _check_features(features)
+    if h1.ndim != 2 or h1.shape != h2.shape:
+        raise ValueError(f"head features: h1 {tuple(h1.shape)} and h2 {tuple(h2.shape)} must be the same (N, D)")
+    xp = get_array_module(h1)
+    cols, parts = [], []
+    for f in features:
+        if f == "abs":
+            a, sign = _abs_diff_forward(h1, h2)                           # (N, D)
+            cols.append(a)
+            parts.append(sign)
+        elif f == "sq":
+            diff = h1 - h2                                                # (N, D)
+            cols.append(diff * diff)
+            parts.append(diff)
+        elif f == "prod":
+            cols.append(h1 * h2)
+            parts.append((h1, h2))
+        else:                                                             # "cos"
+            n1 = xp.sqrt(xp.sum(h1 * h1, axis=1, keepdims=True))          # (N, 1)
+            n2 = xp.sqrt(xp.sum(h2 * h2, axis=1, keepdims=True))          # (N, 1)
+            den = n1 * n2 + COS_EPS                                       # (N, 1)
+            cos = xp.sum(h1 * h2, axis=1, keepdims=True) / den            # (N, 1)
+            cols.append(cos)
+            parts.append((h1, h2, n1, n2, cos, den))
+    return xp.concatenate(cols, axis=1), (tuple(features), h1.shape, tuple(parts))
+
+
+def head_features_backward(dd, cache):
+    """dd (N, head_width) -> dh1, dh2 (N, D), summing each feature's share:
+
+      "abs"   dh1 = g sign(h1 - h2),  dh2 = -dh1
+      "sq"    dh1 = 2 g (h1 - h2),    dh2 = -dh1
+      "prod"  dh1 = g h2,             dh2 = g h1
+      "cos"   dh1 = g (h2 - cos n2 h1/n1) / den,  dh2 = g (h1 - cos n1 h2/n2) / den
+              (g (N, 1) broadcast; h/n taken as 0 where n = 0)
+    """
+    features, h_shape, parts = cache
+    N, D = h_shape
+    width = head_width(features, D)
+    if dd.shape != (N, width):
+        raise ValueError(f"head features: dd {tuple(dd.shape)} does not match the forward output ({N}, {width})")
+    xp = get_array_module(dd)
+    dh1 = xp.zeros(h_shape, dtype=dd.dtype)                               # (N, D)
+    dh2 = xp.zeros(h_shape, dtype=dd.dtype)                               # (N, D)
+    k = 0
+    for f, part in zip(features, parts):
+        cols = 1 if f == "cos" else D
+        g = dd[:, k:k + cols]                                             # (N, D) or (N, 1)
+        k += cols
+        if f == "abs":
+            a1, a2 = _abs_diff_backward(g, part)
+        elif f == "sq":
+            a1 = 2 * g * part
+            a2 = -a1
+        elif f == "prod":
+            h1, h2 = part
+            a1, a2 = g * h2, g * h1
+        else:                                                             # "cos"
+            h1, h2, n1, n2, cos, den = part
+            u1 = h1 / xp.where(n1 > 0, n1, 1)                             # h1/|h1|, 0 where |h1| = 0
+            u2 = h2 / xp.where(n2 > 0, n2, 1)
+            a1 = g * (h2 - cos * n2 * u1) / den
+            a2 = g * (h1 - cos * n1 * u2) / den
+        dh1 += a1
+        dh2 += a2
+    return dh1, dh2
+

@@ -8,7 +8,10 @@ channels-last layout used throughout the library:
     x    (N, H, W, C)        images / feature maps
     w    (F, C, KH, KW)      conv filters, as stored in the state dict
     cols (N*OH*OW, KH*KW*C)  row = (n, oh, ow), column = (i, j, c)
+    h    (N, D)              embeddings, for the comparison head
 """
+import math
+
 import numpy as np
 
 from .shapes import conv_output_size
@@ -109,3 +112,66 @@ def maxpool_ref(x, pool, stride):
         return dx
 
     return out, dx_of
+
+
+def batchnorm_ref(x, gamma, beta, mean=None, var=None, eps=1e-5):
+    """out[..., c] = gamma[c] * (x[..., c] - mean[c]) / sqrt(var[c] + eps) + beta[c],
+    in float64, over every axis but the last.  With mean and var None they are the
+    batch's: the average of the M values of channel c, and the biased variance
+    sum (x - mean)^2 / M.  Otherwise both are given (the running statistics)."""
+    if (mean is None) != (var is None):
+        raise ValueError("batchnorm_ref: give both mean and var, or neither")
+    x = np.asarray(x, dtype=np.float64)
+    C = x.shape[-1]
+    positions = list(np.ndindex(*x.shape[:-1]))
+    M = len(positions)
+    out = np.zeros(x.shape)
+    for c in range(C):
+        if mean is None:
+            mu = 0.0
+            for p in positions:
+                mu += x[p + (c,)]
+            mu /= M
+            v = 0.0
+            for p in positions:
+                v += (x[p + (c,)] - mu) ** 2
+            v /= M
+        else:
+            mu, v = float(mean[c]), float(var[c])
+        inv_std = 1.0 / math.sqrt(v + eps)
+        for p in positions:
+            out[p + (c,)] = float(gamma[c]) * (x[p + (c,)] - mu) * inv_std + float(beta[c])
+    return out
+
+
+def head_features_ref(h1, h2, features):
+    """Row n of the head's input: for each name of ``features`` in order, its
+    columns -- "abs" |h1[n,k] - h2[n,k]|, "sq" (h1[n,k] - h2[n,k])^2, "prod"
+    h1[n,k] h2[n,k] (k = 0..D-1), "cos" sum_k h1[n,k] h2[n,k] / (|h1[n]| |h2[n]| + 1e-8)
+    (the eps of ops.COS_EPS) -- in float64."""
+    N, D = h1.shape
+    rows = []
+    for n in range(N):
+        row = []
+        for f in features:
+            if f == "cos":
+                dot = n1 = n2 = 0.0
+                for k in range(D):
+                    a, b = float(h1[n, k]), float(h2[n, k])
+                    dot += a * b
+                    n1 += a * a
+                    n2 += b * b
+                row.append(dot / (math.sqrt(n1) * math.sqrt(n2) + 1e-8))
+                continue
+            for k in range(D):
+                a, b = float(h1[n, k]), float(h2[n, k])
+                if f == "abs":
+                    row.append(abs(a - b))
+                elif f == "sq":
+                    row.append((a - b) ** 2)
+                elif f == "prod":
+                    row.append(a * b)
+                else:
+                    raise ValueError(f"head_features_ref: unknown feature {f!r}")
+        rows.append(row)
+    return np.array(rows, dtype=np.float64).reshape(N, -1)
