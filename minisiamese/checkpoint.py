@@ -13,7 +13,9 @@ FORMAT = "minisiamese-weights-1"
 
 
 def save_model(path, net, extra=None):
-    """Weights + config (+ optional extra arrays, e.g. normalisation stats)."""
+    """Weights + config (+ optional extra arrays, e.g. normalisation stats).
+    ``param/NAME`` holds every array of the network's state dict: the trained
+    parameters and, with batch norm, its running statistics."""
     arrays = {"format": np.array(FORMAT), "config": np.array(net.config.to_json())}
     arrays.update({f"param/{k}": v for k, v in net.state_dict().items()})
     for k, v in (extra or {}).items():
@@ -31,7 +33,7 @@ def read_model_file(path):
     except (KeyError, json.JSONDecodeError, ConfigError) as exc:
         raise CheckpointError(f"{path}: bad stored config ({exc})") from None
     params = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
-    expected = config.param_shapes()
+    expected = config.state_shapes()                  # parameters and batch norm's running statistics
     for name, shape in expected.items():
         if name not in params:
             raise CheckpointError(f"{path}: parameter {name} is missing")

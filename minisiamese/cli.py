@@ -101,6 +101,9 @@ def build_parser():
     x.add_argument("--results", default=os.path.join("docs", "results.md"),
                    help=f"results table to write (default: {_here(os.path.join('docs', 'results.md'))})")
     x.add_argument("--force", action="store_true", help="rerun experiments that already finished")
+    x.add_argument("--seeds", nargs="+", type=int, metavar="SEED",
+                   help="train each named experiment once per seed, in OUT/seeds/NAME-sSEED (kept in "
+                        "docs/results/seeds/); the table gains mean ± SD over seeds and paired comparisons")
     x.add_argument("--epochs", type=int, help="override every experiment's maximum epochs")
     x.add_argument("--max-pairs", type=int, help="stratified subset of every pairs file (quick runs)")
 
@@ -193,13 +196,21 @@ def cmd_evaluate(args):
 
 def cmd_experiments(args):
     from minisiamese.pipeline import run_experiment
-    from minisiamese.report import selected, write_report
+    from minisiamese.report import seed_run_name, selected, write_report
     from minisiamese.runconfig import ABLATION, EXPERIMENTS
     kept = os.path.join(os.path.dirname(args.results) or ".", "results")    # docs/results/NAME.json, kept in git
+    log = lambda m: print(m, flush=True)                                    # noqa: E731
     for name in selected(args.only):
-        run_experiment(name, _config(args, name), args.out, args.data_dir, args.device, args.seed, args.cache_dir,
-                       log=lambda m: print(m, flush=True), force=args.force, progress=not args.quiet, kept_dir=kept)
-    cmd = "python3 cli.py experiments" + (f" --only {' '.join(args.only)}" if args.only else "")
+        if args.seeds:
+            for seed in args.seeds:
+                run_experiment(seed_run_name(name, seed), _config(args, name), os.path.join(args.out, "seeds"),
+                               args.data_dir, args.device, seed, args.cache_dir, log=log, force=args.force,
+                               progress=not args.quiet, kept_dir=os.path.join(kept, "seeds"))
+        else:
+            run_experiment(name, _config(args, name), args.out, args.data_dir, args.device, args.seed,
+                           args.cache_dir, log=log, force=args.force, progress=not args.quiet, kept_dir=kept)
+    cmd = "python3 cli.py experiments" + (f" --only {' '.join(args.only)}" if args.only else "") + \
+        (f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds else "")
     rows = write_report(args.out, args.results, cmd)
     print(f"wrote {args.results} ({sum(n in rows for n in EXPERIMENTS)} of {len(EXPERIMENTS)} seed "
           f"experiments and {sum(n in rows for n in ABLATION)} of {len(ABLATION)} ablation rows finished; "

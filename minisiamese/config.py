@@ -4,8 +4,10 @@ import json
 from dataclasses import dataclass
 
 from .convplan import ALGOS
+from .ops import HEAD_FEATURES, head_width
 
 INITS = ("koch", "glorot")
+EMBEDDING_ACTIVATIONS = ("sigmoid", "relu", "none")
 
 
 class ConfigError(ValueError):
@@ -42,6 +44,19 @@ class ModelConfig:
     ``conv_algo``: how each conv layer is computed, "im2col", "fft" or "auto"
     (see :mod:`minisiamese.convplan`), one name for every layer or a list with
     one per layer; it changes the speed, not the function.
+
+    Beyond Koch's net (all off by default, so a stored baseline reads as before):
+    ``batch_norm`` normalises every layer's output per channel (conv: conv ->
+    max-pool -> BN -> ReLU, and the conv bias is dropped since BN's beta plays
+    its role; dense: dense -> BN -> activation, no dense bias); its running
+    statistics are part of the state dict.  ``embedding_activation`` is what
+    follows the embedding's dense layer ("sigmoid" as Koch, "relu" or "none"),
+    ``dense_units`` its width.  ``head`` lists the comparisons of the two
+    embeddings that the logistic unit reads (``ops.head_features_forward``:
+    "abs" |h1 - h2| as Koch, "sq" (h1 - h2)^2, "prod" h1 h2, "cos" their cosine).
+    ``flip_average``: at inference a face's embedding is the mean of the
+    embeddings of the image and of its mirror image (training is unchanged).
+    ``bn_momentum``: the running statistics' decay per training step.
     """
     input_size: int = 105
     crop: float = 1.0
@@ -54,11 +69,18 @@ class ModelConfig:
     l2_dense: float = 1e-4
     init: str = "glorot"
     conv_algo: tuple = "auto"
+    batch_norm: bool = False
+    bn_momentum: float = 0.9
+    embedding_activation: str = "sigmoid"
+    head: tuple = ("abs",)
+    flip_average: bool = False
 
     def __post_init__(self):
         # tuples even when built from JSON lists
         object.__setattr__(self, "conv_filters", tuple(self.conv_filters))
         object.__setattr__(self, "conv_kernels", tuple(self.conv_kernels))
+        if isinstance(self.head, (list, tuple)):
+            object.__setattr__(self, "head", tuple(self.head))
         algo = self.conv_algo
         if isinstance(algo, str):
             algo = (algo,) * len(self.conv_filters)
@@ -102,6 +124,19 @@ class ModelConfig:
             if algo not in ALGOS:
                 raise ConfigError(f"config: conv_algo[{k}] (layer conv{k + 1}) must be one of {list(ALGOS)}, "
                                   f"got {algo!r}")
+        for name in ("batch_norm", "flip_average"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"config: {name} must be true or false, got {getattr(self, name)!r}")
+        if isinstance(self.bn_momentum, bool) or not isinstance(self.bn_momentum, (int, float)) \
+                or not 0 <= self.bn_momentum < 1:
+            raise ConfigError(f"config: bn_momentum must be in [0, 1), got {self.bn_momentum!r}")
+        if self.embedding_activation not in EMBEDDING_ACTIVATIONS:
+            raise ConfigError(f"config: embedding_activation must be one of {list(EMBEDDING_ACTIVATIONS)}, "
+                              f"got {self.embedding_activation!r}")
+        if not isinstance(self.head, tuple) or not self.head or len(set(self.head)) != len(self.head) \
+                or any(f not in HEAD_FEATURES for f in self.head):
+            raise ConfigError(f"config: head must be a non-empty list of distinct names from {list(HEAD_FEATURES)}, "
+                              f"got {self.head!r}")
         self.feature_shape()  # raises when the maps shrink to nothing
 
     def feature_shape(self):
@@ -132,19 +167,43 @@ class ModelConfig:
 
     # -- shapes -------------------------------------------------------------------
     def param_shapes(self):
-        """Ordered name -> shape, in forward order (conv weights (F, C, KH, KW))."""
+        """Ordered name -> shape of the trained parameters, in forward order
+        (conv weights (F, C, KH, KW); with batch_norm, bnK.gamma/beta in place
+        of the conv and dense biases)."""
         shapes = {}
         c = 1
         for k, (f, kk) in enumerate(zip(self.conv_filters, self.conv_kernels), start=1):
             shapes[f"conv{k}.w"] = (f, c, kk, kk)
-            shapes[f"conv{k}.b"] = (f,)
+            if self.batch_norm:
+                shapes[f"bn{k}.gamma"], shapes[f"bn{k}.beta"] = (f,), (f,)
+            else:
+                shapes[f"conv{k}.b"] = (f,)
             c = f
         h, w, c = self.feature_shape()
         shapes["dense.w"] = (h * w * c, self.dense_units)
-        shapes["dense.b"] = (self.dense_units,)
-        shapes["out.w"] = (self.dense_units, 1)
+        if self.batch_norm:
+            shapes["bn_dense.gamma"], shapes["bn_dense.beta"] = (self.dense_units,), (self.dense_units,)
+        else:
+            shapes["dense.b"] = (self.dense_units,)
+        shapes["out.w"] = (self.head_width(), 1)
         shapes["out.b"] = (1,)
         return shapes
+
+    def buffer_shapes(self):
+        """Ordered name -> shape of the state that is not trained by gradient:
+        batch norm's running mean and variance per layer (none without it)."""
+        if not self.batch_norm:
+            return {}
+        widths = [(f"bn{k}", f) for k, f in enumerate(self.conv_filters, start=1)] + [("bn_dense", self.dense_units)]
+        return {f"{name}.{stat}": (n,) for name, n in widths for stat in ("mean", "var")}
+
+    def state_shapes(self):
+        """Everything a weights file holds: parameters, then buffers."""
+        return {**self.param_shapes(), **self.buffer_shapes()}
+
+    def head_width(self):
+        """Columns of the head's input: dense_units per vector comparison, 1 for the cosine."""
+        return head_width(self.head, self.dense_units)
 
     def num_params(self):
         total = 0
@@ -161,6 +220,7 @@ class ModelConfig:
         d["conv_filters"] = list(self.conv_filters)
         d["conv_kernels"] = list(self.conv_kernels)
         d["conv_algo"] = list(self.conv_algo)
+        d["head"] = list(self.head)
         return d
 
     def to_json(self):

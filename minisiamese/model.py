@@ -21,6 +21,9 @@ def init_params(config, seed, dtype=np.float32):
     rng = np.random.default_rng(seed)
     params = {}
     for name, shape in config.param_shapes().items():
+        if name.endswith((".gamma", ".beta")):          # batch norm starts as the identity (no draw)
+            params[name] = (np.ones(shape) if name.endswith(".gamma") else np.zeros(shape)).astype(dtype)
+            continue
         is_bias = name.endswith(".b")
         is_conv = name.startswith("conv")
         if config.init == "koch":
@@ -43,6 +46,12 @@ def init_params(config, seed, dtype=np.float32):
     return params
 
 
+def init_buffers(config, dtype=np.float32):
+    """Batch norm's running statistics before any step: mean 0, variance 1."""
+    return {name: (np.zeros(shape) if name.endswith(".mean") else np.ones(shape)).astype(dtype)
+            for name, shape in config.buffer_shapes().items()}
+
+
 class SiameseNet:
     """The Koch et al. Siamese network, forward and backward written out by hand.
 
@@ -57,17 +66,19 @@ class SiameseNet:
         self.xp = get_backend(backend)
         self.dtype = np.dtype(dtype)
         self.params = {k: self.xp.asarray(v) for k, v in init_params(self.config, seed, self.dtype).items()}
+        self.buffers = {k: self.xp.asarray(v) for k, v in init_buffers(self.config, self.dtype).items()}
         self.rng = self.xp.random.default_rng(seed + 1)   # dropout masks
         self.n_conv = len(self.config.conv_filters)
         self.conv_algos = None       # the fixed algorithms ["im2col" | "fft", ...] of the plan (see fix_conv_plan)
 
     # ------------------------------------------------------------------ parameters
     def state_dict(self):
-        """Ordered name -> array (the live arrays, in forward order)."""
-        return dict(self.params)
+        """Ordered name -> array: the parameters in forward order, then the
+        buffers (batch norm's running statistics); the live arrays."""
+        return {**self.params, **self.buffers}
 
     def load_state_dict(self, state, source="state dict"):
-        expected = self.config.param_shapes()
+        expected = self.config.state_shapes()
         missing = [k for k in expected if k not in state]
         extra = [k for k in state if k not in expected]
         if missing or extra:
@@ -77,7 +88,9 @@ class SiameseNet:
             if tuple(state[name].shape) != shape:
                 raise ValueError(f"{source}: {name} has shape {tuple(state[name].shape)}, "
                                  f"the model needs {shape}")
-        self.params = {k: self.xp.asarray(state[k], dtype=self.dtype).copy() for k in expected}
+        loaded = {k: self.xp.asarray(state[k], dtype=self.dtype).copy() for k in expected}
+        self.params = {k: loaded[k] for k in self.config.param_shapes()}
+        self.buffers = {k: loaded[k] for k in self.config.buffer_shapes()}
 
     def num_params(self):
         return sum(int(v.size) for v in self.params.values())
@@ -105,9 +118,30 @@ class SiameseNet:
     # ------------------------------------------------------------------ the tower
     def _tower_forward(self, x, train, need_grad=True):
         """x (M, S, S, 1) -> h (M, U), and the caches of every layer in order.
-        ``train`` turns dropout on; ``need_grad=False`` (inference) lets layers
-        skip what only the backward pass reads (max-pooling's argmax)."""
+        ``train`` turns dropout on and makes batch norm use (and update) the
+        batch's statistics; ``need_grad=False`` (inference) lets layers skip
+        what only the backward pass reads (max-pooling's argmax), and with
+        ``flip_average`` averages the embeddings of x and of its mirror image."""
+        if need_grad or not self.config.flip_average:
+            return self._tower(x, train, need_grad)
+        M = x.shape[0]
+        h, _ = self._tower(self.xp.concatenate([x, x[:, :, ::-1]]), train, need_grad)   # (2M, U)
+        return (h[:M] + h[M:]) / 2, None
+
+    def _running(self, name):
+        return {"mean": self.buffers[f"{name}.mean"], "var": self.buffers[f"{name}.var"]}
+
+    def _normalize_forward(self, h, name, train):
+        """Batch norm ``name`` on h (channels last), its running statistics kept in self.buffers."""
+        running = self._running(name)
+        h, cache = ops.batchnorm_forward(h, self.params[f"{name}.gamma"], self.params[f"{name}.beta"], running,
+                                         train, momentum=self.config.bn_momentum)
+        self.buffers[f"{name}.mean"], self.buffers[f"{name}.var"] = running["mean"], running["var"]
+        return h, cache
+
+    def _tower(self, x, train, need_grad):
         p, caches = self.params, []
+        bn = self.config.batch_norm
         h = x
         algos = self.conv_algos or [step["algo"] for step in self.conv_plan(x.shape[0], timings=False)]
         for k in range(1, self.n_conv + 1):
@@ -120,26 +154,61 @@ class SiameseNet:
                 if k < self.n_conv:
                     # Pool first, then bias + ReLU: the same function as conv + b -> ReLU
                     # -> pool (a per-channel constant and max(., 0) both commute with
-                    # the window maximum), on a map pool^2 times smaller.
+                    # the window maximum), on a map pool^2 times smaller.  With batch
+                    # norm, BN + ReLU follow the pool the same way (a BN layer of its own
+                    # design: it normalises the pooled map).
                     h, c_pool = ops.maxpool2d_forward(h, self.config.pool, need_grad=need_grad)  # (M, OH/2, OW/2, F)
-            h, c_act = ops.bias_relu_forward(h, p[f"conv{k}.b"])
+            if bn:
+                h, c_bn = self._normalize_forward(h, f"bn{k}", train)
+                h, c_act = ops.relu_forward(h, inplace=True)
+                c_act = (c_bn, c_act)
+            else:
+                h, c_act = ops.bias_relu_forward(h, p[f"conv{k}.b"])
             caches.append((c_conv, c_pool, c_act))
         h, c_flat = ops.flatten_forward(h)                                       # (M, D)
         h, c_drop = ops.dropout_forward(h, self.config.dropout, train, self.rng)
-        h, c_dense = ops.dense_forward(h, p["dense.w"], p["dense.b"])            # (M, U)
-        h, c_sig = ops.sigmoid_forward(h)
-        return h, (caches, c_flat, c_drop, c_dense, c_sig)
+        h, c_dense = ops.dense_forward(h, p["dense.w"], None if bn else p["dense.b"])   # (M, U)
+        c_bn = None
+        if bn:
+            h, c_bn = self._normalize_forward(h, "bn_dense", train)
+        h, c_emb = self._activation_forward(h)
+        return h, (caches, c_flat, c_drop, c_dense, c_bn, c_emb)
+
+    def _activation_forward(self, h):
+        act = self.config.embedding_activation
+        if act == "sigmoid":
+            return ops.sigmoid_forward(h)
+        if act == "relu":
+            return ops.relu_forward(h)
+        return h, None
+
+    def _activation_backward(self, d, cache):
+        act = self.config.embedding_activation
+        if act == "sigmoid":
+            return ops.sigmoid_backward(d, cache)
+        if act == "relu":
+            return ops.relu_backward(d, cache)
+        return d
 
     def _tower_backward(self, dh, cache, grads):
         """Adds the tower's parameter gradients into ``grads``."""
-        caches, c_flat, c_drop, c_dense, c_sig = cache
-        d = ops.sigmoid_backward(dh, c_sig)
-        d, grads["dense.w"], grads["dense.b"] = ops.dense_backward(d, c_dense)
+        caches, c_flat, c_drop, c_dense, c_bn, c_emb = cache
+        d = self._activation_backward(dh, c_emb)
+        if c_bn is not None:
+            d, grads["bn_dense.gamma"], grads["bn_dense.beta"] = ops.batchnorm_backward(d, c_bn)
+        d, grads["dense.w"], db = ops.dense_backward(d, c_dense)
+        if db is not None:
+            grads["dense.b"] = db
         d = ops.dropout_backward(d, c_drop)
         d = ops.flatten_backward(d, c_flat)
         for k in range(self.n_conv, 0, -1):
             c_conv, c_pool, c_act = caches[k - 1]
-            d, grads[f"conv{k}.b"] = ops.bias_relu_backward(d, c_act)
+            if self.config.batch_norm:
+                c_bn, c_relu = c_act
+                d = ops.relu_backward(d, c_relu, inplace=True)
+                d, grads[f"bn{k}.gamma"], grads[f"bn{k}.beta"] = ops.batchnorm_backward(d, c_bn)
+            else:
+                d, grads[f"conv{k}.b"] = ops.bias_relu_backward(d, c_act)
             if c_pool is not None:
                 d = ops.maxpool2d_backward(d, c_pool)
             d, grads[f"conv{k}.w"], _ = ops.conv2d_backward(d, c_conv, need_dx=k > 1)
@@ -181,7 +250,7 @@ class SiameseNet:
         """Both towers run as one batch of 2N images (one set of big GEMMs)."""
         N = a.shape[0]
         h, tower_cache = self._tower_forward(self.xp.concatenate([a, b]), train, need_grad)   # (2N, U)
-        d, c_join = ops.l1_join_forward(h[:N], h[N:])                             # (N, U)
+        d, c_join = ops.head_features_forward(h[:N], h[N:], self.config.head)     # (N, head width)
         z, c_out = ops.dense_forward(d, self.params["out.w"], self.params["out.b"])  # (N, 1)
         return z[:, 0], (tower_cache, c_join, c_out)
 
@@ -205,14 +274,15 @@ class SiameseNet:
 
     def score(self, h1, h2):
         """(N,) probabilities (NumPy) that embeddings h1[n] and h2[n] (N, U), from
-        :meth:`embed`, show the same person: the head, sigmoid(|h1 - h2| w + b)."""
+        :meth:`embed`, show the same person: the head, sigmoid(d w + b) on the
+        comparisons d of ``config.head`` (Koch's: d = |h1 - h2|)."""
         xp = self.xp
         h1, h2 = xp.asarray(h1, dtype=self.dtype), xp.asarray(h2, dtype=self.dtype)
         U = self.config.dense_units
         if h1.ndim != 2 or h1.shape[1] != U or h1.shape != h2.shape:
             raise InputError(f"score: expected two (N, {U}) embedding arrays, got {tuple(h1.shape)} and "
                              f"{tuple(h2.shape)}")
-        d, _ = ops.l1_join_forward(h1, h2)
+        d, _ = ops.head_features_forward(h1, h2, self.config.head)
         z, _ = ops.dense_forward(d, self.params["out.w"], self.params["out.b"])
         return to_numpy(ops.sigmoid(z[:, 0]))
 
@@ -255,7 +325,7 @@ class SiameseNet:
         grads = {}
         dz = losses.bce_with_logits_backward(c_loss)[:, None]                     # (N, 1)
         dd, grads["out.w"], grads["out.b"] = ops.dense_backward(dz, c_out)         # (N, U)
-        dh1, dh2 = ops.l1_join_backward(dd, c_join)
+        dh1, dh2 = ops.head_features_backward(dd, c_join)
         self._tower_backward(self.xp.concatenate([dh1, dh2]), tower_cache, grads)
         penalty, pgrads = self.l2_penalty()
         for name, g in pgrads.items():

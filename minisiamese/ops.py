@@ -150,19 +150,25 @@ def maxpool2d_backward(dout, cache):
 
 # ----------------------------------------------------------------------------- dense & shape
 def dense_forward(x, w, b):
-    """x (N, D), w (D, U), b (U,) -> out (N, U) = x w + b.  cache = (x, w)."""
-    if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[0] or b.shape != (w.shape[1],):
-        raise ValueError(f"dense: x {tuple(x.shape)}, w {tuple(w.shape)}, b {tuple(b.shape)} "
+    """x (N, D), w (D, U), b (U,) or None -> out (N, U) = x w + b.  ``b=None``:
+    no bias (batch norm follows and its beta plays that role).
+    cache = (x, w, has_bias)."""
+    if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[0] or (b is not None and b.shape != (w.shape[1],)):
+        raise ValueError(f"dense: x {tuple(x.shape)}, w {tuple(w.shape)}, b {None if b is None else tuple(b.shape)} "
                          "do not fit x (N, D) @ w (D, U) + b (U,)")
     xp = get_array_module(x)
-    return xp.matmul(x, w) + b, (x, w)
+    out = xp.matmul(x, w)
+    if b is not None:
+        out += b
+    return out, (x, w, b is not None)
 
 
 def dense_backward(dout, cache):
-    """dout (N, U) -> dx = dout w^T (N, D), dw = x^T dout (D, U), db = sum_n dout (U,)."""
-    x, w = cache
+    """dout (N, U) -> dx = dout w^T (N, D), dw = x^T dout (D, U), db = sum_n dout (U,)
+    (None without a bias)."""
+    x, w, has_bias = cache
     xp = get_array_module(dout)
-    return xp.matmul(dout, w.T), xp.matmul(x.T, dout), dout.sum(axis=0)
+    return xp.matmul(dout, w.T), xp.matmul(x.T, dout), dout.sum(axis=0) if has_bias else None
 
 
 def flatten_forward(x):

@@ -10,6 +10,7 @@ from .fileio import write_text
 from .pipeline import RESULT_FILE
 from .plots import pyplot, save_figure
 from .runconfig import ABLATION, BEST, EXPERIMENTS, SEED_BEST, TITLES
+from .stats import T_CRITICAL_5PCT, bootstrap_diff, mean_se, paired_t
 
 
 FIGURES = (("history.png", "training curves"), ("roc.png", "ROC"), ("pairs.png", "worst/best pairs"),
@@ -59,10 +60,10 @@ def collect(out_root, kept_dir=None):
     return rows
 
 
-def collect_selection(runs_dir, kept_dir):
-    """The validation-only runs made to choose the best preset (``train
-    --validation-only --out RUNS/sel/NAME``): each finished one is kept, with
-    its history, as ``kept_dir/NAME.json``; returns name -> results."""
+def _collect_folder(runs_dir, kept_dir, wanted):
+    """Keep every finished run RUNS_DIR/NAME whose results satisfy ``wanted``
+    as ``kept_dir/NAME.json`` (with its history); return name -> results of
+    everything kept there, in name order."""
     rows = {}
     if os.path.isdir(runs_dir):
         for name in sorted(os.listdir(runs_dir)):
@@ -71,7 +72,7 @@ def collect_selection(runs_dir, kept_dir):
                 continue
             with open(path) as f:
                 res = json.load(f)
-            if "val" in res and "accuracy" not in res:      # a validation-only run
+            if wanted(res):
                 _keep(os.path.join(runs_dir, name), os.path.join(kept_dir, f"{name}.json"))
     if os.path.isdir(kept_dir):
         for fname in sorted(os.listdir(kept_dir)):
@@ -79,6 +80,30 @@ def collect_selection(runs_dir, kept_dir):
                 with open(os.path.join(kept_dir, fname)) as f:
                     rows[fname[:-5]] = json.load(f)
     return rows
+
+
+def collect_selection(runs_dir, kept_dir):
+    """The validation-only runs made to choose a preset (``train
+    --validation-only --out RUNS/sel/NAME``): each finished one is kept, with
+    its history, as ``kept_dir/NAME.json``; returns name -> results."""
+    return _collect_folder(runs_dir, kept_dir, lambda res: "val" in res and "accuracy" not in res)
+
+
+def seed_run_name(preset, seed):
+    """The run folder (and kept file) of one seed of a preset: NAME-sSEED."""
+    return f"{preset}-s{seed}"
+
+
+def collect_seeds(runs_dir, kept_dir):
+    """The runs of presets over several seeds (``experiments --seeds``, in
+    RUNS/seeds/NAME-sSEED): each finished, test-evaluated one is kept as
+    ``kept_dir/NAME-sSEED.json``; returns preset -> {seed: results}."""
+    out = {}
+    for name, res in _collect_folder(runs_dir, kept_dir, lambda r: "accuracy" in r).items():
+        preset, _, seed = name.rpartition("-s")
+        if preset and seed.isdigit():
+            out.setdefault(preset, {})[int(seed)] = res
+    return {p: dict(sorted(runs.items())) for p, runs in sorted(out.items())}
 
 
 def config_changes(base, config):
@@ -127,14 +152,17 @@ def plan_text(r):
 
 
 def _pm(d, key):
-    return f"{d[key + '_mean']:.3f} ± {d[key + '_std']:.3f}"
+    """View 2's mean ± standard error over the folds (sample SD / sqrt(folds)), from the per-fold figures."""
+    mean, se = mean_se([f[key] for f in d["folds"]])
+    return f"{mean:.3f} ± {se:.3f}"
 
 
 def view2_markdown(rows):
     """The View 2 table: leak-free subset first, the full file (overlapping training) beside it."""
     have = {n: r for n, r in rows.items() if "view2" in r}
     lines = ["## View 2 (pairs.txt, 10 folds)", "",
-             "LFW's View 2 reports mean ± standard deviation over its 10 folds, each fold's threshold chosen on "
+             "LFW's View 2 reports mean ± standard error over its 10 folds (the sample standard deviation over "
+             "√10), each fold's threshold chosen on "
              "the other nine. View 2 shares people with pairsDevTrain, so a model trained on pairsDevTrain is "
              "partly tested on people it trained on: the headline columns use only the pairs that involve no "
              "pairsDevTrain person (2,490 of 6,000); the full file is beside them, marked as overlapping "
@@ -187,6 +215,89 @@ def ablation_markdown(rows):
     return lines + [""]
 
 
+def _sd(values):
+    """mean ± sample SD over seeds (just the value for one seed)."""
+    v = [float(x) for x in values]
+    if len(v) == 1:
+        return f"{v[0]:.3f}"
+    mean, se = mean_se(v)
+    return f"{mean:.3f} ± {se * len(v) ** 0.5:.3f}"
+
+
+def _fold_means(runs, part="accuracy"):
+    """Leak-free View 2 per-fold ``part``, averaged over a preset's seeds (None when a run lacks View 2)."""
+    folds = [[f[part] for f in r["view2"]["leak_free"]["folds"]] for r in runs.values() if "view2" in r]
+    if len(folds) != len(runs):
+        return None
+    return [sum(col) / len(col) for col in zip(*folds)]
+
+
+def _pair_correct(runs):
+    """Per test pair, the fraction of a preset's seeds that classify it right at
+    0.5 (None when a run has no test_probs).  The pairs are in file order: a
+    View 1 file lists its same-person pairs first, then as many different-person ones."""
+    if not all("test_probs" in r for r in runs.values()):
+        return None
+    probs = [r["test_probs"] for r in runs.values()]
+    n = len(probs[0])
+    labels = [1] * (n // 2) + [0] * (n - n // 2)
+    return [sum((p[i] >= 0.5) == (labels[i] == 1) for p in probs) / len(probs) for i in range(n)]
+
+
+def comparison_lines(seed_rows, references=("baseline", "best")):
+    """Each preset against each reference preset: the paired t over the ten
+    leak-free View 2 folds (fold scores averaged over each preset's seeds) and
+    a paired bootstrap 95 % interval for the difference in test accuracy."""
+    lines = []
+    for ref in references:
+        if ref not in seed_rows:
+            continue
+        for name, runs in seed_rows.items():
+            if name == ref:
+                continue
+            text = f"- **{name}** against **{ref}**"
+            a, b = _fold_means(runs), _fold_means(seed_rows[ref])
+            if a and b and len(a) == len(b):
+                t = paired_t(a, b)
+                verdict = "significant" if abs(t["t"]) >= T_CRITICAL_5PCT[t["df"]] else "not significant"
+                text += (f": leak-free View 2 accuracy {t['diff']:+.3f} (paired t = {t['t']:.2f}, {t['df']} df, "
+                         f"{verdict} at 5 %; better in {t['better']} of {t['n']} folds)")
+            ca, cb = _pair_correct(runs), _pair_correct(seed_rows[ref])
+            if ca and cb and len(ca) == len(cb):
+                d, low, high = bootstrap_diff(ca, cb)
+                text += f"; test accuracy {d:+.3f}, 95 % bootstrap interval [{low:+.3f}, {high:+.3f}]"
+            else:
+                text += "; no test-accuracy interval (a run without per-pair test probabilities)"
+            lines.append(text + f" (seeds {sorted(runs)} vs {sorted(seed_rows[ref])}).")
+    return lines
+
+
+def seeds_markdown(seed_rows):
+    """Presets trained with several seeds: mean ± SD over seeds, then the paired comparisons."""
+    lines = ["## Over seeds", "",
+             "Each preset trained with several seeds (`python3 cli.py experiments --only NAME --seeds 0 1 2`; "
+             "a seed changes the initialisation, the train/validation split, the shuffling, the pairs drawn "
+             "and the one-shot tasks). Figures are mean ± sample standard deviation over the seeds; one-shot is "
+             "500 10-way tasks with 9 distinct distractor people; View 2 leak-free is the mean over its 10 folds. "
+             "Kept in `docs/results/seeds/NAME-sSEED.json`.", ""]
+    if not seed_rows:
+        return lines + ["No preset has finished a seed run yet.", ""]
+    lines += ["| preset | protocol | seeds | test accuracy | test AUC | one-shot | View 2 leak-free accuracy | "
+              "View 2 leak-free AUC | epochs (best) | wall time |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, runs in seed_rows.items():
+        rs = list(runs.values())
+        v2 = [r["view2"]["leak_free"] for r in rs if "view2" in r]
+        v2acc = _sd([v["accuracy_mean"] for v in v2]) if len(v2) == len(rs) else "n/a"
+        v2auc = _sd([v["auc_mean"] for v in v2]) if len(v2) == len(rs) else "n/a"
+        epochs = ", ".join(f"{r['epochs_run']} ({r['best_epoch']})" for r in rs)
+        minutes = ", ".join(f"{r['wall_seconds'] / 60:.0f}" for r in rs)
+        lines.append(f"| {name} | {rs[0].get('protocol', 'image-restricted')} | {', '.join(map(str, runs))} | "
+                     f"{_sd(r['accuracy'] for r in rs)} | {_sd(r['auc'] for r in rs)} | "
+                     f"{_sd(r['oneshot'] for r in rs)} | {v2acc} | {v2auc} | {epochs} | {minutes} min |")
+    comparisons = comparison_lines(seed_rows)
+    return lines + ([""] + comparisons if comparisons else []) + [""]
+
+
 def plot_val_curves(rows, path, keys=("val_accuracy",)):
     """Every row's validation figures (``keys`` of its history, one panel each)
     per epoch, the rows side by side."""
@@ -210,7 +321,8 @@ def plot_val_curves(rows, path, keys=("val_accuracy",)):
     return True
 
 
-def results_markdown(rows, command, figures_rel=None, discussion=None, selection=None, selection_notes=None):
+def results_markdown(rows, command, figures_rel=None, discussion=None, selection=None, selection_notes=None,
+                     seeds=None):
     lines = ["# Results on LFW-a (View 1)", "",
              "Trained on pairsDevTrain (80 % train / 20 % validation, stratified, seeded), evaluated on "
              "pairsDevTest: binary accuracy at threshold 0.5, one-shot accuracy over 500 10-way tasks "
@@ -245,6 +357,7 @@ def results_markdown(rows, command, figures_rel=None, discussion=None, selection
                          f"{thr['accuracy']:.3f}, precision {thr['precision']:.3f}, recall {thr['recall']:.3f}.")
     lines += [""] + view2_markdown({n: r for n, r in rows.items() if n in EXPERIMENTS})
     lines += ablation_markdown({n: r for n, r in rows.items() if n in ABLATION})
+    lines += seeds_markdown(seeds or {})
     lines += selection_markdown(selection or {}, selection_notes,
                                 f"{figures_rel}/selection.png" if figures_rel else None)
     if discussion:
@@ -290,6 +403,7 @@ def write_report(out_root, results_path, command):
     kept = os.path.join(docs, "results")                 # docs/results/NAME.json, kept in git
     rows = collect(out_root, kept)
     selection = collect_selection(os.path.join(out_root, "sel"), os.path.join(kept, "selection"))
+    seeds = collect_seeds(os.path.join(out_root, "seeds"), os.path.join(kept, "seeds"))
     figures = os.path.join(docs, "figures", "results")
     copy_figures(rows, out_root, figures)
     os.makedirs(figures, exist_ok=True)
@@ -299,5 +413,6 @@ def write_report(out_root, results_path, command):
                     keys=("val_loss", "val_accuracy", "val_auc"))
     write_text(results_path, results_markdown(
         rows, command, figures_rel="figures/results", discussion=_read_optional(os.path.join(kept, "discussion.md")),
-        selection=selection, selection_notes=_read_optional(os.path.join(kept, "selection", "notes.md"))))
+        selection=selection, selection_notes=_read_optional(os.path.join(kept, "selection", "notes.md")),
+        seeds=seeds))
     return rows

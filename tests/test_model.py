@@ -8,6 +8,7 @@ import pytest
 from conftest import to_np
 from minisiamese import (CheckpointError, ConfigError, InputError, ModelConfig, SiameseNet, load_model,
                          save_model)
+from minisiamese import ops
 from minisiamese.checkpoint import read_model_file
 
 TINY = ModelConfig(input_size=20, conv_filters=(3, 4), conv_kernels=(3, 3), dense_units=5)
@@ -32,11 +33,17 @@ def test_baseline_layer_shapes():
     assert ModelConfig().feature_shape() == (6, 6, 256)
 
 
-@pytest.mark.parametrize("dropout", [0.0, 0.3])
-def test_loss_and_grads_directional_derivative(dropout, rng):
+BEYOND = [dict(batch_norm=True), dict(batch_norm=True, head=("abs", "sq", "prod", "cos"), embedding_activation="relu"),
+          dict(batch_norm=True, head=("abs", "sq"), embedding_activation="none", dense_units=7),
+          dict(head=("sq", "cos"), embedding_activation="none")]
+
+
+@pytest.mark.parametrize("dropout, extra", [(0.0, {}), (0.3, {})] + [(0.0, e) for e in BEYOND] + [(0.3, BEYOND[1])])
+def test_loss_and_grads_directional_derivative(dropout, extra, rng):
     """(L(p + h v) - L(p - h v)) / 2h == <grad L, v> for a random direction v
-    over all parameters at once (dropout masks held fixed by reseeding)."""
-    cfg = TINY.replace(dropout=dropout, l2_conv=1e-2, l2_dense=1e-3)
+    over all parameters at once (dropout masks held fixed by reseeding); with
+    batch norm in training mode, through the batch statistics."""
+    cfg = TINY.replace(dropout=dropout, l2_conv=1e-2, l2_dense=1e-3, **extra)
     net = SiameseNet(cfg, seed=1, dtype=np.float64)
     x1, x2, y = pairs(rng, 3)
 
@@ -57,6 +64,47 @@ def test_loss_and_grads_directional_derivative(dropout, rng):
         values.append(loss())
     numeric = (values[0] - values[1]) / (2 * h)
     assert abs(numeric - analytic) <= 1e-6 * max(1.0, abs(analytic)), (numeric, analytic)
+
+
+def test_beyond_koch_layers_and_their_state(tmp_path, rng):
+    """Batch norm replaces the conv and dense biases by gamma/beta and keeps
+    running statistics that training updates, inference uses, and the weights
+    file carries; the head's width follows its comparisons."""
+    cfg = TINY.replace(batch_norm=True, head=("abs", "sq", "cos"), dense_units=6)
+    shapes = cfg.param_shapes()
+    assert "conv1.b" not in shapes and "dense.b" not in shapes and shapes["bn1.gamma"] == (3,)
+    assert shapes["out.w"] == (6 + 6 + 1, 1) and cfg.buffer_shapes()["bn_dense.var"] == (6,)
+    net = SiameseNet(cfg, seed=0, dtype=np.float64)
+    x1, x2, y = pairs(rng, 4)
+    before = {k: v.copy() for k, v in net.buffers.items()}
+    p_eval = net.predict_proba(x1, x2)
+    assert all(np.array_equal(before[k], net.buffers[k]) for k in before)        # inference reads, never writes
+    net.loss_and_grads(x1, x2, y)
+    assert not np.array_equal(before["bn1.mean"], net.buffers["bn1.mean"])       # training updates them
+    p_after = net.predict_proba(x1, x2)
+    assert not np.allclose(p_eval, p_after)                                      # ...and inference uses them
+    np.testing.assert_allclose(p_after, ops.sigmoid(net.logits(x1, x2)), rtol=1e-12)   # embed+score = forward
+    save_model(tmp_path / "m.npz", net)
+    again = load_model(tmp_path / "m.npz", dtype=np.float64)
+    np.testing.assert_allclose(again.predict_proba(x1, x2), p_after, rtol=1e-12)
+    for bad in (dict(head=()), dict(head=("abs", "abs")), dict(head=("l2",)), dict(embedding_activation="tanh"),
+                dict(batch_norm="yes"), dict(bn_momentum=1.0), dict(flip_average=1)):
+        with pytest.raises(ConfigError):
+            TINY.replace(**bad)
+
+
+def test_flip_averaging_embeds_a_face_and_its_mirror(rng):
+    """With flip_average the inference embedding is the mean of the image's and
+    its mirror's, so a face and its mirror image embed the same; training is unchanged."""
+    x1, x2, y = pairs(rng, 3)
+    plain = SiameseNet(TINY, seed=2, dtype=np.float64)
+    flip = SiameseNet(TINY.replace(flip_average=True), seed=2, dtype=np.float64)
+    mirror = x1[:, :, :, ::-1]
+    np.testing.assert_allclose(flip.embed(x1), (plain.embed(x1) + plain.embed(mirror)) / 2, rtol=1e-12)
+    np.testing.assert_allclose(flip.embed(x1), flip.embed(mirror), rtol=1e-12)
+    assert not np.allclose(plain.embed(x1), plain.embed(mirror))
+    assert plain.loss_and_grads(x1, x2, y)[0] == flip.loss_and_grads(x1, x2, y)[0]
+    np.testing.assert_allclose(flip.predict_proba(x1, x2), ops.sigmoid(flip.logits(x1, x2)), rtol=1e-12)
 
 
 def test_gradients_keyed_like_state_dict(rng):

@@ -77,9 +77,12 @@ def test_monitor_must_be_known(tmp_path):
 
 
 def assert_same_run(a, b):
-    """Bit-identical weights and the same history (wall-clock seconds aside)."""
-    for k in a.net.params:
-        np.testing.assert_array_equal(a.net.params[k], b.net.params[k])
+    """Bit-identical weights (and batch norm's running statistics) and the same
+    history (wall-clock seconds aside)."""
+    state_a, state_b = a.net.state_dict(), b.net.state_dict()
+    assert list(state_a) == list(state_b)
+    for k in state_a:
+        np.testing.assert_array_equal(state_a[k], state_b[k])
     strip = lambda h: [{k: v for k, v in e.items() if k != "seconds"} for e in h]  # noqa: E731
     assert strip(a.history) == strip(b.history)
 
@@ -106,16 +109,21 @@ def test_resume_is_bit_for_bit(dataset, tmp_path, monkeypatch):
     assert_same_run(straight, resumed)
 
 
-@pytest.mark.parametrize("randomness", [False, True], ids=["plain", "dropout+augmentation"])
-def test_ctrl_c_mid_epoch_then_resume_is_bit_for_bit(dataset, tmp_path, monkeypatch, randomness):
+BEYOND_KOCH = {"batch_norm": True, "head": ["abs", "sq", "prod", "cos"], "embedding_activation": "relu",
+               "flip_average": True}
+
+
+@pytest.mark.parametrize("randomness, model", [(False, {}), (True, {}), (True, BEYOND_KOCH)],
+                         ids=["plain", "dropout+augmentation", "batchnorm+head+flip"])
+def test_ctrl_c_mid_epoch_then_resume_is_bit_for_bit(dataset, tmp_path, monkeypatch, randomness, model):
     """A stop request between steps 2 and 3 of epoch 2 (what Ctrl-C sets) saves
-    the step-level state (generators included); resuming finishes exactly as
-    the uninterrupted run."""
+    the step-level state (generators, batch norm's running statistics included);
+    resuming finishes exactly as the uninterrupted run."""
     from fixtures import TINY_MODEL
     from minisiamese.model import SiameseNet
     from minisiamese.train import TrainingInterrupted
     cfg = ExperimentConfig.from_dict({
-        "model": dict(TINY_MODEL, dropout=0.3 if randomness else 0.0),
+        "model": dict(TINY_MODEL, dropout=0.3 if randomness else 0.0, **model),
         "augment": {"kind": "seed", "copies": 1} if randomness else {},
         "train": {"epochs": 3, "batch_size": 8 if randomness else 4, "lr": 1e-3}})
     kw = dict(cache_dir=str(tmp_path / "cache"), log=lambda m: None, progress=False)

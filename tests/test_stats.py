@@ -1,0 +1,81 @@
+"""Standard errors, the paired fold test, the paired bootstrap, and the seeds
+table built from them."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from minisiamese import report, stats
+
+
+def test_mean_se_is_the_sample_sd_over_root_n():
+    v = [0.70, 0.72, 0.68, 0.75, 0.71, 0.69, 0.74, 0.73, 0.66, 0.72]
+    mean, se = stats.mean_se(v)
+    by_hand = math.sqrt(sum((x - sum(v) / 10) ** 2 for x in v) / 9) / math.sqrt(10)
+    assert mean == pytest.approx(sum(v) / 10) and se == pytest.approx(by_hand)
+    assert se > np.std(v) / math.sqrt(10)                      # not the population SD
+    assert math.isnan(stats.mean_se([0.5])[1])
+    with pytest.raises(ValueError, match="no values"):
+        stats.mean_se([])
+
+
+def test_paired_t_by_hand():
+    a = [0.71, 0.74, 0.69, 0.70, 0.75]
+    b = [0.70, 0.70, 0.70, 0.66, 0.72]
+    d = [x - y for x, y in zip(a, b)]                            # 0.01, 0.04, -0.01, 0.04, 0.03
+    mean = sum(d) / 5
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / 4)
+    t = stats.paired_t(a, b)
+    assert t["diff"] == pytest.approx(mean) and t["t"] == pytest.approx(mean / (sd / math.sqrt(5)))
+    assert t["df"] == 4 and t["better"] == 4 and t["n"] == 5
+    assert math.isnan(stats.paired_t([1, 2], [0, 1])["t"])      # every difference equal: no spread, no t
+    with pytest.raises(ValueError, match="equal-length"):
+        stats.paired_t([1, 2], [1])
+
+
+def test_bootstrap_interval_covers_the_difference_and_shrinks_with_more_pairs():
+    rng = np.random.default_rng(0)
+    widths = []
+    for n in (200, 3200):
+        a = (rng.random(n) < 0.75).astype(float)
+        b = (rng.random(n) < 0.70).astype(float)
+        d, low, high = stats.bootstrap_diff(a, b, rounds=2000, seed=1)
+        assert low < d < high and d == pytest.approx(a.mean() - b.mean())
+        widths.append(high - low)
+    assert widths[1] < widths[0] / 2                               # about 1/sqrt(16) as wide
+    same = rng.random(100)
+    assert stats.bootstrap_diff(same, same, rounds=500) == (0.0, 0.0, 0.0)
+
+
+def fake_run(acc, folds, probs):
+    leak = {"folds": [{"accuracy": f, "auc": f + 0.05} for f in folds], "accuracy_mean": float(np.mean(folds)),
+            "auc_mean": float(np.mean(folds)) + 0.05}
+    return {"accuracy": acc, "auc": acc + 0.05, "oneshot": acc / 2, "epochs_run": 10, "best_epoch": 7,
+            "wall_seconds": 600, "protocol": "unrestricted", "test_probs": probs,
+            "view2": {"leak_free": leak}}
+
+
+def test_seeds_table_and_paired_comparisons(tmp_path):
+    rng = np.random.default_rng(3)
+    base_folds = rng.uniform(0.65, 0.72, 10)
+    runs = tmp_path / "seeds"
+    for seed in (0, 1):
+        for name, shift in (("baseline", 0.0), ("best", 0.05)):
+            probs = [0.9 if i < 50 else 0.1 for i in range(100)]              # 50 same, then 50 different
+            wrong = rng.choice(100, 30 if name == "baseline" else 15, replace=False)
+            for i in wrong:
+                probs[i] = 1 - probs[i]
+            d = runs / report.seed_run_name(name, seed)
+            d.mkdir(parents=True)
+            res = fake_run(1 - len(wrong) / 100, list(base_folds + shift + 0.01 * seed), probs)
+            (d / "results.json").write_text(json.dumps(res))
+    rows = report.collect_seeds(str(runs), str(tmp_path / "kept"))
+    assert list(rows) == ["baseline", "best"] and list(rows["best"]) == [0, 1]
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir())[0] == "baseline-s0.json"   # kept for git
+    table = "\n".join(report.seeds_markdown(rows))
+    assert "| best | unrestricted | 0, 1 | 0.850 ± 0.000 |" in table
+    line = next(x for x in table.splitlines() if x.startswith("- **best** against **baseline**"))
+    assert "leak-free View 2 accuracy +0.050" in line and "better in 10 of 10 folds" in line
+    assert "test accuracy +0.150, 95 % bootstrap interval [+" in line      # strictly above zero
+    assert report.collect_seeds(str(tmp_path / "gone"), str(tmp_path / "kept")) == rows   # survives without runs/
