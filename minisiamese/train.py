@@ -11,6 +11,7 @@ generators seeded by (seed, e), so a run resumed at an epoch boundary continues
 exactly as the uninterrupted run would have.
 """
 import dataclasses
+import errno
 import json
 import os
 import signal
@@ -202,7 +203,20 @@ class Trainer:
         arrays.update({f"opt/{k}": np.asarray(v) if np.isscalar(v) else v
                        for k, v in self.opt.state_dict().items()})
         arrays.update(self.normalizer.to_extra())
-        save_arrays(self.checkpoint_path, arrays)
+        self._write(save_arrays, self.checkpoint_path, arrays)
+
+    def _kept(self):
+        return self.checkpoint_path if os.path.exists(self.checkpoint_path) else "(none yet: no epoch finished)"
+
+    def _write(self, save, path, *args, **kwargs):
+        """``save(path, ...)``; a failed write (a full disk...) is a TrainingError
+        naming the file and the last good checkpoint, which atomic writes keep."""
+        try:
+            save(path, *args, **kwargs)
+        except OSError as exc:
+            why = ("the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                   else f"the write failed ({exc.strerror or exc})")
+            raise TrainingError(f"{path}: {why}; the last good state is kept in {self._kept()}") from None
 
     def _load_checkpoint(self):
         path = self.checkpoint_path
@@ -269,10 +283,9 @@ class Trainer:
         else:
             return
         self.progress.end()
-        kept = self.checkpoint_path if os.path.exists(self.checkpoint_path) else "(none yet: no epoch finished)"
         raise TrainingError(f"epoch {epoch + 1}, step {step + 1}: {what}; the learning rate "
                             f"{self.cfg.train.lr * self.opt.lr_scale:g} is probably too high. "
-                            f"The last good state is kept in {kept}")
+                            f"The last good state is kept in {self._kept()}")
 
     def _train_epoch(self, epoch):
         """One pass over the epoch's batches; returns (loss, accuracy, seconds).
@@ -353,7 +366,7 @@ class Trainer:
                 self.log(f"--resume: no checkpoint in {self.out_dir}, starting afresh")
             self._new_state()
         self.log("conv plan: " + convplan.describe_plan(self.conv_plan))
-        write_text(os.path.join(self.out_dir, "config.json"), self.cfg.to_json())
+        self._write(write_text, os.path.join(self.out_dir, "config.json"), self.cfg.to_json())
         self._stop_requested = False
         in_main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGINT, self._on_sigint) if in_main else None
@@ -383,15 +396,15 @@ class Trainer:
             improved = score < self.best_val                    # best_val: the signed score, lower is better
             if improved:
                 self.best_val, self.best_epoch, self.wait = score, epoch, 0
-                ckpt.save_model(self.best_path, self.net, extra=dict(self.normalizer.to_extra(),
-                                                                     epoch=np.array(epoch)))
+                self._write(ckpt.save_model, self.best_path, self.net,
+                            extra=dict(self.normalizer.to_extra(), epoch=np.array(epoch)))
             else:
                 self.wait += 1
             secs = time.perf_counter() - t_epoch                # training + validation
             self.history.append({"epoch": epoch + 1, "loss": loss, "accuracy": acc, **measured,
                                  "lr": t.lr * self.opt.lr_scale, "seconds": secs})
             self._save_checkpoint(epoch)
-            write_json(self.history_path, self.history)
+            self._write(write_json, self.history_path, self.history)
             self.log(f"epoch {epoch + 1}/{t.epochs}: loss {loss:.4f} acc {acc:.3f} | val_loss {val_loss:.4f} "
                      f"val_acc {val_acc:.3f} val_auc {val_auc:.3f} | lr {t.lr * self.opt.lr_scale:.3g} | {secs:.0f}s"
                      + (" *" if improved else ""))
@@ -409,6 +422,6 @@ class Trainer:
         self.threshold = best_threshold(self.valset.labels, p)
         self.val_result = {"loss": loss, "accuracy": acc, "auc": roc_auc(self.valset.labels, p),
                            "pairs": len(self.valset)}
-        ckpt.save_model(self.model_path, self.net, extra=dict(
+        self._write(ckpt.save_model, self.model_path, self.net, extra=dict(
             self.normalizer.to_extra(), threshold=np.array(self.threshold),
             best_epoch=np.array(self.best_epoch), experiment=np.array(self.cfg.to_json())))

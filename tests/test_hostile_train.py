@@ -1,0 +1,83 @@
+"""A hostile world around training: a reused run folder, SIGTERM, resuming
+on other data or settings, a bad seed, an unwritable folder, a full disk.
+Each gets one line (status 2, or 143 for SIGTERM), never a traceback, and
+no finished or saved work is lost."""
+import errno
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import cli
+from fixtures import make_dataset, tiny_config
+from minisiamese import fileio
+from minisiamese.fileio import load_arrays, save_arrays
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("lfw"))
+    make_dataset(root, people=8, per_person=4, pairs_per_class=10)
+    return root
+
+
+@pytest.fixture(scope="module")
+def finished(data, tmp_path_factory):
+    """A finished one-epoch run: (argv that made it, its folder), to copy before changing it."""
+    tmp = tmp_path_factory.mktemp("finished")
+    out = str(tmp / "run")
+    argv = ["train", "--config", tiny_config(str(tmp / "cfg.json"), epochs=1), "--data-dir", data, "--out", out,
+            "--cache-dir", str(tmp / "cache"), "--device", "cpu", "--quiet"]
+    assert cli.main(argv) == 0
+    return argv, out
+
+
+def copy_run(finished, tmp_path):
+    """The finished run copied to tmp_path/run, and the argv that trains into the copy."""
+    argv, out = finished
+    shutil.copytree(out, tmp_path / "run")
+    return [str(tmp_path / "run") if a == out else a for a in argv], str(tmp_path / "run")
+
+
+def one_error_line(capsys):
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+# ---------------------------------------------------------------- 6. folders and full disks
+
+@pytest.mark.parametrize("code, why", [(errno.ENOSPC, "the disk is full"),
+                                       (errno.EIO, "the write failed (Input/output error)")])
+def test_a_full_disk_during_a_checkpoint_save_keeps_the_last_good_one(finished, tmp_path, capsys, monkeypatch,
+                                                                      code, why):
+    """The save of epoch 2's checkpoint fails half-way through its write: one
+    line naming the file, status 2, and epoch 1's checkpoint intact and loadable."""
+    argv, out = copy_run(finished, tmp_path)
+    path = os.path.join(out, "checkpoint.npz")
+    good = open(path, "rb").read()
+    real = fileio.atomic_write
+
+    def failing(target, write):
+        if os.path.basename(target) != "checkpoint.npz":
+            return real(target, write)
+
+        def half_then_full(f):
+            f.write(b"PK\x03\x04 half a checkpoint")
+            raise OSError(code, os.strerror(code))
+        return real(target, half_then_full)
+
+    monkeypatch.setattr(fileio, "atomic_write", failing)
+    assert cli.main(argv + ["--resume", "--epochs", "2"]) == 2
+    assert one_error_line(capsys) == f"error: {path}: {why}; the last good state is kept in {path}"
+    assert open(path, "rb").read() == good and int(load_arrays(path)["epoch"]) == 0
+    assert not [name for name in os.listdir(out) if name.startswith(".tmp-")]
