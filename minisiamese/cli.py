@@ -279,6 +279,7 @@ def main(argv=None):
         out = getattr(args, "out", None)
         if isinstance(exc, TrainingInterrupted):
             print(str(exc), file=sys.stderr)
+            return 128 + exc.signum
         elif args.command in ("train", "experiments") and out:
             print(f"\ninterrupted: the last saved state is in {out} (checkpoint.npz); continue with --resume "
                   f"(experiments resume by themselves)", file=sys.stderr)

@@ -46,7 +46,15 @@ class TrainingError(RuntimeError):
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C: the state was saved after the step in progress; --resume continues."""
+    """Ctrl-C or SIGTERM (``signum``): the state was saved after the step in
+    progress; --resume continues."""
+
+    def __init__(self, message, signum=signal.SIGINT):
+        super().__init__(message)
+        self.signum = signum
+
+
+STOP_SIGNALS = {signal.SIGINT: ("Ctrl-C", "interrupted"), signal.SIGTERM: ("SIGTERM", "terminated by SIGTERM")}
 
 
 def _rng_state(rng):
@@ -146,7 +154,7 @@ class Trainer:
         self.best_path = os.path.join(out_dir, "best.npz")
         self.model_path = os.path.join(out_dir, "model.npz")
         self.history_path = os.path.join(out_dir, "history.json")
-        self._stop_requested = False
+        self._stop_requested, self._stop_signal = False, signal.SIGINT
 
     # ------------------------------------------------------------------ data
     def load_data(self):
@@ -290,7 +298,7 @@ class Trainer:
     def _train_epoch(self, epoch):
         """One pass over the epoch's batches; returns (loss, accuracy, seconds).
 
-        A Ctrl-C (see :meth:`fit`) is acted on between steps: the state after the
+        A Ctrl-C or SIGTERM (see :meth:`fit`) is acted on between steps: the state after the
         last finished step -- weights, Adam, the epoch's generator states and
         running totals -- is saved as ``partial`` and :class:`TrainingInterrupted`
         raised; a resumed run picks the epoch up at the next step, bit for bit
@@ -318,8 +326,9 @@ class Trainer:
                          "seconds": time.perf_counter() - t0, "aug_rng": _rng_state(aug_rng),
                          "dropout_rng": _rng_state(self.net.rng)}
                 self._save_checkpoint(epoch - 1, partial=state)
-                raise TrainingInterrupted(f"interrupted at epoch {epoch + 1}, step {step + 1}: the state is saved in "
-                                          f"{self.checkpoint_path}; continue with --resume")
+                raise TrainingInterrupted(f"{STOP_SIGNALS[self._stop_signal][1]} at epoch {epoch + 1}, step {step + 1}: "
+                                          f"the state is saved in {self.checkpoint_path}; continue with --resume",
+                                          self._stop_signal)
             sl = slice(step * t.batch_size, (step + 1) * t.batch_size)
             x1, x2, y = pairs.batch(rows[sl])
             if flags[sl].any():
@@ -339,13 +348,15 @@ class Trainer:
         self.progress.end()
         return total_loss / seen, correct / seen, time.perf_counter() - t0
 
-    def _on_sigint(self, signum, frame):
-        """First Ctrl-C: finish the step in progress, save, stop.  Second: stop now
-        (the last saved checkpoint stays intact: writes are atomic)."""
+    def _on_signal(self, signum, frame):
+        """First Ctrl-C or SIGTERM: finish the step in progress, save, stop.  Second:
+        stop now (the last saved checkpoint stays intact: writes are atomic)."""
+        name, stopped = STOP_SIGNALS[signum]
         if self._stop_requested:
-            raise KeyboardInterrupt
-        self._stop_requested = True
-        self.log("\nCtrl-C: saving after this step (press again to stop at once)")
+            raise TrainingInterrupted(f"{stopped} again: stopped at once; the last saved state is in {self._kept()}; "
+                                      f"continue with --resume", signum)
+        self._stop_requested, self._stop_signal = True, signum
+        self.log(f"\n{name}: saving after this step ({name} again stops at once)")
 
     def fit(self, resume=False):
         """Train (or continue) and return the history; leaves ``model.npz`` with
@@ -369,12 +380,12 @@ class Trainer:
         self._write(write_text, os.path.join(self.out_dir, "config.json"), self.cfg.to_json())
         self._stop_requested = False
         in_main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, self._on_sigint) if in_main else None
+        previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS} if in_main else {}
         try:
             self._epochs()
         finally:
-            if in_main:
-                signal.signal(signal.SIGINT, previous)
+            for s, handler in previous.items():
+                signal.signal(s, handler)
         self._finish()
         return self.history
 

@@ -54,6 +54,40 @@ def one_error_line(capsys):
     return lines[0]
 
 
+# ---------------------------------------------------------------- 2. SIGTERM
+
+def test_sigterm_during_training_saves_the_step_and_exits_143(data, tmp_path, capsys):
+    """What timeout, kill, Slurm and docker stop send: the step in progress
+    finishes, the state is saved, one line on stderr, status 143; --resume
+    continues from that step."""
+    cfg = tiny_config(str(tmp_path / "cfg.json"), epochs=400, patience=400)
+    out = tmp_path / "run"
+    argv = ["train", "--config", cfg, "--out", str(out), "--data-dir", data, "--cache-dir", str(tmp_path / "cache"),
+            "--device", "cpu", "--quiet"]
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "cli.py")] + argv,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:                           # inside an epoch after the first one's log line
+        if line.startswith("epoch 1/400"):
+            break
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr
+    assert "SIGTERM: saving after this step" in stdout
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    m = re.fullmatch(r"terminated by SIGTERM at epoch (\d+), step (\d+): the state is saved in (.*); "
+                     r"continue with --resume", lines[0])
+    assert m and m.group(3) == str(out / "checkpoint.npz"), stderr
+    partial = json.loads(str(load_arrays(out / "checkpoint.npz")["partial"]))
+    epoch, step = partial["epoch"] + 1, partial["step"] + 1
+    assert (epoch, step) == (int(m.group(1)), int(m.group(2))) and epoch >= 2
+    assert cli.main(argv + ["--resume", "--epochs", str(epoch)]) == 0
+    stdout = capsys.readouterr().out
+    assert f"resuming at epoch {epoch}, step {step} from" in stdout and f"epoch {epoch}/{epoch}: loss" in stdout
+    assert int(load_arrays(out / "checkpoint.npz")["epoch"]) == epoch - 1
+
+
 # ---------------------------------------------------------------- 6. folders and full disks
 
 @pytest.mark.parametrize("code, why", [(errno.ENOSPC, "the disk is full"),
