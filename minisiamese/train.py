@@ -104,6 +104,18 @@ def stratified_subset(labels, n, seed):
     return np.sort(np.concatenate(rows))
 
 
+def config_differences(stored, current, prefix=""):
+    """The settings two config dicts differ in, as 'key.path: checkpoint X, now Y'."""
+    out = []
+    for key in sorted(set(stored) | set(current), key=str):
+        a, b = stored.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: checkpoint {json.dumps(a)}, now {json.dumps(b)}")
+    return out
+
+
 class Progress:
     """One status line per epoch, redrawn in place on a terminal."""
 
@@ -236,10 +248,12 @@ class Trainer:
         except (ConfigError, json.JSONDecodeError) as exc:
             raise CheckpointError(f"{path}: bad stored config ({exc})") from None
         # the one setting a resume may change: more (or fewer) epochs continue the same run
-        if stored.replace(train=dataclasses.replace(stored.train, epochs=self.cfg.train.epochs)) != self.cfg:
-            raise TrainingError(f"{path}: this checkpoint was written for a different configuration; "
-                                f"resume with the same --config/--preset (only --epochs may change), "
-                                f"or use a fresh --out")
+        stored = stored.replace(train=dataclasses.replace(stored.train, epochs=self.cfg.train.epochs))
+        differences = config_differences(stored.to_dict(), self.cfg.to_dict())
+        if differences:
+            raise TrainingError(f"{path}: this checkpoint was written for a different configuration "
+                                f"({'; '.join(differences)}); resume with the same settings (only --epochs may "
+                                f"change), or use a fresh --out")
         if int(a["seed"]) != self.seed:
             raise TrainingError(f"{path}: written with --seed {int(a['seed'])}, not {self.seed}")
         # the algorithm of each conv layer ("conv_plan" in checkpoints written before it was renamed)

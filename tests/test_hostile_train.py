@@ -18,6 +18,7 @@ import cli
 from fixtures import make_dataset, tiny_config
 from minisiamese import fileio
 from minisiamese.fileio import load_arrays, save_arrays
+from minisiamese.train import config_differences
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -86,6 +87,28 @@ def test_sigterm_during_training_saves_the_step_and_exits_143(data, tmp_path, ca
     stdout = capsys.readouterr().out
     assert f"resuming at epoch {epoch}, step {step} from" in stdout and f"epoch {epoch}/{epoch}: loss" in stdout
     assert int(load_arrays(out / "checkpoint.npz")["epoch"]) == epoch - 1
+
+
+# ---------------------------------------------------------------- 4. other settings
+
+@pytest.mark.parametrize("extra, difference", [
+    (["--batch-size", "8"], "train.batch_size: checkpoint 4, now 8"),
+    (["--max-pairs", "16"], "train.max_pairs: checkpoint 0, now 16"),
+    (["--set", "model.dense_units=8"], "model.dense_units: checkpoint 16, now 8"),
+])
+def test_resume_with_other_settings_names_the_setting(finished, capsys, extra, difference):
+    argv, out = finished
+    assert cli.main(argv + ["--resume"] + extra) == 2
+    line = one_error_line(capsys)
+    assert f"different configuration ({difference}); resume with the same settings" in line
+
+
+def test_config_differences_names_every_key_path():
+    stored = {"model": {"conv_filters": [4, 8], "dropout": 0.0}, "train": {"lr": 0.001}, "normalize": False}
+    now = {"model": {"conv_filters": [4, 16], "dropout": 0.0}, "train": {"lr": 0.001}, "normalize": True}
+    assert config_differences(stored, now) == ["model.conv_filters: checkpoint [4, 8], now [4, 16]",
+                                               "normalize: checkpoint false, now true"]
+    assert config_differences(stored, stored) == []
 
 
 # ---------------------------------------------------------------- 6. folders and full disks
