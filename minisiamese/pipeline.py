@@ -8,7 +8,7 @@ import time
 
 from . import oneshot
 from .backend import device_name, get_backend
-from .data import DataError, load_pairset, pairset_from_pairs, read_pairs_folds
+from .data import DataError, file_digest, load_pairset, pairset_from_pairs, read_pairs_folds
 from .evaluate import evaluate_folds, evaluate_pairset, train_people
 from .fileio import write_json
 from .plots import plot_history
@@ -47,10 +47,12 @@ def _train_and_evaluate(config, out_dir, data_dir, device, seed, cache_dir, resu
             f"AUC {v['auc']:.3f}; the test pairs were not read")
         return res
     m = config.model
+    test_file = os.path.join(data_dir, config.train.test_pairs)
     testset = load_pairset(data_dir, config.train.test_pairs, cache_dir, m.input_size, m.crop)
+    trainer.data_digests[config.train.test_pairs] = file_digest(test_file, "test pairs")
     if config.train.max_pairs:
         testset = testset.subset(stratified_subset(testset.labels, config.train.max_pairs, seed))
-    _check_oneshot(testset, config.train.oneshot_way, os.path.join(data_dir, config.train.test_pairs))
+    _check_oneshot(testset, config.train.oneshot_way, test_file)
     log(f"test data: {len(testset)} pairs ({len(testset.images)} images), checked")
     view2 = os.path.join(data_dir, "pairs.txt")
     if not os.path.isfile(view2) or config.train.max_pairs:

@@ -26,7 +26,7 @@ from . import convplan
 from .augment import augment_batch
 from .backend import get_backend, to_numpy
 from .config import ConfigError
-from .data import DataError, Normalizer, check_data_dir, load_pairset, people_in, to_unit_float
+from .data import DataError, Normalizer, check_data_dir, file_digest, load_pairset, people_in, to_unit_float
 from .fileio import CheckpointError, load_arrays, save_arrays, write_json, write_text
 from .losses import bce_with_logits_forward
 from .metrics import best_threshold, roc_auc
@@ -172,6 +172,8 @@ class Trainer:
     def load_data(self):
         t = self.cfg.train
         check_data_dir(self.data_dir, needs=(t.train_pairs, t.test_pairs))
+        # what identifies the data, by pairs file; the pipeline adds the test file's when it reads it
+        self.data_digests = {t.train_pairs: file_digest(os.path.join(self.data_dir, t.train_pairs), "training pairs")}
         m = self.cfg.model
         full = load_pairset(self.data_dir, t.train_pairs, self.cache_dir, m.input_size, m.crop)
         if t.max_pairs:
@@ -217,6 +219,7 @@ class Trainer:
                   "history": np.array(json.dumps(self.history)),
                   "best_val": np.array(self.best_val), "best_epoch": np.array(self.best_epoch),
                   "wait": np.array(self.wait), "partial": np.array(json.dumps(partial) if partial else ""),
+                  "data": np.array(json.dumps(self.data_digests)),
                   "conv_algos": np.array(json.dumps(self.net.conv_algos)),
                   "reference_loss": np.array(np.nan if self.reference_loss is None else self.reference_loss)}
         arrays.update({f"param/{k}": v for k, v in self.net.state_dict().items()})
@@ -256,6 +259,7 @@ class Trainer:
                                 f"change), or use a fresh --out")
         if int(a["seed"]) != self.seed:
             raise TrainingError(f"{path}: written with --seed {int(a['seed'])}, not {self.seed}")
+        self._check_data(a)
         # the algorithm of each conv layer ("conv_plan" in checkpoints written before it was renamed)
         algos = next((str(a[k]) for k in ("conv_algos", "conv_plan") if k in a), None)
         try:
@@ -274,6 +278,20 @@ class Trainer:
         if partial:
             self.partial = json.loads(partial)
             self.start_epoch = self.partial["epoch"]
+
+    def _check_data(self, a):
+        """Refuse to continue a run on other data: the pairs files must be those it was trained on."""
+        path = self.checkpoint_path
+        if "data" not in a:
+            self.log(f"warning: {path} does not record which data it was trained on (an older checkpoint); "
+                     f"resuming without checking --data-dir")
+            return
+        stored = json.loads(str(a["data"]))
+        for name, digest in self.data_digests.items():
+            if name in stored and stored[name] != digest:
+                raise TrainingError(f"{path}: {os.path.join(self.data_dir, name)} is not the file this run was "
+                                    f"trained on (SHA-256 {digest[:12]}..., checkpoint {stored[name][:12]}...); "
+                                    f"resume with the same --data-dir, or use a fresh --out")
 
     # ------------------------------------------------------------------ training
     def _epoch_rows(self, epoch):

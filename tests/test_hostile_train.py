@@ -89,6 +89,36 @@ def test_sigterm_during_training_saves_the_step_and_exits_143(data, tmp_path, ca
     assert int(load_arrays(out / "checkpoint.npz")["epoch"]) == epoch - 1
 
 
+# ---------------------------------------------------------------- 3. other data
+
+@pytest.mark.parametrize("name", ["pairsDevTrain.txt", "pairsDevTest.txt"])
+def test_resume_on_other_pairs_is_refused_naming_the_file(finished, data, tmp_path, capsys, name):
+    """Other pairs of the same people, in the same numbers: a resume would go on silently on other data."""
+    argv, out = copy_run(finished, tmp_path)
+    other = str(tmp_path / "other")
+    shutil.copytree(data, other)
+    make_dataset(str(tmp_path / "reshuffled"), people=8, per_person=4, pairs_per_class=10, seed=1)
+    shutil.copy(tmp_path / "reshuffled" / name, os.path.join(other, name))
+    argv[argv.index(data)] = other
+    assert cli.main(argv + ["--resume"]) == 2
+    line = one_error_line(capsys)
+    assert f"{os.path.join(other, name)} is not the file this run was trained on" in line
+    assert "resume with the same --data-dir" in line
+
+
+def test_a_checkpoint_without_data_digests_resumes_with_a_warning(finished, tmp_path, capsys):
+    argv, out = copy_run(finished, tmp_path)
+    path = os.path.join(out, "checkpoint.npz")
+    old = load_arrays(path)
+    del old["data"]                                    # as written before the digests were stored
+    save_arrays(path, old)
+    assert cli.main(argv + ["--resume", "--epochs", "2"]) == 0
+    warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
+    assert warnings == [f"warning: {path} does not record which data it was trained on (an older checkpoint); "
+                        f"resuming without checking --data-dir"]
+    assert "data" in load_arrays(path)                 # epoch 2 is saved with them
+
+
 # ---------------------------------------------------------------- 4. other settings
 
 @pytest.mark.parametrize("extra, difference", [
