@@ -70,7 +70,11 @@ def build_parser():
                                    "and write results.json and figures under --out.")
     _common(t)
     t.add_argument("--out", help=f"run folder (default: {_here(os.path.join('runs', '<preset>'))})")
-    t.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.npz")
+    again = t.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.npz")
+    again.add_argument("--overwrite", action="store_true",
+                       help="start over in an --out that holds a run, finished or stopped, replacing its model, "
+                            "checkpoint and results (without it, or --resume, such a folder is refused)")
     t.add_argument("--validation-only", action="store_true",
                    help="stop after training and report the validation figures only, never reading the test "
                         "pairs (for choosing a configuration honestly); runs in runs/sel/NAME are listed by "
@@ -178,7 +182,8 @@ def cmd_train(args):
     print(f"training {args.preset or args.config or 'baseline'} ({cfg.model.num_params():,} parameters) "
           f"on {args.data_dir}, device {args.device}, output {out}", flush=True)
     train_and_evaluate(cfg, out, args.data_dir, args.device, args.seed, args.cache_dir, resume=args.resume,
-                       progress=not args.quiet, log=lambda m: print(m, flush=True), test=not args.validation_only)
+                       progress=not args.quiet, log=lambda m: print(m, flush=True), test=not args.validation_only,
+                       overwrite=args.overwrite)
 
 
 def cmd_evaluate(args):

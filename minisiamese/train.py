@@ -97,6 +97,18 @@ def _check_split_size(labels, train_cfg, path):
                         f"for a {vf:g} validation split: it needs at least {need} of each ({2 * need} pairs)")
 
 
+def checkpoint_progress(path):
+    """Where the training checkpoint ``path`` stopped, in words ('stopped at epoch 3, step 12')."""
+    try:
+        a = load_arrays(path)
+        partial = json.loads(str(a["partial"])) if str(a.get("partial", "")) else None
+        if partial:
+            return f"stopped at epoch {partial['epoch'] + 1}, step {partial['step'] + 1}"
+        return f"stopped after epoch {int(a['epoch']) + 1}"
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        return "with a checkpoint that cannot be read"
+
+
 def stratified_subset(labels, n, seed):
     """About n rows, half of each class (for quick runs on a small subset)."""
     rng = np.random.default_rng([seed, 104729])

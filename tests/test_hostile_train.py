@@ -55,6 +55,65 @@ def one_error_line(capsys):
     return lines[0]
 
 
+# ---------------------------------------------------------------- 1. a used run folder
+
+@pytest.mark.parametrize("extra", [[], ["--validation-only"]], ids=["train", "validation-only"])
+def test_training_again_into_a_finished_run_is_refused_and_the_model_kept(finished, tmp_path, capsys, extra):
+    argv, out = copy_run(finished, tmp_path)
+    model = open(os.path.join(out, "model.npz"), "rb").read()
+    assert cli.main(argv + extra) == 2
+    line = one_error_line(capsys)
+    assert f"{out} holds a finished run (results.json, model.npz); continue it with --resume, choose another " \
+           f"--out, or pass --overwrite to start over" in line
+    assert open(os.path.join(out, "model.npz"), "rb").read() == model
+
+
+def test_overwrite_starts_over_and_resume_and_overwrite_exclude_each_other(finished, tmp_path, capsys):
+    argv, out = copy_run(finished, tmp_path)
+    before = load_arrays(os.path.join(out, "checkpoint.npz"))
+    assert cli.main(argv + ["--overwrite", "--seed", "1"]) == 0
+    assert f"--overwrite: starting over, removing {os.path.join(out, 'results.json')}" in capsys.readouterr().out
+    after = load_arrays(os.path.join(out, "checkpoint.npz"))
+    assert int(before["seed"]) == 0 and int(after["seed"]) == 1
+    assert json.load(open(os.path.join(out, "results.json")))["seed"] == 1
+    with pytest.raises(SystemExit):
+        cli.main(argv + ["--overwrite", "--resume"])
+    assert "not allowed with argument" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    assert "--overwrite  " in capsys.readouterr().out
+
+
+def test_a_stopped_run_is_refused_with_its_epoch_and_step(data, tmp_path, capsys, monkeypatch):
+    """A run stopped mid-epoch (a Ctrl-C saved it) is not restarted over: the
+    refusal names where it stopped, read from the checkpoint; --resume goes on."""
+    from minisiamese.model import SiameseNet
+    from minisiamese.train import Trainer, TrainingInterrupted
+    from minisiamese.runconfig import ExperimentConfig
+    cfg_path = tiny_config(str(tmp_path / "cfg.json"), epochs=2)
+    out = str(tmp_path / "run")
+    tr = Trainer(ExperimentConfig.from_file(cfg_path), out, data, cache_dir=str(tmp_path / "cache"),
+                 log=lambda m: None, progress=False)
+    real, calls = SiameseNet.loss_and_grads, {"n": 0}
+
+    def stop_at_epoch_2_step_2(self, *args, **kwargs):
+        calls["n"] += 1
+        tr._stop_requested = calls["n"] == 4 + 2               # 4 steps per epoch
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(SiameseNet, "loss_and_grads", stop_at_epoch_2_step_2)
+    with pytest.raises(TrainingInterrupted, match="interrupted at epoch 2, step 3"):
+        tr.fit()
+    monkeypatch.setattr(SiameseNet, "loss_and_grads", real)
+    argv = ["train", "--config", cfg_path, "--data-dir", data, "--out", out, "--cache-dir", str(tmp_path / "cache"),
+            "--device", "cpu", "--quiet"]
+    assert cli.main(argv) == 2
+    assert f"{out} holds a run stopped at epoch 2, step 3 ({os.path.join(out, 'checkpoint.npz')}); continue it " \
+           f"with --resume" in one_error_line(capsys)
+    assert cli.main(argv + ["--resume"]) == 0
+    assert "resuming at epoch 2, step 3" in capsys.readouterr().out
+
+
 # ---------------------------------------------------------------- 2. SIGTERM
 
 def test_sigterm_during_training_saves_the_step_and_exits_143(data, tmp_path, capsys):
