@@ -23,6 +23,8 @@ import sys
 
 from minisiamese.fileio import cache_root
 
+SEED_MAX = 2 ** 32 - 1
+
 
 def _here(path):
     """A default path as --help shows it: relative ones with where they resolve from this folder."""
@@ -38,8 +40,8 @@ def _common(p, config=True):
                         f"or {_here(default_data_dir())})")
     p.add_argument("--cache-dir", default=cache_root(),
                    help="where preprocessed images are cached, keyed by content (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seed for initialisation, split, shuffling, "
-                                                       "augmentation and one-shot tasks (default: 0)")
+    p.add_argument("--seed", default="0", help="seed for initialisation, split, shuffling, augmentation and "
+                                               f"one-shot tasks, an integer in [0, {SEED_MAX}] (default: 0)")
     p.add_argument("--batch-size", type=int, help="pairs per batch (default: the config's, 128)")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -259,6 +261,18 @@ def cmd_download(args):
     download_lfwa(args.data_dir, archive_url=args.archive_url, pairs_url=args.pairs_url)
 
 
+def _check_seed(args):
+    """--seed as an int in [0, SEED_MAX] (what the generators and the checkpoints hold), else a ConfigError."""
+    from minisiamese.config import ConfigError
+    try:
+        seed = int(args.seed)
+    except ValueError:                   # not an integer (or one of over 4300 digits)
+        seed = None
+    if seed is None or not 0 <= seed <= SEED_MAX:
+        raise ConfigError(f"--seed must be an integer in [0, {SEED_MAX}], got {args.seed}")
+    args.seed = seed
+
+
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "experiments": cmd_experiments,
             "verify": cmd_verify, "identify": cmd_identify, "pack": cmd_pack, "download": cmd_download}
 
@@ -273,6 +287,8 @@ def main(argv=None):
     tune_cpu_allocator()
     from minisiamese.errors import USER_ERRORS
     try:
+        if hasattr(args, "seed"):
+            _check_seed(args)
         COMMANDS[args.command](args)
     except USER_ERRORS as exc:
         if getattr(args, "debug", False):

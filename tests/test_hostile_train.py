@@ -200,6 +200,24 @@ def test_config_differences_names_every_key_path():
     assert config_differences(stored, stored) == []
 
 
+# ---------------------------------------------------------------- 5. the seed
+
+@pytest.mark.parametrize("seed", ["99999999999999999999999", "-1", "4294967296", "abc", "1.5"])
+@pytest.mark.parametrize("command", [["train"], ["evaluate"], ["experiments", "--only", "baseline"]])
+def test_a_seed_out_of_range_is_one_line(tmp_path, capsys, monkeypatch, command, seed):
+    monkeypatch.chdir(tmp_path)                        # nothing may be written, but never into the checkout
+    assert cli.main(command + ["--seed", seed, "--data-dir", str(tmp_path / "none"),
+                               "--out", str(tmp_path / "out")]) == 2
+    assert f"error: --seed must be an integer in [0, 4294967295], got {seed}" == one_error_line(capsys)
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_the_largest_seed_trains_and_is_stored(finished, tmp_path):
+    argv, out = copy_run(finished, tmp_path)
+    assert cli.main(argv + ["--overwrite", "--seed", str(2 ** 32 - 1)]) == 0
+    assert int(load_arrays(os.path.join(out, "checkpoint.npz"))["seed"]) == 2 ** 32 - 1
+
+
 # ---------------------------------------------------------------- 6. folders and full disks
 
 @pytest.mark.parametrize("code, why", [(errno.ENOSPC, "the disk is full"),
