@@ -2,8 +2,10 @@
 file, train, evaluate on the test pairs and View 2, write the results and
 figures.  The CLI's ``train`` is :func:`train_and_evaluate`; its ``experiments``
 runs :func:`run_experiment` for each named preset."""
+import errno
 import json
 import os
+import tempfile
 import time
 
 from . import oneshot
@@ -32,11 +34,27 @@ def train_and_evaluate(config, out_dir, data_dir, device, seed, cache_dir, resum
 
     Without ``resume``, a folder that holds a run (finished, or stopped with a
     checkpoint) is refused unless ``overwrite``, which starts over in it."""
+    _check_folder(out_dir, "run folder")
+    if cache_dir:
+        _check_folder(cache_dir, "cache folder")
     with run_lock(out_dir):
         if not (resume or overwrite):
             _refuse_a_used_folder(out_dir)
         return _train_and_evaluate(config, out_dir, data_dir, device, seed, cache_dir, resume, log, progress,
                                    experiment, test, overwrite)
+
+
+def _check_folder(path, what):
+    """A TrainingError before the first step when ``path`` cannot be created or written in."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        why = ("it is a file, not a folder" if os.path.isfile(path) else
+               "a part of the path is a file, not a folder" if exc.errno == errno.ENOTDIR else
+               exc.strerror or str(exc))
+        raise TrainingError(f"{path}: cannot write the {what} there ({why})") from None
 
 
 def _refuse_a_used_folder(out_dir):

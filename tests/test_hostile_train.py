@@ -220,6 +220,33 @@ def test_the_largest_seed_trains_and_is_stored(finished, tmp_path):
 
 # ---------------------------------------------------------------- 6. folders and full disks
 
+@pytest.mark.parametrize("flag, where, why", [
+    ("--out", "file", "it is a file, not a folder"),
+    ("--out", "file/run", "a part of the path is a file, not a folder"),
+    ("--cache-dir", "file", "it is a file, not a folder"),
+    ("--cache-dir", "file/cache", "a part of the path is a file, not a folder"),
+])
+def test_an_out_or_cache_folder_that_cannot_be_written_is_one_line(finished, tmp_path, capsys, flag, where, why):
+    argv = list(finished[0])
+    (tmp_path / "file").write_text("not a folder")
+    path = str(tmp_path / where)
+    argv[argv.index(flag) + 1] = path
+    assert cli.main(argv) == 2
+    what = "run folder" if flag == "--out" else "cache folder"
+    assert one_error_line(capsys) == f"error: {path}: cannot write the {what} there ({why})"
+    assert (tmp_path / "file").read_text() == "not a folder"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder")
+def test_a_read_only_out_folder_is_one_line(finished, tmp_path, capsys):
+    argv = list(finished[0])
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    argv[argv.index("--out") + 1] = str(locked / "run")
+    assert cli.main(argv) == 2
+    assert "cannot write the run folder there (Permission denied)" in one_error_line(capsys)
+
+
 @pytest.mark.parametrize("code, why", [(errno.ENOSPC, "the disk is full"),
                                        (errno.EIO, "the write failed (Input/output error)")])
 def test_a_full_disk_during_a_checkpoint_save_keeps_the_last_good_one(finished, tmp_path, capsys, monkeypatch,
