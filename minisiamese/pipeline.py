@@ -33,13 +33,12 @@ def train_and_evaluate(config, out_dir, data_dir, device, seed, cache_dir, resum
     hold the validation figures only, and the test pairs are never read.
 
     Without ``resume``, a folder that holds a run (finished, or stopped with a
-    checkpoint) is refused unless ``overwrite``, which starts over in it."""
+    checkpoint) is refused after those checks unless ``overwrite``, which
+    starts over in it."""
     _check_folder(out_dir, "run folder")
     if cache_dir:
         _check_folder(cache_dir, "cache folder")
     with run_lock(out_dir):
-        if not (resume or overwrite):
-            _refuse_a_used_folder(out_dir)
         return _train_and_evaluate(config, out_dir, data_dir, device, seed, cache_dir, resume, log, progress,
                                    experiment, test, overwrite)
 
@@ -72,7 +71,10 @@ def _refuse_a_used_folder(out_dir):
 
 
 def _fit(trainer, resume, overwrite, log):
-    """Train; ``overwrite`` first removes the files of the run that was in the folder."""
+    """Train, once the data is checked; a folder that holds a run is refused, or
+    with ``overwrite`` its files are removed first."""
+    if not (resume or overwrite):
+        _refuse_a_used_folder(trainer.out_dir)
     old = [path for path in (os.path.join(trainer.out_dir, name) for name in RUN_FILES) if os.path.exists(path)]
     if overwrite and old:
         log(f"--overwrite: starting over, removing {', '.join(old)}")

@@ -66,6 +66,9 @@ def test_training_again_into_a_finished_run_is_refused_and_the_model_kept(finish
     assert f"{out} holds a finished run (results.json, model.npz); continue it with --resume, choose another " \
            f"--out, or pass --overwrite to start over" in line
     assert open(os.path.join(out, "model.npz"), "rb").read() == model
+    argv[argv.index("--data-dir") + 1] = str(tmp_path / "none")
+    assert cli.main(argv + extra) == 2                 # the data is checked first: a bad --data-dir is named
+    assert "LFW-a not found" in one_error_line(capsys)
 
 
 def test_overwrite_starts_over_and_resume_and_overwrite_exclude_each_other(finished, tmp_path, capsys):
