@@ -370,9 +370,9 @@ class Trainer:
                          "seconds": time.perf_counter() - t0, "aug_rng": _rng_state(aug_rng),
                          "dropout_rng": _rng_state(self.net.rng)}
                 self._save_checkpoint(epoch - 1, partial=state)
-                raise TrainingInterrupted(f"{STOP_SIGNALS[self._stop_signal][1]} at epoch {epoch + 1}, step {step + 1}: "
-                                          f"the state is saved in {self.checkpoint_path}; continue with --resume",
-                                          self._stop_signal)
+                stopped = STOP_SIGNALS[self._stop_signal][1]
+                raise TrainingInterrupted(f"{stopped} at epoch {epoch + 1}, step {step + 1}: the state is saved in "
+                                          f"{self.checkpoint_path}; continue with --resume", self._stop_signal)
             sl = slice(step * t.batch_size, (step + 1) * t.batch_size)
             x1, x2, y = pairs.batch(rows[sl])
             if flags[sl].any():
