@@ -23,6 +23,8 @@ import sys
 
 from minisiamese.fileio import cache_root
 
+SEED_MAX = 2 ** 32 - 1
+
 
 def _here(path):
     """A default path as --help shows it: relative ones with where they resolve from this folder."""
@@ -38,8 +40,8 @@ def _common(p, config=True):
                         f"or {_here(default_data_dir())})")
     p.add_argument("--cache-dir", default=cache_root(),
                    help="where preprocessed images are cached, keyed by content (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seed for initialisation, split, shuffling, "
-                                                       "augmentation and one-shot tasks (default: 0)")
+    p.add_argument("--seed", default="0", help="seed for initialisation, split, shuffling, augmentation and "
+                                               f"one-shot tasks, an integer in [0, {SEED_MAX}] (default: 0)")
     p.add_argument("--batch-size", type=int, help="pairs per batch (default: the config's, 128)")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -70,7 +72,11 @@ def build_parser():
                                    "and write results.json and figures under --out.")
     _common(t)
     t.add_argument("--out", help=f"run folder (default: {_here(os.path.join('runs', '<preset>'))})")
-    t.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.npz")
+    again = t.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.npz")
+    again.add_argument("--overwrite", action="store_true",
+                       help="start over in an --out that holds a run, finished or stopped, replacing its model, "
+                            "checkpoint and results (without it, or --resume, such a folder is refused)")
     t.add_argument("--validation-only", action="store_true",
                    help="stop after training and report the validation figures only, never reading the test "
                         "pairs (for choosing a configuration honestly); runs in runs/sel/NAME are listed by "
@@ -181,7 +187,8 @@ def cmd_train(args):
     print(f"training {args.preset or args.config or 'baseline'} ({cfg.model.num_params():,} parameters) "
           f"on {args.data_dir}, device {args.device}, output {out}", flush=True)
     train_and_evaluate(cfg, out, args.data_dir, args.device, args.seed, args.cache_dir, resume=args.resume,
-                       progress=not args.quiet, log=lambda m: print(m, flush=True), test=not args.validation_only)
+                       progress=not args.quiet, log=lambda m: print(m, flush=True), test=not args.validation_only,
+                       overwrite=args.overwrite)
 
 
 def cmd_evaluate(args):
@@ -265,6 +272,18 @@ def cmd_download(args):
     download_lfwa(args.data_dir, archive_url=args.archive_url, pairs_url=args.pairs_url)
 
 
+def _check_seed(args):
+    """--seed as an int in [0, SEED_MAX] (what the generators and the checkpoints hold), else a ConfigError."""
+    from minisiamese.config import ConfigError
+    try:
+        seed = int(args.seed)
+    except ValueError:                   # not an integer (or one of over 4300 digits)
+        seed = None
+    if seed is None or not 0 <= seed <= SEED_MAX:
+        raise ConfigError(f"--seed must be an integer in [0, {SEED_MAX}], got {args.seed}")
+    args.seed = seed
+
+
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "experiments": cmd_experiments,
             "verify": cmd_verify, "identify": cmd_identify, "pack": cmd_pack, "download": cmd_download}
 
@@ -279,6 +298,8 @@ def main(argv=None):
     tune_cpu_allocator()
     from minisiamese.errors import USER_ERRORS
     try:
+        if hasattr(args, "seed"):
+            _check_seed(args)
         COMMANDS[args.command](args)
     except USER_ERRORS as exc:
         if getattr(args, "debug", False):
@@ -290,6 +311,7 @@ def main(argv=None):
         out = getattr(args, "out", None)
         if isinstance(exc, TrainingInterrupted):
             print(str(exc), file=sys.stderr)
+            return 128 + exc.signum
         elif args.command in ("train", "experiments") and out:
             print(f"\ninterrupted: the last saved state is in {out} (checkpoint.npz); continue with --resume "
                   f"(experiments resume by themselves)", file=sys.stderr)

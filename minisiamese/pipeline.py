@@ -2,43 +2,93 @@
 file, train, evaluate on the test pairs and View 2, write the results and
 figures.  The CLI's ``train`` is :func:`train_and_evaluate`; its ``experiments``
 runs :func:`run_experiment` for each named preset."""
+import errno
 import json
 import os
+import tempfile
 import time
 
 from . import oneshot
 from .backend import device_name, get_backend
-from .data import DataError, load_pairset, pairset_from_pairs, read_pairs_folds
+from .data import DataError, file_digest, load_pairset, pairset_from_pairs, read_pairs_folds
 from .evaluate import evaluate_folds, evaluate_pairset, train_people
 from .fileio import write_json
 from .plots import plot_history
 from .runconfig import PAIR_SOURCES
 from .runlock import run_lock
-from .train import Trainer, stratified_subset
+from .train import Trainer, TrainingError, checkpoint_progress, stratified_subset
 
 RESULT_FILE = "results.json"     # its presence marks a run finished
+RUN_FILES = (RESULT_FILE, "model.npz", "best.npz", "checkpoint.npz", "history.json")   # what starting over replaces
 
 
 def train_and_evaluate(config, out_dir, data_dir, device, seed, cache_dir, resume=False, log=print,
-                       progress=True, experiment=None, test=True):
+                       progress=True, experiment=None, test=True, overwrite=False):
     """Train, then evaluate on the test pairs (and View 2, when pairs.txt is
     there), holding the run folder's lock throughout.  Every file the run will
     read -- both pairs files and every image they name -- is read and checked
     before the first step, so a damaged test file fails in seconds.
 
     ``test=False`` (choosing a configuration) stops after training: the results
-    hold the validation figures only, and the test pairs are never read."""
+    hold the validation figures only, and the test pairs are never read.
+
+    Without ``resume``, a folder that holds a run (finished, or stopped with a
+    checkpoint) is refused after those checks unless ``overwrite``, which
+    starts over in it."""
+    _check_folder(out_dir, "run folder")
+    if cache_dir:
+        _check_folder(cache_dir, "cache folder")
     with run_lock(out_dir):
         return _train_and_evaluate(config, out_dir, data_dir, device, seed, cache_dir, resume, log, progress,
-                                   experiment, test)
+                                   experiment, test, overwrite)
+
+
+def _check_folder(path, what):
+    """A TrainingError before the first step when ``path`` cannot be created or written in."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        why = ("it is a file, not a folder" if os.path.isfile(path) else
+               "a part of the path is a file, not a folder" if exc.errno == errno.ENOTDIR else
+               exc.strerror or str(exc))
+        raise TrainingError(f"{path}: cannot write the {what} there ({why})") from None
+
+
+def _refuse_a_used_folder(out_dir):
+    """Never start over silently where a run's work is: a finished run, or one stopped with a checkpoint."""
+    held = [name for name in (RESULT_FILE, "model.npz") if os.path.exists(os.path.join(out_dir, name))]
+    checkpoint = os.path.join(out_dir, "checkpoint.npz")
+    if held:
+        what = f"a finished run ({', '.join(held)})"
+    elif os.path.exists(checkpoint):
+        what = f"a run {checkpoint_progress(checkpoint)} ({checkpoint})"
+    else:
+        return
+    raise TrainingError(f"{out_dir} holds {what}; continue it with --resume, choose another --out, "
+                        f"or pass --overwrite to start over")
+
+
+def _fit(trainer, resume, overwrite, log):
+    """Train, once the data is checked; a folder that holds a run is refused, or
+    with ``overwrite`` its files are removed first."""
+    if not (resume or overwrite):
+        _refuse_a_used_folder(trainer.out_dir)
+    old = [path for path in (os.path.join(trainer.out_dir, name) for name in RUN_FILES) if os.path.exists(path)]
+    if overwrite and old:
+        log(f"--overwrite: starting over, removing {', '.join(old)}")
+        for path in old:
+            os.remove(path)
+    return trainer.fit(resume=resume)
 
 
 def _train_and_evaluate(config, out_dir, data_dir, device, seed, cache_dir, resume, log, progress, experiment,
-                        test):
+                        test, overwrite):
     trainer = Trainer(config, out_dir, data_dir, device, seed, cache_dir, log=log, progress=progress)
     trainer.load_data()
     if not test:
-        history = trainer.fit(resume=resume)
+        history = _fit(trainer, resume, overwrite, log)
         res = _run_facts(config, trainer, history, device, seed, experiment)
         res["wall_seconds"] = res["train_seconds"]
         _write_results(out_dir, res)
@@ -47,10 +97,12 @@ def _train_and_evaluate(config, out_dir, data_dir, device, seed, cache_dir, resu
             f"AUC {v['auc']:.3f}; the test pairs were not read")
         return res
     m = config.model
+    test_file = os.path.join(data_dir, config.train.test_pairs)
     testset = load_pairset(data_dir, config.train.test_pairs, cache_dir, m.input_size, m.crop)
+    trainer.data_digests[config.train.test_pairs] = file_digest(test_file, "test pairs")
     if config.train.max_pairs:
         testset = testset.subset(stratified_subset(testset.labels, config.train.max_pairs, seed))
-    _check_oneshot(testset, config.train.oneshot_way, os.path.join(data_dir, config.train.test_pairs))
+    _check_oneshot(testset, config.train.oneshot_way, test_file)
     log(f"test data: {len(testset)} pairs ({len(testset.images)} images), checked")
     view2 = os.path.join(data_dir, "pairs.txt")
     if not os.path.isfile(view2) or config.train.max_pairs:
@@ -59,7 +111,7 @@ def _train_and_evaluate(config, out_dir, data_dir, device, seed, cache_dir, resu
         folds = read_pairs_folds(view2)
         v2 = pairset_from_pairs(data_dir, [p for f in folds for p in f], view2, cache_dir, m.input_size, m.crop)
         log(f"View 2 data: {len(v2)} pairs ({len(v2.images)} images), checked")
-    history = trainer.fit(resume=resume)
+    history = _fit(trainer, resume, overwrite, log)
     t_eval = time.time()
     figures = os.path.join(out_dir, "figures")
     os.makedirs(figures, exist_ok=True)

@@ -11,6 +11,7 @@ generators seeded by (seed, e), so a run resumed at an epoch boundary continues
 exactly as the uninterrupted run would have.
 """
 import dataclasses
+import errno
 import json
 import os
 import signal
@@ -25,7 +26,7 @@ from . import convplan
 from .augment import augment_batch
 from .backend import get_backend, to_numpy
 from .config import ConfigError
-from .data import DataError, Normalizer, check_data_dir, load_pairset, people_in, to_unit_float
+from .data import DataError, Normalizer, check_data_dir, file_digest, load_pairset, people_in, to_unit_float
 from .fileio import CheckpointError, load_arrays, save_arrays, write_json, write_text
 from .losses import bce_with_logits_forward
 from .metrics import best_threshold, roc_auc
@@ -45,7 +46,15 @@ class TrainingError(RuntimeError):
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C: the state was saved after the step in progress; --resume continues."""
+    """Ctrl-C or SIGTERM (``signum``): the state was saved after the step in
+    progress; --resume continues."""
+
+    def __init__(self, message, signum=signal.SIGINT):
+        super().__init__(message)
+        self.signum = signum
+
+
+STOP_SIGNALS = {signal.SIGINT: ("Ctrl-C", "interrupted"), signal.SIGTERM: ("SIGTERM", "terminated by SIGTERM")}
 
 
 def _rng_state(rng):
@@ -88,11 +97,35 @@ def _check_split_size(labels, train_cfg, path):
                         f"for a {vf:g} validation split: it needs at least {need} of each ({2 * need} pairs)")
 
 
+def checkpoint_progress(path):
+    """Where the training checkpoint ``path`` stopped, in words ('stopped at epoch 3, step 12')."""
+    try:
+        a = load_arrays(path)
+        partial = json.loads(str(a["partial"])) if str(a.get("partial", "")) else None
+        if partial:
+            return f"stopped at epoch {partial['epoch'] + 1}, step {partial['step'] + 1}"
+        return f"stopped after epoch {int(a['epoch']) + 1}"
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        return "with a checkpoint that cannot be read"
+
+
 def stratified_subset(labels, n, seed):
     """About n rows, half of each class (for quick runs on a small subset)."""
     rng = np.random.default_rng([seed, 104729])
     rows = [rng.permutation(np.flatnonzero(labels == c))[:n // 2] for c in (1, 0)]
     return np.sort(np.concatenate(rows))
+
+
+def config_differences(stored, current, prefix=""):
+    """The settings two config dicts differ in, as 'key.path: checkpoint X, now Y'."""
+    out = []
+    for key in sorted(set(stored) | set(current), key=str):
+        a, b = stored.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: checkpoint {json.dumps(a)}, now {json.dumps(b)}")
+    return out
 
 
 class Progress:
@@ -145,12 +178,14 @@ class Trainer:
         self.best_path = os.path.join(out_dir, "best.npz")
         self.model_path = os.path.join(out_dir, "model.npz")
         self.history_path = os.path.join(out_dir, "history.json")
-        self._stop_requested = False
+        self._stop_requested, self._stop_signal = False, signal.SIGINT
 
     # ------------------------------------------------------------------ data
     def load_data(self):
         t = self.cfg.train
         check_data_dir(self.data_dir, needs=(t.train_pairs, t.test_pairs))
+        # what identifies the data, by pairs file; the pipeline adds the test file's when it reads it
+        self.data_digests = {t.train_pairs: file_digest(os.path.join(self.data_dir, t.train_pairs), "training pairs")}
         m = self.cfg.model
         full = load_pairset(self.data_dir, t.train_pairs, self.cache_dir, m.input_size, m.crop)
         if t.max_pairs:
@@ -196,13 +231,27 @@ class Trainer:
                   "history": np.array(json.dumps(self.history)),
                   "best_val": np.array(self.best_val), "best_epoch": np.array(self.best_epoch),
                   "wait": np.array(self.wait), "partial": np.array(json.dumps(partial) if partial else ""),
+                  "data": np.array(json.dumps(self.data_digests)),
                   "conv_algos": np.array(json.dumps(self.net.conv_algos)),
                   "reference_loss": np.array(np.nan if self.reference_loss is None else self.reference_loss)}
         arrays.update({f"param/{k}": v for k, v in self.net.state_dict().items()})
         arrays.update({f"opt/{k}": np.asarray(v) if np.isscalar(v) else v
                        for k, v in self.opt.state_dict().items()})
         arrays.update(self.normalizer.to_extra())
-        save_arrays(self.checkpoint_path, arrays)
+        self._write(save_arrays, self.checkpoint_path, arrays)
+
+    def _kept(self):
+        return self.checkpoint_path if os.path.exists(self.checkpoint_path) else "(none yet: no epoch finished)"
+
+    def _write(self, save, path, *args, **kwargs):
+        """``save(path, ...)``; a failed write (a full disk...) is a TrainingError
+        naming the file and the last good checkpoint, which atomic writes keep."""
+        try:
+            save(path, *args, **kwargs)
+        except OSError as exc:
+            why = ("the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                   else f"the write failed ({exc.strerror or exc})")
+            raise TrainingError(f"{path}: {why}; the last good state is kept in {self._kept()}") from None
 
     def _load_checkpoint(self):
         path = self.checkpoint_path
@@ -214,12 +263,15 @@ class Trainer:
         except (ConfigError, json.JSONDecodeError) as exc:
             raise CheckpointError(f"{path}: bad stored config ({exc})") from None
         # the one setting a resume may change: more (or fewer) epochs continue the same run
-        if stored.replace(train=dataclasses.replace(stored.train, epochs=self.cfg.train.epochs)) != self.cfg:
-            raise TrainingError(f"{path}: this checkpoint was written for a different configuration; "
-                                f"resume with the same --config/--preset (only --epochs may change), "
-                                f"or use a fresh --out")
+        stored = stored.replace(train=dataclasses.replace(stored.train, epochs=self.cfg.train.epochs))
+        differences = config_differences(stored.to_dict(), self.cfg.to_dict())
+        if differences:
+            raise TrainingError(f"{path}: this checkpoint was written for a different configuration "
+                                f"({'; '.join(differences)}); resume with the same settings (only --epochs may "
+                                f"change), or use a fresh --out")
         if int(a["seed"]) != self.seed:
             raise TrainingError(f"{path}: written with --seed {int(a['seed'])}, not {self.seed}")
+        self._check_data(a)
         # the algorithm of each conv layer ("conv_plan" in checkpoints written before it was renamed)
         algos = next((str(a[k]) for k in ("conv_algos", "conv_plan") if k in a), None)
         try:
@@ -238,6 +290,20 @@ class Trainer:
         if partial:
             self.partial = json.loads(partial)
             self.start_epoch = self.partial["epoch"]
+
+    def _check_data(self, a):
+        """Refuse to continue a run on other data: the pairs files must be those it was trained on."""
+        path = self.checkpoint_path
+        if "data" not in a:
+            self.log(f"warning: {path} does not record which data it was trained on (an older checkpoint); "
+                     f"resuming without checking --data-dir")
+            return
+        stored = json.loads(str(a["data"]))
+        for name, digest in self.data_digests.items():
+            if name in stored and stored[name] != digest:
+                raise TrainingError(f"{path}: {os.path.join(self.data_dir, name)} is not the file this run was "
+                                    f"trained on (SHA-256 {digest[:12]}..., checkpoint {stored[name][:12]}...); "
+                                    f"resume with the same --data-dir, or use a fresh --out")
 
     # ------------------------------------------------------------------ training
     def _epoch_rows(self, epoch):
@@ -269,15 +335,14 @@ class Trainer:
         else:
             return
         self.progress.end()
-        kept = self.checkpoint_path if os.path.exists(self.checkpoint_path) else "(none yet: no epoch finished)"
         raise TrainingError(f"epoch {epoch + 1}, step {step + 1}: {what}; the learning rate "
                             f"{self.cfg.train.lr * self.opt.lr_scale:g} is probably too high. "
-                            f"The last good state is kept in {kept}")
+                            f"The last good state is kept in {self._kept()}")
 
     def _train_epoch(self, epoch):
         """One pass over the epoch's batches; returns (loss, accuracy, seconds).
 
-        A Ctrl-C (see :meth:`fit`) is acted on between steps: the state after the
+        A Ctrl-C or SIGTERM (see :meth:`fit`) is acted on between steps: the state after the
         last finished step -- weights, Adam, the epoch's generator states and
         running totals -- is saved as ``partial`` and :class:`TrainingInterrupted`
         raised; a resumed run picks the epoch up at the next step, bit for bit
@@ -305,8 +370,9 @@ class Trainer:
                          "seconds": time.perf_counter() - t0, "aug_rng": _rng_state(aug_rng),
                          "dropout_rng": _rng_state(self.net.rng)}
                 self._save_checkpoint(epoch - 1, partial=state)
-                raise TrainingInterrupted(f"interrupted at epoch {epoch + 1}, step {step + 1}: the state is saved in "
-                                          f"{self.checkpoint_path}; continue with --resume")
+                stopped = STOP_SIGNALS[self._stop_signal][1]
+                raise TrainingInterrupted(f"{stopped} at epoch {epoch + 1}, step {step + 1}: the state is saved in "
+                                          f"{self.checkpoint_path}; continue with --resume", self._stop_signal)
             sl = slice(step * t.batch_size, (step + 1) * t.batch_size)
             x1, x2, y = pairs.batch(rows[sl])
             if flags[sl].any():
@@ -326,13 +392,15 @@ class Trainer:
         self.progress.end()
         return total_loss / seen, correct / seen, time.perf_counter() - t0
 
-    def _on_sigint(self, signum, frame):
-        """First Ctrl-C: finish the step in progress, save, stop.  Second: stop now
-        (the last saved checkpoint stays intact: writes are atomic)."""
+    def _on_signal(self, signum, frame):
+        """First Ctrl-C or SIGTERM: finish the step in progress, save, stop.  Second:
+        stop now (the last saved checkpoint stays intact: writes are atomic)."""
+        name, stopped = STOP_SIGNALS[signum]
         if self._stop_requested:
-            raise KeyboardInterrupt
-        self._stop_requested = True
-        self.log("\nCtrl-C: saving after this step (press again to stop at once)")
+            raise TrainingInterrupted(f"{stopped} again: stopped at once; the last saved state is in {self._kept()}; "
+                                      f"continue with --resume", signum)
+        self._stop_requested, self._stop_signal = True, signum
+        self.log(f"\n{name}: saving after this step ({name} again stops at once)")
 
     def fit(self, resume=False):
         """Train (or continue) and return the history; leaves ``model.npz`` with
@@ -353,15 +421,15 @@ class Trainer:
                 self.log(f"--resume: no checkpoint in {self.out_dir}, starting afresh")
             self._new_state()
         self.log("conv plan: " + convplan.describe_plan(self.conv_plan))
-        write_text(os.path.join(self.out_dir, "config.json"), self.cfg.to_json())
+        self._write(write_text, os.path.join(self.out_dir, "config.json"), self.cfg.to_json())
         self._stop_requested = False
         in_main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, self._on_sigint) if in_main else None
+        previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS} if in_main else {}
         try:
             self._epochs()
         finally:
-            if in_main:
-                signal.signal(signal.SIGINT, previous)
+            for s, handler in previous.items():
+                signal.signal(s, handler)
         self._finish()
         return self.history
 
@@ -383,15 +451,15 @@ class Trainer:
             improved = score < self.best_val                    # best_val: the signed score, lower is better
             if improved:
                 self.best_val, self.best_epoch, self.wait = score, epoch, 0
-                ckpt.save_model(self.best_path, self.net, extra=dict(self.normalizer.to_extra(),
-                                                                     epoch=np.array(epoch)))
+                self._write(ckpt.save_model, self.best_path, self.net,
+                            extra=dict(self.normalizer.to_extra(), epoch=np.array(epoch)))
             else:
                 self.wait += 1
             secs = time.perf_counter() - t_epoch                # training + validation
             self.history.append({"epoch": epoch + 1, "loss": loss, "accuracy": acc, **measured,
                                  "lr": t.lr * self.opt.lr_scale, "seconds": secs})
             self._save_checkpoint(epoch)
-            write_json(self.history_path, self.history)
+            self._write(write_json, self.history_path, self.history)
             self.log(f"epoch {epoch + 1}/{t.epochs}: loss {loss:.4f} acc {acc:.3f} | val_loss {val_loss:.4f} "
                      f"val_acc {val_acc:.3f} val_auc {val_auc:.3f} | lr {t.lr * self.opt.lr_scale:.3g} | {secs:.0f}s"
                      + (" *" if improved else ""))
@@ -409,6 +477,6 @@ class Trainer:
         self.threshold = best_threshold(self.valset.labels, p)
         self.val_result = {"loss": loss, "accuracy": acc, "auc": roc_auc(self.valset.labels, p),
                            "pairs": len(self.valset)}
-        ckpt.save_model(self.model_path, self.net, extra=dict(
+        self._write(ckpt.save_model, self.model_path, self.net, extra=dict(
             self.normalizer.to_extra(), threshold=np.array(self.threshold),
             best_epoch=np.array(self.best_epoch), experiment=np.array(self.cfg.to_json())))

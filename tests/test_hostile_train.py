@@ -1,0 +1,277 @@
+"""A hostile world around training: a reused run folder, SIGTERM, resuming
+on other data or settings, a bad seed, an unwritable folder, a full disk.
+Each gets one line (status 2, or 143 for SIGTERM), never a traceback, and
+no finished or saved work is lost."""
+import errno
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import cli
+from fixtures import make_dataset, tiny_config
+from minisiamese import fileio
+from minisiamese.fileio import load_arrays, save_arrays
+from minisiamese.train import config_differences
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("lfw"))
+    make_dataset(root, people=8, per_person=4, pairs_per_class=10)
+    return root
+
+
+@pytest.fixture(scope="module")
+def finished(data, tmp_path_factory):
+    """A finished one-epoch run: (argv that made it, its folder), to copy before changing it."""
+    tmp = tmp_path_factory.mktemp("finished")
+    out = str(tmp / "run")
+    argv = ["train", "--config", tiny_config(str(tmp / "cfg.json"), epochs=1), "--data-dir", data, "--out", out,
+            "--cache-dir", str(tmp / "cache"), "--device", "cpu", "--quiet"]
+    assert cli.main(argv) == 0
+    return argv, out
+
+
+def copy_run(finished, tmp_path):
+    """The finished run copied to tmp_path/run, and the argv that trains into the copy."""
+    argv, out = finished
+    shutil.copytree(out, tmp_path / "run")
+    return [str(tmp_path / "run") if a == out else a for a in argv], str(tmp_path / "run")
+
+
+def one_error_line(capsys):
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+# ---------------------------------------------------------------- 1. a used run folder
+
+@pytest.mark.parametrize("extra", [[], ["--validation-only"]], ids=["train", "validation-only"])
+def test_training_again_into_a_finished_run_is_refused_and_the_model_kept(finished, tmp_path, capsys, extra):
+    argv, out = copy_run(finished, tmp_path)
+    model = open(os.path.join(out, "model.npz"), "rb").read()
+    assert cli.main(argv + extra) == 2
+    line = one_error_line(capsys)
+    assert f"{out} holds a finished run (results.json, model.npz); continue it with --resume, choose another " \
+           f"--out, or pass --overwrite to start over" in line
+    assert open(os.path.join(out, "model.npz"), "rb").read() == model
+    argv[argv.index("--data-dir") + 1] = str(tmp_path / "none")
+    assert cli.main(argv + extra) == 2                 # the data is checked first: a bad --data-dir is named
+    assert "LFW-a not found" in one_error_line(capsys)
+
+
+def test_overwrite_starts_over_and_resume_and_overwrite_exclude_each_other(finished, tmp_path, capsys):
+    argv, out = copy_run(finished, tmp_path)
+    before = load_arrays(os.path.join(out, "checkpoint.npz"))
+    assert cli.main(argv + ["--overwrite", "--seed", "1"]) == 0
+    assert f"--overwrite: starting over, removing {os.path.join(out, 'results.json')}" in capsys.readouterr().out
+    after = load_arrays(os.path.join(out, "checkpoint.npz"))
+    assert int(before["seed"]) == 0 and int(after["seed"]) == 1
+    assert json.load(open(os.path.join(out, "results.json")))["seed"] == 1
+    with pytest.raises(SystemExit):
+        cli.main(argv + ["--overwrite", "--resume"])
+    assert "not allowed with argument" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    assert "--overwrite  " in capsys.readouterr().out
+
+
+def test_a_stopped_run_is_refused_with_its_epoch_and_step(data, tmp_path, capsys, monkeypatch):
+    """A run stopped mid-epoch (a Ctrl-C saved it) is not restarted over: the
+    refusal names where it stopped, read from the checkpoint; --resume goes on."""
+    from minisiamese.model import SiameseNet
+    from minisiamese.train import Trainer, TrainingInterrupted
+    from minisiamese.runconfig import ExperimentConfig
+    cfg_path = tiny_config(str(tmp_path / "cfg.json"), epochs=2)
+    out = str(tmp_path / "run")
+    tr = Trainer(ExperimentConfig.from_file(cfg_path), out, data, cache_dir=str(tmp_path / "cache"),
+                 log=lambda m: None, progress=False)
+    real, calls = SiameseNet.loss_and_grads, {"n": 0}
+
+    def stop_at_epoch_2_step_2(self, *args, **kwargs):
+        calls["n"] += 1
+        tr._stop_requested = calls["n"] == 4 + 2               # 4 steps per epoch
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(SiameseNet, "loss_and_grads", stop_at_epoch_2_step_2)
+    with pytest.raises(TrainingInterrupted, match="interrupted at epoch 2, step 3"):
+        tr.fit()
+    monkeypatch.setattr(SiameseNet, "loss_and_grads", real)
+    argv = ["train", "--config", cfg_path, "--data-dir", data, "--out", out, "--cache-dir", str(tmp_path / "cache"),
+            "--device", "cpu", "--quiet"]
+    assert cli.main(argv) == 2
+    assert f"{out} holds a run stopped at epoch 2, step 3 ({os.path.join(out, 'checkpoint.npz')}); continue it " \
+           f"with --resume" in one_error_line(capsys)
+    assert cli.main(argv + ["--resume"]) == 0
+    assert "resuming at epoch 2, step 3" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- 2. SIGTERM
+
+def test_sigterm_during_training_saves_the_step_and_exits_143(data, tmp_path, capsys):
+    """What timeout, kill, Slurm and docker stop send: the step in progress
+    finishes, the state is saved, one line on stderr, status 143; --resume
+    continues from that step."""
+    cfg = tiny_config(str(tmp_path / "cfg.json"), epochs=400, patience=400)
+    out = tmp_path / "run"
+    argv = ["train", "--config", cfg, "--out", str(out), "--data-dir", data, "--cache-dir", str(tmp_path / "cache"),
+            "--device", "cpu", "--quiet"]
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "cli.py")] + argv,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:                           # inside an epoch after the first one's log line
+        if line.startswith("epoch 1/400"):
+            break
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr
+    assert "SIGTERM: saving after this step" in stdout
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    m = re.fullmatch(r"terminated by SIGTERM at epoch (\d+), step (\d+): the state is saved in (.*); "
+                     r"continue with --resume", lines[0])
+    assert m and m.group(3) == str(out / "checkpoint.npz"), stderr
+    partial = json.loads(str(load_arrays(out / "checkpoint.npz")["partial"]))
+    epoch, step = partial["epoch"] + 1, partial["step"] + 1
+    assert (epoch, step) == (int(m.group(1)), int(m.group(2))) and epoch >= 2
+    assert cli.main(argv + ["--resume", "--epochs", str(epoch)]) == 0
+    stdout = capsys.readouterr().out
+    assert f"resuming at epoch {epoch}, step {step} from" in stdout and f"epoch {epoch}/{epoch}: loss" in stdout
+    assert int(load_arrays(out / "checkpoint.npz")["epoch"]) == epoch - 1
+
+
+# ---------------------------------------------------------------- 3. other data
+
+@pytest.mark.parametrize("name", ["pairsDevTrain.txt", "pairsDevTest.txt"])
+def test_resume_on_other_pairs_is_refused_naming_the_file(finished, data, tmp_path, capsys, name):
+    """Other pairs of the same people, in the same numbers: a resume would go on silently on other data."""
+    argv, out = copy_run(finished, tmp_path)
+    other = str(tmp_path / "other")
+    shutil.copytree(data, other)
+    make_dataset(str(tmp_path / "reshuffled"), people=8, per_person=4, pairs_per_class=10, seed=1)
+    shutil.copy(tmp_path / "reshuffled" / name, os.path.join(other, name))
+    argv[argv.index(data)] = other
+    assert cli.main(argv + ["--resume"]) == 2
+    line = one_error_line(capsys)
+    assert f"{os.path.join(other, name)} is not the file this run was trained on" in line
+    assert "resume with the same --data-dir" in line
+
+
+def test_a_checkpoint_without_data_digests_resumes_with_a_warning(finished, tmp_path, capsys):
+    argv, out = copy_run(finished, tmp_path)
+    path = os.path.join(out, "checkpoint.npz")
+    old = load_arrays(path)
+    del old["data"]                                    # as written before the digests were stored
+    save_arrays(path, old)
+    assert cli.main(argv + ["--resume", "--epochs", "2"]) == 0
+    warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
+    assert warnings == [f"warning: {path} does not record which data it was trained on (an older checkpoint); "
+                        f"resuming without checking --data-dir"]
+    assert "data" in load_arrays(path)                 # epoch 2 is saved with them
+
+
+# ---------------------------------------------------------------- 4. other settings
+
+@pytest.mark.parametrize("extra, difference", [
+    (["--batch-size", "8"], "train.batch_size: checkpoint 4, now 8"),
+    (["--max-pairs", "16"], "train.max_pairs: checkpoint 0, now 16"),
+    (["--set", "model.dense_units=8"], "model.dense_units: checkpoint 16, now 8"),
+])
+def test_resume_with_other_settings_names_the_setting(finished, capsys, extra, difference):
+    argv, out = finished
+    assert cli.main(argv + ["--resume"] + extra) == 2
+    line = one_error_line(capsys)
+    assert f"different configuration ({difference}); resume with the same settings" in line
+
+
+def test_config_differences_names_every_key_path():
+    stored = {"model": {"conv_filters": [4, 8], "dropout": 0.0}, "train": {"lr": 0.001}, "normalize": False}
+    now = {"model": {"conv_filters": [4, 16], "dropout": 0.0}, "train": {"lr": 0.001}, "normalize": True}
+    assert config_differences(stored, now) == ["model.conv_filters: checkpoint [4, 8], now [4, 16]",
+                                               "normalize: checkpoint false, now true"]
+    assert config_differences(stored, stored) == []
+
+
+# ---------------------------------------------------------------- 5. the seed
+
+@pytest.mark.parametrize("seed", ["99999999999999999999999", "-1", "4294967296", "abc", "1.5"])
+@pytest.mark.parametrize("command", [["train"], ["evaluate"], ["experiments", "--only", "baseline"]])
+def test_a_seed_out_of_range_is_one_line(tmp_path, capsys, monkeypatch, command, seed):
+    monkeypatch.chdir(tmp_path)                        # nothing may be written, but never into the checkout
+    assert cli.main(command + ["--seed", seed, "--data-dir", str(tmp_path / "none"),
+                               "--out", str(tmp_path / "out")]) == 2
+    assert f"error: --seed must be an integer in [0, 4294967295], got {seed}" == one_error_line(capsys)
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_the_largest_seed_trains_and_is_stored(finished, tmp_path):
+    argv, out = copy_run(finished, tmp_path)
+    assert cli.main(argv + ["--overwrite", "--seed", str(2 ** 32 - 1)]) == 0
+    assert int(load_arrays(os.path.join(out, "checkpoint.npz"))["seed"]) == 2 ** 32 - 1
+
+
+# ---------------------------------------------------------------- 6. folders and full disks
+
+@pytest.mark.parametrize("flag, where, why", [
+    ("--out", "file", "it is a file, not a folder"),
+    ("--out", "file/run", "a part of the path is a file, not a folder"),
+    ("--cache-dir", "file", "it is a file, not a folder"),
+    ("--cache-dir", "file/cache", "a part of the path is a file, not a folder"),
+])
+def test_an_out_or_cache_folder_that_cannot_be_written_is_one_line(finished, tmp_path, capsys, flag, where, why):
+    argv = list(finished[0])
+    (tmp_path / "file").write_text("not a folder")
+    path = str(tmp_path / where)
+    argv[argv.index(flag) + 1] = path
+    assert cli.main(argv) == 2
+    what = "run folder" if flag == "--out" else "cache folder"
+    assert one_error_line(capsys) == f"error: {path}: cannot write the {what} there ({why})"
+    assert (tmp_path / "file").read_text() == "not a folder"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder")
+def test_a_read_only_out_folder_is_one_line(finished, tmp_path, capsys):
+    argv = list(finished[0])
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    argv[argv.index("--out") + 1] = str(locked / "run")
+    assert cli.main(argv) == 2
+    assert "cannot write the run folder there (Permission denied)" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("code, why", [(errno.ENOSPC, "the disk is full"),
+                                       (errno.EIO, "the write failed (Input/output error)")])
+def test_a_full_disk_during_a_checkpoint_save_keeps_the_last_good_one(finished, tmp_path, capsys, monkeypatch,
+                                                                      code, why):
+    """The save of epoch 2's checkpoint fails half-way through its write: one
+    line naming the file, status 2, and epoch 1's checkpoint intact and loadable."""
+    argv, out = copy_run(finished, tmp_path)
+    path = os.path.join(out, "checkpoint.npz")
+    good = open(path, "rb").read()
+    real = fileio.atomic_write
+
+    def failing(target, write):
+        if os.path.basename(target) != "checkpoint.npz":
+            return real(target, write)
+
+        def half_then_full(f):
+            f.write(b"PK\x03\x04 half a checkpoint")
+            raise OSError(code, os.strerror(code))
+        return real(target, half_then_full)
+
+    monkeypatch.setattr(fileio, "atomic_write", failing)
+    assert cli.main(argv + ["--resume", "--epochs", "2"]) == 2
+    assert one_error_line(capsys) == f"error: {path}: {why}; the last good state is kept in {path}"
+    assert open(path, "rb").read() == good and int(load_arrays(path)["epoch"]) == 0
+    assert not [name for name in os.listdir(out) if name.startswith(".tmp-")]
