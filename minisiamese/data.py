@@ -112,6 +112,8 @@ def _parse_pair(path, lineno, line, positive):
         raise DataError(f"{path}:{lineno}: expected 'name1 i name2 j' for a different-person pair, "
                         f"got {line.strip()!r}")
     n1, a, n2, b = fields
+    if n1 == n2:
+        raise DataError(f"{path}:{lineno}: a different-person pair names {n1} twice")
     return Pair(n1, _int_field(path, lineno, a, "image number"), n2,
                 _int_field(path, lineno, b, "image number"), 0, lineno)
 
@@ -126,9 +128,27 @@ def _parse_block(path, lines, start, count):
     return pairs
 
 
+def _pair_key(p):
+    """The two images of a pair, in either order."""
+    return frozenset(((p.name1, p.num1), (p.name2, p.num2)))
+
+
+def _check_unique(path, pairs):
+    """No two lines list the same two images (in either order): a repeated pair
+    could land on both sides of a split, e.g. in training and validation."""
+    first = {}
+    for p in pairs:
+        line = first.setdefault(_pair_key(p), p.line)
+        if line != p.line:
+            raise DataError(f"{path}:{p.line}: the same pair as line {line} "
+                            f"({p.name1} {p.num1}, {p.name2} {p.num2})")
+
+
 def read_pairs(path):
     """A View 1 file (pairsDevTrain.txt / pairsDevTest.txt): a count line, then
-    that many same-person lines and that many different-person lines."""
+    that many same-person lines and that many different-person lines.  A
+    different-person line names two people, and no pair is listed twice (in
+    either order); anything else is a DataError naming the file and line."""
     lines = _read_lines(path)
     if not lines:
         raise DataError(f"{path}: empty pairs file")
@@ -142,11 +162,14 @@ def read_pairs(path):
     if len(lines) != 1 + 2 * count:
         raise DataError(f"{path}:{2 + 2 * count}: {len(lines) - 1 - 2 * count} line(s) beyond the "
                         f"{2 * count} pairs the header promises")
+    _check_unique(path, pairs)
     return pairs
 
 
 def read_pairs_folds(path):
-    """View 2 ``pairs.txt``: 'folds count', then per fold count same + count different lines."""
+    """View 2 ``pairs.txt``: 'folds count', then per fold count same + count
+    different lines, checked as :func:`read_pairs` checks them; no pair is
+    listed twice across the folds, and there are at least 2 folds."""
     lines = _read_lines(path)
     if not lines:
         raise DataError(f"{path}: empty pairs file")
@@ -155,9 +178,13 @@ def read_pairs_folds(path):
         raise DataError(f"{path}:1: expected 'folds pairs_per_fold', got {lines[0].strip()!r}")
     folds = _int_field(path, 1, header[0], "fold count")
     count = _int_field(path, 1, header[1], "pairs per fold")
+    if folds < 2:
+        raise DataError(f"{path}:1: View 2 needs at least 2 folds (the threshold of each fold is chosen on the "
+                        f"others), got {folds}")
     out = [_parse_block(path, lines, 1 + f * 2 * count, count) for f in range(folds)]
     if len(lines) != 1 + folds * 2 * count:
         raise DataError(f"{path}:{2 + folds * 2 * count}: lines beyond the {folds} folds the header promises")
+    _check_unique(path, [p for fold in out for p in fold])
     return out
 
 
