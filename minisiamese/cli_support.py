@@ -5,7 +5,7 @@ import time
 
 from .backend import device_name, get_backend
 from .checkpoint import atomic_write
-from .data import load_pairset, pairset_from_pairs, read_pairs_folds
+from .data import check_disjoint, load_pairset, pairset_from_pairs, read_pairs, read_pairs_folds
 from .evaluate import evaluate_folds, evaluate_pairset, train_people
 from .experiment import PAIR_SOURCES
 from .plots import plot_history
@@ -41,6 +41,8 @@ def _train_and_evaluate(config, out_dir, data_dir, device, seed, cache_dir, resu
             f"AUC {v['auc']:.3f}; the test pairs were not read")
         return res
     m = config.model
+    train_file, test_file = (os.path.join(data_dir, f) for f in (config.train.train_pairs, config.train.test_pairs))
+    check_disjoint(train_file, read_pairs(train_file), test_file, read_pairs(test_file))
     testset = load_pairset(data_dir, config.train.test_pairs, cache_dir, m.input_size, m.crop)
     if config.train.max_pairs:
         testset = testset.subset(stratified_subset(testset.labels, config.train.max_pairs, seed))

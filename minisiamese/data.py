@@ -188,6 +188,25 @@ def read_pairs_folds(path):
     return out
 
 
+def check_disjoint(train_path, train_pairs, test_path, test_pairs):
+    """Refuse a test set that leaks into training: no person of ``test_pairs``
+    (so no pair either) may appear in ``train_pairs``.  The DataError names both
+    files, how many people and pairs they share, and an example of each."""
+    def people(pairs):
+        return {name for p in pairs for name in (p.name1, p.name2)}
+    shared = people(train_pairs) & people(test_pairs)
+    if not shared:
+        return
+    example = next(name for p in test_pairs for name in (p.name1, p.name2) if name in shared)
+    train_line = {_pair_key(p): p.line for p in train_pairs}
+    same = [(p.line, train_line[_pair_key(p)]) for p in test_pairs if _pair_key(p) in train_line]
+    pairs_text = (f"{len(same)} pair(s) (e.g. line {same[0][0]} here, line {same[0][1]} in the training file)"
+                  if same else "no pair")
+    who = f"{len(shared)} {'person' if len(shared) == 1 else 'people'} (e.g. {example})"
+    raise DataError(f"{test_path}: shares {who} and {pairs_text} with the training file {train_path}; "
+                    f"a test set must hold only people never trained on")
+
+
 # ----------------------------------------------------------------------------- images
 def centre_box(width, height, crop):
     """(left, top, right, bottom) of the centre square whose side is ``crop`` times

@@ -1,12 +1,18 @@
 """Pairs files that are well formed but wrong in meaning (issue 24): a
-different-person pair naming one person, a pair listed twice, a View 2 file
-with one fold.  Each is one DataError naming the file (and line); through the
-CLI, exit status 2 and one line, before any training."""
+different-person pair naming one person, a pair listed twice, a test file that
+shares people with the training file, a View 2 file with one fold.  Each is one
+DataError naming the file (and line); through the CLI, exit status 2 and one
+line, before any training."""
+import os
+
 import pytest
 
 from fixtures import make_dataset, tiny_config
 from minisiamese.cli import main
-from minisiamese.data import DataError, read_pairs, read_pairs_folds
+from minisiamese.data import DEFAULT_DATA_DIR, DataError, check_disjoint, read_pairs, read_pairs_folds
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REAL = os.path.normpath(os.path.join(ROOT, DEFAULT_DATA_DIR))
 
 
 def write(path, lines):
@@ -97,6 +103,35 @@ def test_cli_refuses_a_training_file_with_a_repeated_pair(tmp_path, data, capsys
     assert one_error_line(err).startswith(f"{pairs}:9: the same pair as line 2 (")
 
 
+# ----------------------------------------------------------------------------- 3. test shares people with training
+def test_check_disjoint_counts_shared_people_and_pairs(tmp_path):
+    train = read_pairs(write(tmp_path / "train.txt", ["1", "A\t1\t2", "A\t1\tB\t2"]))
+    test = read_pairs(write(tmp_path / "test.txt", ["2", "C\t1\t2", "D\t1\t2", "C\t3\tB\t1", "B\t2\tA\t1"]))
+    with pytest.raises(DataError) as exc:
+        check_disjoint("train.txt", train, "test.txt", test)
+    assert str(exc.value) == ("test.txt: shares 2 people (e.g. B) and 1 pair(s) (e.g. line 5 here, line 3 in the "
+                              "training file) with the training file train.txt; a test set must hold only people "
+                              "never trained on")
+    apart = read_pairs(write(tmp_path / "apart.txt", ["1", "C\t1\t2", "C\t1\tD\t2"]))
+    assert check_disjoint("train.txt", train, "apart.txt", apart) is None
+
+
+def test_cli_refuses_a_test_file_that_shares_a_person_before_training(tmp_path, data, capsys):
+    test = data / "pairsDevTest.txt"
+    replace_line(test, 12, "Person_Aa\t1\tPerson_Ee\t1")      # Person_Aa is a training person
+    code, err = train_cli(tmp_path, data, capsys)
+    assert code == 2
+    assert one_error_line(err) == (f"{test}: shares 1 person (e.g. Person_Aa) and no pair with the training file "
+                                   f"{data / 'pairsDevTrain.txt'}; a test set must hold only people never trained on")
+
+
+def test_cli_refuses_the_training_file_as_test_file(tmp_path, data, capsys):
+    code, err = train_cli(tmp_path, data, capsys, "--set", "train.test_pairs=pairsDevTrain.txt")
+    assert code == 2
+    assert one_error_line(err).startswith(f"{data / 'pairsDevTrain.txt'}: shares 4 people (e.g. Person_")
+    assert "and 20 pair(s) (e.g. line 2 here, line 2 in the training file)" in err
+
+
 # ----------------------------------------------------------------------------- 4. View 2 with one fold
 def test_view2_with_one_fold_is_refused(tmp_path, data, capsys):
     path = write(tmp_path / "pairs.txt", ["1\t1", "A\t1\t2", "A\t1\tB\t1"])
@@ -109,3 +144,17 @@ def test_view2_with_one_fold_is_refused(tmp_path, data, capsys):
     code, err = train_cli(tmp_path, data, capsys)
     assert code == 2
     assert one_error_line(err).startswith(f"{data / 'pairs.txt'}:1: View 2 needs at least 2 folds")
+
+
+# ----------------------------------------------------------------------------- the real files
+OFFICIAL = [os.path.join(REAL, name) for name in ("pairsDevTrain.txt", "pairsDevTest.txt", "pairs.txt")]
+
+
+@pytest.mark.skipif(not all(map(os.path.isfile, OFFICIAL)), reason=f"no LFW-a pairs files in {REAL}")
+def test_the_official_files_pass_every_check():
+    """pairsDevTrain and pairsDevTest share no person; View 2 has 10 folds of 600."""
+    train_path, test_path, view2 = OFFICIAL
+    train, test = read_pairs(train_path), read_pairs(test_path)
+    assert (len(train), len(test)) == (2200, 1000)
+    check_disjoint(train_path, train, test_path, test)
+    assert [len(f) for f in read_pairs_folds(view2)] == [600] * 10
