@@ -69,8 +69,11 @@ def check_data_dir(data_dir, needs=("pairsDevTrain.txt",)):
     if not os.path.isdir(data_dir):
         raise DataError(missing_data_message(data_dir))
     for name in needs:
-        if not os.path.isfile(os.path.join(data_dir, name)):
-            raise DataError(f"{os.path.join(data_dir, name)}: pairs file missing. " + missing_data_message(data_dir))
+        path = os.path.join(data_dir, name)
+        if os.path.isdir(path):
+            raise DataError(f"{path}: is a folder, not a pairs file")
+        if not os.path.isfile(path):
+            raise DataError(f"{path}: pairs file missing. " + missing_data_message(data_dir))
 
 
 # ----------------------------------------------------------------------------- pairs files
@@ -269,13 +272,14 @@ def load_images(data_dir, keys, cache_dir=None, size=IMAGE_SIZE, where=None, cro
     """
     from .checkpoint import load_arrays, save_arrays, CheckpointError
     where = where or {}
-    bundle = bundle_path(data_dir, size, crop)
-    if not os.path.isdir(os.path.join(data_dir, "lfw2")) and os.path.isfile(bundle):
+    bundle, inner = bundle_path(data_dir, size, crop), os.path.join(data_dir, "lfw2")
+    if not os.path.isdir(inner) and os.path.isfile(bundle):
         return _from_bundle(bundle, keys, where)
     paths = [image_path(data_dir, n, k) for n, k in keys]
     h = hashlib.sha256(f"{PREPROCESS_VERSION}:{preprocess_tag(size, crop)}".encode())
+    note = "" if os.path.isdir(inner) else f"; there is no {inner}, so images are looked for directly in {data_dir}"
     for key, path in zip(keys, paths):
-        h.update(f"{key[0]}/{key[1]}:{file_digest(path, where.get(key, 'image'))};".encode())
+        h.update(f"{key[0]}/{key[1]}:{file_digest(path, where.get(key, 'image') + note)};".encode())
     digest = h.hexdigest()[:32]
     cache_file = os.path.join(cache_dir, f"images-{digest}.npz") if cache_dir else None
     if cache_file and os.path.isfile(cache_file):

@@ -1,8 +1,9 @@
 """Pairs files that are well formed but wrong in meaning (issue 24): a
 different-person pair naming one person, a pair listed twice, a test file that
-shares people with the training file, a View 2 file with one fold.  Each is one
-DataError naming the file (and line); through the CLI, exit status 2 and one
-line, before any training."""
+shares people with the training file, a View 2 file with one fold; and the
+messages for a pairs path that is a folder and for a data folder without lfw2/.
+Each is one DataError naming the file (and line); through the CLI, exit status 2
+and one line, before any training."""
 import os
 
 import pytest
@@ -144,6 +145,29 @@ def test_view2_with_one_fold_is_refused(tmp_path, data, capsys):
     code, err = train_cli(tmp_path, data, capsys)
     assert code == 2
     assert one_error_line(err).startswith(f"{data / 'pairs.txt'}:1: View 2 needs at least 2 folds")
+
+
+# ----------------------------------------------------------------------------- misleading messages
+def test_a_pairs_path_that_is_a_folder_says_so_not_download(tmp_path, data, capsys):
+    test = data / "pairsDevTest.txt"
+    test.unlink()
+    test.mkdir()
+    code, err = train_cli(tmp_path, data, capsys)
+    assert code == 2
+    assert one_error_line(err) == f"{test}: is a folder, not a pairs file"
+    with pytest.raises(DataError, match="pairsDevTest.txt: cannot read"):
+        read_pairs(str(test))
+
+
+def test_missing_lfw2_names_the_path_looked_for(tmp_path, data, capsys):
+    os.rename(data / "lfw2", data / "faces")
+    code, err = train_cli(tmp_path, data, capsys)
+    assert code == 2
+    message = one_error_line(err)
+    first = (data / "pairsDevTrain.txt").read_text().splitlines()[1].split("\t")
+    looked_for = data / first[0] / f"{first[0]}_{int(first[1]):04d}.jpg"
+    assert message == (f"{looked_for}: image file missing (named in {data / 'pairsDevTrain.txt'}:2; there is no "
+                       f"{data / 'lfw2'}, so images are looked for directly in {data})")
 
 
 # ----------------------------------------------------------------------------- the real files
