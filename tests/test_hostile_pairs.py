@@ -48,11 +48,10 @@ def one_error_line(err):
 
 
 def replace_line(path, lineno, text):
-    """Put ``text`` at 1-based line ``lineno`` of a pairs file; returns the line it replaced."""
+    """Put ``text`` at 1-based line ``lineno`` of a pairs file."""
     lines = path.read_text().splitlines()
-    old, lines[lineno - 1] = lines[lineno - 1], text
+    lines[lineno - 1] = text
     write(path, lines)
-    return old
 
 
 # ----------------------------------------------------------------------------- 1. one person as a negative
