@@ -74,8 +74,11 @@ def check_data_dir(data_dir, needs=("pairsDevTrain.txt",)):
     if not os.path.isdir(data_dir):
         raise DataError(missing_data_message(data_dir))
     for name in needs:
-        if not os.path.isfile(os.path.join(data_dir, name)):
-            raise DataError(f"{os.path.join(data_dir, name)}: pairs file missing. " + missing_data_message(data_dir))
+        path = os.path.join(data_dir, name)
+        if os.path.isdir(path):
+            raise DataError(f"{path}: is a folder, not a pairs file")
+        if not os.path.isfile(path):
+            raise DataError(f"{path}: pairs file missing. " + missing_data_message(data_dir))
 
 
 # ----------------------------------------------------------------------------- pairs files
@@ -117,6 +120,8 @@ def _parse_pair(path, lineno, line, positive):
         raise DataError(f"{path}:{lineno}: expected 'name1 i name2 j' for a different-person pair, "
                         f"got {line.strip()!r}")
     n1, a, n2, b = fields
+    if n1 == n2:
+        raise DataError(f"{path}:{lineno}: a different-person pair names {n1} twice")
     return Pair(n1, _int_field(path, lineno, a, "image number"), n2,
                 _int_field(path, lineno, b, "image number"), 0, lineno)
 
@@ -146,9 +151,27 @@ def people_in(pairs):
     return {name for p in pairs for name in (p.name1, p.name2)}
 
 
+def _pair_key(p):
+    """The two images of a pair, in either order."""
+    return frozenset(((p.name1, p.num1), (p.name2, p.num2)))
+
+
+def _check_unique(path, pairs):
+    """No two lines list the same two images (in either order): a repeated pair
+    could land on both sides of a split, e.g. in training and validation."""
+    first = {}
+    for p in pairs:
+        line = first.setdefault(_pair_key(p), p.line)
+        if line != p.line:
+            raise DataError(f"{path}:{p.line}: the same pair as line {line} "
+                            f"({p.name1} {p.num1}, {p.name2} {p.num2})")
+
+
 def read_pairs(path):
     """A View 1 file (pairsDevTrain.txt / pairsDevTest.txt): a count line, then
-    that many same-person lines and that many different-person lines."""
+    that many same-person lines and that many different-person lines.  A
+    different-person line names two people, and no pair is listed twice (in
+    either order); anything else is a DataError naming the file and line."""
     lines = _read_lines(path)
     if not lines:
         raise DataError(f"{path}: empty pairs file")
@@ -162,11 +185,14 @@ def read_pairs(path):
     if len(lines) != 1 + 2 * count:
         raise DataError(f"{path}:{2 + 2 * count}: {len(lines) - 1 - 2 * count} line(s) beyond the "
                         f"{2 * count} pairs the header promises")
+    _check_unique(path, pairs)
     return pairs
 
 
 def read_pairs_folds(path):
-    """View 2 ``pairs.txt``: 'folds count', then per fold count same + count different lines."""
+    """View 2 ``pairs.txt``: 'folds count', then per fold count same + count
+    different lines, checked as :func:`read_pairs` checks them; no pair is
+    listed twice across the folds, and there are at least 2 folds."""
     lines = _read_lines(path)
     if not lines:
         raise DataError(f"{path}: empty pairs file")
@@ -175,10 +201,31 @@ def read_pairs_folds(path):
         raise DataError(f"{path}:1: expected 'folds pairs_per_fold', got {lines[0].strip()!r}")
     folds = _int_field(path, 1, header[0], "fold count")
     count = _int_field(path, 1, header[1], "pairs per fold")
+    if folds < 2:
+        raise DataError(f"{path}:1: View 2 needs at least 2 folds (the threshold of each fold is chosen on the "
+                        f"others), got {folds}")
     out = [_parse_block(path, lines, 1 + f * 2 * count, count) for f in range(folds)]
     if len(lines) != 1 + folds * 2 * count:
         raise DataError(f"{path}:{2 + folds * 2 * count}: lines beyond the {folds} folds the header promises")
+    _check_unique(path, [p for fold in out for p in fold])
     return out
+
+
+def check_disjoint(train_path, train_pairs, test_path, test_pairs):
+    """Refuse a test set that leaks into training: no person of ``test_pairs``
+    (so no pair either) may appear in ``train_pairs``.  The DataError names both
+    files, how many people and pairs they share, and an example of each."""
+    shared = people_in(train_pairs) & people_in(test_pairs)
+    if not shared:
+        return
+    example = next(name for p in test_pairs for name in (p.name1, p.name2) if name in shared)
+    train_line = {_pair_key(p): p.line for p in train_pairs}
+    same = [(p.line, train_line[_pair_key(p)]) for p in test_pairs if _pair_key(p) in train_line]
+    pairs_text = (f"{len(same)} pair(s) (e.g. line {same[0][0]} here, line {same[0][1]} in the training file)"
+                  if same else "no pair")
+    who = f"{len(shared)} {'person' if len(shared) == 1 else 'people'} (e.g. {example})"
+    raise DataError(f"{test_path}: shares {who} and {pairs_text} with the training file {train_path}; "
+                    f"a test set must hold only people never trained on")
 
 
 # ----------------------------------------------------------------------------- images
@@ -292,13 +339,14 @@ def load_images(data_dir, keys, cache_dir=None, size=IMAGE_SIZE, where=None, cro
     line), for error messages.
     """
     where = where or {}
-    bundle = bundle_path(data_dir, size, crop)
-    if not os.path.isdir(os.path.join(data_dir, "lfw2")) and os.path.isfile(bundle):
+    bundle, inner = bundle_path(data_dir, size, crop), os.path.join(data_dir, "lfw2")
+    if not os.path.isdir(inner) and os.path.isfile(bundle):
         return _from_bundle(bundle, keys, where)
     paths = [image_path(data_dir, n, k) for n, k in keys]
     h = hashlib.sha256(f"{PREPROCESS_VERSION}:{preprocess_tag(size, crop)}".encode())
+    note = "" if os.path.isdir(inner) else f"; there is no {inner}, so images are looked for directly in {data_dir}"
     for key, path in zip(keys, paths):
-        h.update(f"{key[0]}/{key[1]}:{file_digest(path, where.get(key, 'image'))};".encode())
+        h.update(f"{key[0]}/{key[1]}:{file_digest(path, where.get(key, 'image') + note)};".encode())
     digest = h.hexdigest()[:32]
     cache_file = os.path.join(cache_dir, f"images-{digest}.npz") if cache_dir else None
     if cache_file and os.path.isfile(cache_file):

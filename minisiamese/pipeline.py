@@ -10,7 +10,8 @@ import time
 
 from . import oneshot
 from .backend import device_name, get_backend
-from .data import DataError, file_digest, load_pairset, pairset_from_pairs, read_pairs_folds
+from .data import (DataError, check_disjoint, file_digest, load_pairset, pairset_from_pairs, read_pairs,
+                   read_pairs_folds)
 from .evaluate import evaluate_folds, evaluate_pairset, train_people
 from .fileio import write_json
 from .plots import plot_history
@@ -98,6 +99,8 @@ def _train_and_evaluate(config, out_dir, data_dir, device, seed, cache_dir, resu
         return res
     m = config.model
     test_file = os.path.join(data_dir, config.train.test_pairs)
+    train_file = os.path.join(data_dir, config.train.train_pairs)
+    check_disjoint(train_file, read_pairs(train_file), test_file, read_pairs(test_file))
     testset = load_pairset(data_dir, config.train.test_pairs, cache_dir, m.input_size, m.crop)
     trainer.data_digests[config.train.test_pairs] = file_digest(test_file, "test pairs")
     if config.train.max_pairs:

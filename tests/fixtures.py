@@ -28,15 +28,27 @@ def make_dataset(root, people=8, per_person=4, pairs_per_class=8, seed=0, colour
     half = people // 2
 
     def pairs_file(path, group):
-        pos, neg = [], []
-        for _ in range(pairs_per_class):
+        pos, neg = {}, {}              # the two images (either order) -> line: no pair is listed twice
+
+        def same():
             n = group[rng.integers(len(group))]
             a, b = rng.choice(np.arange(1, per_person + 1), 2, replace=False)
-            pos.append(f"{n}\t{a}\t{b}")
+            pos.setdefault(frozenset([(n, a), (n, b)]), f"{n}\t{a}\t{b}")
+
+        def different():
             n1, n2 = rng.choice(group, 2, replace=False)
-            neg.append(f"{n1}\t{rng.integers(1, per_person + 1)}\t{n2}\t{rng.integers(1, per_person + 1)}")
+            a, b = rng.integers(1, per_person + 1), rng.integers(1, per_person + 1)
+            neg.setdefault(frozenset([(n1, a), (n2, b)]), f"{n1}\t{a}\t{n2}\t{b}")
+
+        for _ in range(pairs_per_class):
+            same()
+            different()
+        while len(pos) < pairs_per_class:          # a repeat is drawn again, at the end of its block
+            same()
+        while len(neg) < pairs_per_class:
+            different()
         with open(path, "w") as f:
-            f.write("\n".join([str(pairs_per_class)] + pos + neg) + "\n")
+            f.write("\n".join([str(pairs_per_class)] + list(pos.values()) + list(neg.values())) + "\n")
 
     pairs_file(os.path.join(root, "pairsDevTrain.txt"), names[:half])
     pairs_file(os.path.join(root, "pairsDevTest.txt"), names[half:])

@@ -74,17 +74,15 @@ def test_view2_leak_free_subset(tmp_path):
     root = str(tmp_path / "data")
     names = make_dataset(root, people=10, per_person=4, pairs_per_class=6)
     rng = np.random.default_rng(0)
-    lines = ["2\t6"]
-    for _ in range(2):
-        for _ in range(6):
-            n = names[rng.integers(10)]
-            lines.append(f"{n}\t1\t2")
-        for _ in range(6):
-            a, b = rng.choice(names, 2, replace=False)
-            lines.append(f"{a}\t1\t{b}\t3")
-    open(os.path.join(root, "pairs.txt"), "w").write("\n".join(lines) + "\n")
     seen = train_people(root)
     assert seen and seen <= set(names)
+    lines = ["2\t6"]
+    for fold in range(2):        # each fold: both classes with and without training people; no pair listed twice
+        i, j = 1 + 2 * fold, 2 + 2 * fold
+        outside, inside = rng.permutation([n for n in names if n not in seen]), rng.permutation(sorted(seen))
+        lines += [f"{n}\t{i}\t{j}" for n in [*outside[:3], *inside[:3]]]
+        lines += [f"{a}\t{i}\t{b}\t{j}" for a, b in [*zip(outside[:3], outside[1:4]), *zip(inside[:3], outside[:3])]]
+    open(os.path.join(root, "pairs.txt"), "w").write("\n".join(lines) + "\n")
     expected = sum(1 for line in lines[1:] if not set(line.split("\t")[::2][:2] if len(line.split("\t")) == 4
                                                      else [line.split("\t")[0]]) & seen)
     net = SiameseNet(ModelConfig(input_size=20, conv_filters=(3, 4), conv_kernels=(3, 3), dense_units=5), seed=1)
