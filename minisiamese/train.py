@@ -179,6 +179,7 @@ class Trainer:
         self.model_path = os.path.join(out_dir, "model.npz")
         self.history_path = os.path.join(out_dir, "history.json")
         self._stop_requested, self._stop_signal = False, signal.SIGINT
+        self.data_digests = {}       # pairs file -> SHA-256: load_data fills it (the pipeline adds the test file)
 
     # ------------------------------------------------------------------ data
     def load_data(self):

@@ -232,3 +232,18 @@ def test_a_second_run_into_a_busy_folder_is_refused_and_a_killed_holder_does_not
     assert os.path.exists(os.path.join(run, ".lock"))           # the stale file is still there ...
     assert cli.main(argv + ["--resume"]) == 0                   # ... and blocks nothing
     assert os.path.exists(os.path.join(run, "results.json"))
+
+
+def test_atomic_write_honours_the_umask(tmp_path):
+    """Files come out as a plain open() would make them (0666 less the umask),
+    not with the temporary file's private 0600, so a shared runs/ stays readable."""
+    from minisiamese.fileio import atomic_write
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "a.json", lambda f: f.write(b"{}"))
+        os.umask(0o077)
+        atomic_write(tmp_path / "b.json", lambda f: f.write(b"{}"))
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "a.json").st_mode & 0o777 == 0o644
+    assert os.stat(tmp_path / "b.json").st_mode & 0o777 == 0o600
