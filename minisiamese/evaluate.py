@@ -89,19 +89,24 @@ def evaluate_pairset(net, normalizer, pairset, threshold=0.5, n_way=10, seed=0, 
 def _fold_summary(labels, probs, fold):
     """Per fold: accuracy at the threshold chosen on the other folds, and AUC;
     then over the folds the mean, the standard error LFW asks for (sample SD
-    over sqrt(folds): ``*_se``) and the population SD (``*_std``)."""
+    over sqrt(folds): ``*_se``) and the population SD (``*_std``).  A fold
+    with pairs of one class only (a subset can have that) has no AUC (None):
+    the AUC figures are over the folds that have one."""
     rows = []
     for k in np.unique(fold):
         mine, others = fold == k, fold != k
         thr = metrics.best_threshold(labels[others], probs[others])
         m = metrics.binary_metrics(labels[mine], probs[mine], thr)
-        m["auc"] = metrics.roc_auc(labels[mine], probs[mine])
+        both = len(np.unique(labels[mine])) == 2
+        m["auc"] = metrics.roc_auc(labels[mine], probs[mine]) if both else None
         m["pairs"] = int(mine.sum())
         rows.append(m)
-    acc, auc = np.array([r["accuracy"] for r in rows]), np.array([r["auc"] for r in rows])
-    return {"folds": rows, "accuracy_mean": float(acc.mean()), "accuracy_se": stats.mean_se(acc)[1],
-            "accuracy_std": float(acc.std()), "auc_mean": float(auc.mean()), "auc_se": stats.mean_se(auc)[1],
-            "auc_std": float(auc.std()), "pairs": int(len(labels))}
+    res = {"folds": rows, "pairs": int(len(labels))}
+    for key in ("accuracy", "auc"):
+        v = np.array([r[key] for r in rows if r[key] is not None])
+        mean, se = stats.mean_se(v) if len(v) else (None, None)
+        res.update({f"{key}_mean": mean, f"{key}_se": se, f"{key}_std": float(v.std()) if len(v) else None})
+    return res
 
 
 def evaluate_folds(net, normalizer, data_dir, path, cache_dir=None, batch_size=128, exclude_people=None):

@@ -137,9 +137,10 @@ def _train_and_evaluate(config, out_dir, data_dir, device, seed, cache_dir, resu
         f"({res['oneshot_tasks']} {res['oneshot_way']}-way tasks)")
     if "view2" in res:
         full, clean = res["view2"], res["view2"]["leak_free"]
-        log(f"View 2 (mean ± SE over folds): leak-free accuracy {clean['accuracy_mean']:.3f} ± "
-            f"{clean['accuracy_se']:.3f}, AUC {clean['auc_mean']:.3f} ({clean['pairs']} pairs); full (overlaps "
-            f"training) {full['accuracy_mean']:.3f} ± {full['accuracy_se']:.3f}")
+        f = lambda d, key: "n/a" if d[key] is None else f"{d[key]:.3f}"          # noqa: E731
+        log(f"View 2 (mean ± SE over folds): leak-free accuracy {f(clean, 'accuracy_mean')} ± "
+            f"{f(clean, 'accuracy_se')}, AUC {f(clean, 'auc_mean')} ({clean['pairs']} pairs); full (overlaps "
+            f"training) {f(full, 'accuracy_mean')} ± {f(full, 'accuracy_se')}")
     if res.get("warning"):
         log("WARNING: " + res["warning"])
     log(f"model: {trainer.model_path}; figures: {figures}")

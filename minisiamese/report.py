@@ -153,7 +153,10 @@ def plan_text(r):
 
 def _pm(d, key):
     """View 2's mean ± standard error over the folds (sample SD / sqrt(folds)), from the per-fold figures."""
-    mean, se = mean_se([f[key] for f in d["folds"]])
+    values = [f[key] for f in d["folds"] if f[key] is not None]
+    if not values:
+        return "n/a"
+    mean, se = mean_se(values)
     return f"{mean:.3f} ± {se:.3f}"
 
 
@@ -191,7 +194,7 @@ def ablation_markdown(rows):
     chose it) beside test and View 2's leak-free subset."""
     lines = ["## The best preset and its ablation", "",
              "`python3 cli.py train --preset best` (config: `docs/configs/best.json`). Each row marked − removes "
-             "one ingredient from it; a row marked + adds one that was tried and rejected on validation. The "
+             "one ingredient from it; a row marked + adds one that was tried as a finalist and not kept. The "
              "ingredients were chosen on validation (440 listed pairsDevTrain pairs, the "
              "same split as above; with pairs from identities every person in a validation pair is left out of "
              "training); pairsDevTest was evaluated once per row. *Protocol*: pairs drawn from the identities of "

@@ -146,7 +146,7 @@ EXPERIMENTS = {
 }
 
 # The preset that beats the seed, and its ablation: each ingredient removed in turn,
-# and Koch's distortions added -- tried as a finalist and rejected on validation
+# and Koch's distortions added -- tried as a finalist and not kept (by about one standard error of val AUC)
 # (docs/results.md, "The best preset"; docs/configs/best.json is the same config).
 # ``copies=1`` only matters when augmentation is switched on (best_koch).
 BEST = ExperimentConfig(model=ModelConfig(crop=0.5),
@@ -158,7 +158,7 @@ ABLATION = {
     "best_listed": ("− pairs from identities (listed pairs only)",
                     BEST.replace(train=dataclasses.replace(BEST.train, pairs="listed"))),
     # an epoch stays 1,760 pairs: 880 new ones plus a distorted copy of each; stopped on validation AUC
-    "best_koch": ("+ Koch's distortions and mirror, stopped on val AUC (rejected)",
+    "best_koch": ("+ Koch's distortions and mirror, stopped on val AUC (not kept)",
                   BEST.replace(augment=AugmentConfig(kind="koch", copies=1, mirror=True),
                                train=dataclasses.replace(BEST.train, pairs_per_epoch=880, epochs=55, patience=10,
                                                          monitor="val_auc"))),

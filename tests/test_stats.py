@@ -79,3 +79,17 @@ def test_seeds_table_and_paired_comparisons(tmp_path):
     assert "leak-free View 2 accuracy +0.050" in line and "better in 10 of 10 folds" in line
     assert "test accuracy +0.150, 95 % bootstrap interval [+" in line      # strictly above zero
     assert report.collect_seeds(str(tmp_path / "gone"), str(tmp_path / "kept")) == rows   # survives without runs/
+
+
+def test_view2_fold_without_both_classes_has_no_auc_instead_of_a_crash():
+    """A subset of View 2 (the leak-free pairs of a small file) can leave a fold
+    with one class: its AUC is None and the AUC figures use the other folds."""
+    from minisiamese.evaluate import _fold_summary
+    labels = np.array([1, 0, 1, 0, 1, 1, 1, 0, 0, 1], dtype=float)
+    probs = np.array([0.9, 0.2, 0.7, 0.4, 0.8, 0.6, 0.3, 0.1, 0.5, 0.95])
+    fold = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 2])                 # fold 1: same-person pairs only
+    res = _fold_summary(labels, probs, fold)
+    assert res["folds"][1]["auc"] is None and res["folds"][0]["auc"] == 1.0
+    assert res["auc_mean"] == pytest.approx((1.0 + res["folds"][2]["auc"]) / 2)
+    assert len([f for f in res["folds"] if f["accuracy"] is not None]) == 3
+    assert report._pm(res, "auc").startswith(f"{res['auc_mean']:.3f} ± ")
