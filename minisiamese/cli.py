@@ -21,12 +21,18 @@ import argparse
 import os
 import sys
 
-from minisiamese.fileio import cache_root
+from minisiamese.fileio import CACHE_ENV, cache_root
 
 
 def _here(path):
     """A default path as --help shows it: relative ones with where they resolve from this folder."""
     return path if os.path.isabs(path) else f"{path}, here {os.path.abspath(path)}"
+
+
+def _cache_help(what):
+    """--cache-dir's help: what is cached there, and the default as it resolves now."""
+    return (f"where {what} are cached, keyed by content, with convplan.json (the conv layers' timings) "
+            f"(default: ${CACHE_ENV} when set, else ~/.cache/minisiamese; now {cache_root()})")
 
 
 def _common(p, config=True):
@@ -36,8 +42,7 @@ def _common(p, config=True):
     p.add_argument("--data-dir", default=default_data_dir(),
                    help=f"LFW-a folder holding lfw2/ and the pairs files (default: ${DATA_DIR_ENV} "
                         f"or {_here(default_data_dir())})")
-    p.add_argument("--cache-dir", default=cache_root(),
-                   help="where preprocessed images are cached, keyed by content (default: %(default)s)")
+    p.add_argument("--cache-dir", default=cache_root(), help=_cache_help("preprocessed images"))
     p.add_argument("--seed", type=int, default=0, help="seed for initialisation, split, shuffling, "
                                                        "augmentation and one-shot tasks (default: 0)")
     p.add_argument("--batch-size", type=int, help="pairs per batch (default: the config's, 128)")
@@ -130,8 +135,7 @@ def build_parser():
                    help="answer 'unknown' below this probability (default: the model's, chosen on validation)")
     i.add_argument("--figure", help="write a PNG of each query beside its top people")
     i.add_argument("--device", choices=["cpu", "gpu", "auto"], default="auto")
-    i.add_argument("--cache-dir", default=cache_root(),
-                   help="where gallery embeddings are cached (default: %(default)s)")
+    i.add_argument("--cache-dir", default=cache_root(), help=_cache_help("gallery embeddings"))
     i.add_argument("--debug", action="store_true")
 
     k = sub.add_parser("pack", help="write the preprocessed faces of some pairs files as one small .npz",
@@ -146,7 +150,7 @@ def build_parser():
     k.add_argument("--crop", type=float, default=1.0,
                    help="keep the centre square of this fraction of the image side before resizing, as the "
                         "model's config says (default: %(default)s, the whole image)")
-    k.add_argument("--cache-dir", default=None)
+    k.add_argument("--cache-dir", default=cache_root(), help=_cache_help("preprocessed images"))
     k.add_argument("--debug", action="store_true")
 
     d = sub.add_parser("download", help="fetch LFW-a and the pairs files, verify, extract",
@@ -266,8 +270,10 @@ def main(argv=None):
         return 2
     from minisiamese.backend import tune_cpu_allocator
     tune_cpu_allocator()
+    from minisiamese import convplan
     from minisiamese.errors import USER_ERRORS
     try:
+        convplan.use_cache_dir(getattr(args, "cache_dir", None))
         COMMANDS[args.command](args)
     except USER_ERRORS as exc:
         if getattr(args, "debug", False):
@@ -285,6 +291,8 @@ def main(argv=None):
         else:
             print("\ninterrupted", file=sys.stderr)
         return 130
+    finally:
+        convplan.use_cache_dir(None)
     return 0
 
 

@@ -1,0 +1,72 @@
+"""The command line against a hostile user (issue 24): every bad value -- out of
+range, NaN, empty, a file where a folder belongs, a training checkpoint for a
+model, a bundle of the wrong size -- is one line naming the option or file,
+exit status 2, never a traceback and never a silently wrong answer."""
+import os
+
+import numpy as np
+import pytest
+
+from fixtures import make_dataset
+from minisiamese import ModelConfig, SiameseNet, cli, convplan, evaluate, save_model, train
+from minisiamese.fileio import cache_root, save_arrays
+
+CFG = ModelConfig(input_size=20, conv_filters=(3, 4), conv_kernels=(3, 3), dense_units=5)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A tiny data set, a model for it, and a training checkpoint beside the model."""
+    root = tmp_path_factory.mktemp("hostile")
+    data = str(root / "lfw")
+    names = make_dataset(data, people=8, per_person=4, pairs_per_class=8)
+    run = root / "run"
+    run.mkdir()
+    save_model(str(run / "model.npz"), SiameseNet(CFG, seed=0), extra={"threshold": np.array(0.5)})
+    save_arrays(str(run / "checkpoint.npz"), {"format": np.array(train.TRAIN_FORMAT)})
+    query = os.path.join(data, "lfw2", names[0], f"{names[0]}_0001.jpg")
+    return {"data": data, "model": str(run / "model.npz"), "run": str(run), "query": query,
+            "gallery": os.path.join(data, "lfw2"), "root": root}
+
+
+def refused(capsys, argv, expected):
+    """argv exits with status 2 and one line 'error: ...' holding ``expected``."""
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], captured.err
+    assert "Traceback" not in captured.out + captured.err
+    return lines[0]
+
+
+def evaluate_args(f, *extra):
+    return ["evaluate", "--checkpoint", f["model"], "--data-dir", f["data"], "--device", "cpu", "--quiet",
+            "--n-way", "3", "--cache-dir", str(f["root"] / "cache"), *extra]
+
+
+def identify_args(f, *extra):
+    return ["identify", f["query"], "--gallery", f["gallery"], "--checkpoint", f["model"], "--device", "cpu",
+            "--cache-dir", str(f["root"] / "cache"), *extra]
+
+
+def pack_args(f, out, *extra):
+    return ["pack", "--data-dir", f["data"], "--out", out, "--cache-dir", str(f["root"] / "cache"), *extra]
+
+
+def test_conv_plan_timings_go_under_the_cache_dir_given(files, tmp_path, monkeypatch):
+    probe = ({"im2col": 1.0, "fft": 0.2, "fft_fixed": 0.1}, {"im2col": 32, "fft": 64})
+    monkeypatch.setattr(convplan, "_probe", lambda *a: probe)
+    monkeypatch.setattr(convplan, "DECISIONS", {})
+    monkeypatch.setattr(convplan, "_PROBES", {})
+    cache = tmp_path / "cache"
+    assert cli.main(evaluate_args(files, "--cache-dir", str(cache))) == 0
+    assert (cache / "convplan.json").is_file()
+    assert convplan.store_path() == os.path.join(cache_root(), "convplan.json")   # the default again after
+
+
+@pytest.mark.parametrize("command", ["train", "experiments", "evaluate", "identify", "pack"])
+def test_every_cache_dir_help_names_the_environment_variable(capsys, command):
+    with pytest.raises(SystemExit):
+        cli.main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "$MINISIAMESE_CACHE when set, else ~/.cache/minisiamese" in text and "convplan.json" in text
