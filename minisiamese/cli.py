@@ -23,6 +23,9 @@ import sys
 
 from minisiamese.fileio import CACHE_ENV, cache_root
 
+MAX_SEED = 2 ** 32 - 1
+PACK_SIZES = (20, 1000)   # data.MIN_FACE_SIDE; a 1000x1000 face is already 1 MB (13 GB for LFW's 13,233)
+
 
 def _here(path):
     """A default path as --help shows it: relative ones with where they resolve from this folder."""
@@ -146,7 +149,9 @@ def build_parser():
     k.add_argument("--out", required=True, help="folder to write")
     k.add_argument("--pairs", nargs="+", default=["pairsDevTrain.txt", "pairsDevTest.txt"],
                    help="pairs files whose faces to pack (default: %(default)s)")
-    k.add_argument("--size", type=int, default=105, help="face size in pixels (default: %(default)s)")
+    k.add_argument("--size", type=int, default=105,
+                   help=f"face size in pixels, the model's input_size, {PACK_SIZES[0]} to {PACK_SIZES[1]} "
+                        f"(default: %(default)s)")
     k.add_argument("--crop", type=float, default=1.0,
                    help="keep the centre square of this fraction of the image side before resizing, as the "
                         "model's config says (default: %(default)s, the whole image)")
@@ -163,6 +168,31 @@ def build_parser():
     d.add_argument("--pairs-url", help="override the base URL of the pairs files (a mirror)")
     d.add_argument("--debug", action="store_true")
     return p
+
+
+def _check_range(option, value, lo, hi=None, lo_open=False, why=""):
+    """``value`` when it lies in [lo, hi] ((lo, hi] with ``lo_open``; no upper
+    bound when ``hi`` is None; NaN lies nowhere); else one ConfigError naming
+    ``option`` and ``value``, and ``why`` the range is what it is."""
+    from minisiamese.config import ConfigError
+    if value is not None and not ((lo < value if lo_open else lo <= value) and (hi is None or value <= hi)):
+        span = f">= {lo}" if hi is None else f"in {'(' if lo_open else '['}{lo}, {hi}]"
+        raise ConfigError(f"{option} must be {span}, got {value}{why}")
+    return value
+
+
+def _check_args(args):
+    """Every numeric option in its range before a command starts: one
+    ConfigError naming the first option at fault."""
+    opts = vars(args)
+    _check_range("--n-way", opts.get("n_way"), 2)
+    _check_range("--batch-size", opts.get("batch_size"), 1)
+    _check_range("--top", opts.get("top"), 1)
+    _check_range("--threshold", opts.get("threshold"), 0, 1, why=" (a probability)")
+    _check_range("--seed", opts.get("seed"), 0, MAX_SEED)
+    _check_range("--size", opts.get("size"), *PACK_SIZES, why=f" (a face needs at least {PACK_SIZES[0]} pixels "
+                                                               f"a side; at {PACK_SIZES[1]} one takes 1 MB already)")
+    _check_range("--crop", opts.get("crop"), 0, 1, lo_open=True, why=" (a fraction of the image side)")
 
 
 def _config(args, preset=None):
@@ -221,11 +251,8 @@ def cmd_verify(args):
 
 
 def cmd_identify(args):
-    from minisiamese.config import ConfigError
     from minisiamese.evaluate import load_trained
     from minisiamese.identify import Gallery, identify, plot_identification
-    if args.top < 1:
-        raise ConfigError(f"--top must be >= 1, got {args.top}")
     net, normalizer, threshold = load_trained(args.checkpoint, args.device)
     threshold = threshold if args.threshold is None else args.threshold
     gallery = Gallery(net, normalizer, args.gallery, args.checkpoint, args.cache_dir)
@@ -246,9 +273,6 @@ def cmd_pack(args):
     from minisiamese.data import check_data_dir, default_data_dir, pack_faces
     data_dir = args.data_dir or default_data_dir()
     check_data_dir(data_dir, needs=())
-    if not 0 < args.crop <= 1:
-        from minisiamese.config import ConfigError
-        raise ConfigError(f"--crop must be in (0, 1], got {args.crop}")
     path, n = pack_faces(data_dir, args.out, args.pairs, args.cache_dir, args.size, args.crop)
     print(f"wrote {path}: {n} faces of {args.size}x{args.size} ({os.path.getsize(path) / 2 ** 20:.1f} MiB)")
 
@@ -273,6 +297,7 @@ def main(argv=None):
     from minisiamese import convplan
     from minisiamese.errors import USER_ERRORS
     try:
+        _check_args(args)
         convplan.use_cache_dir(getattr(args, "cache_dir", None))
         COMMANDS[args.command](args)
     except USER_ERRORS as exc:

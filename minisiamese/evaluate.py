@@ -5,7 +5,7 @@ import numpy as np
 
 from . import metrics, oneshot, plots
 from .checkpoint import read_model_file
-from .data import (Normalizer, check_data_dir, is_view2_file, load_pairset, pairset_from_pairs, people_in,
+from .data import (DataError, Normalizer, check_data_dir, is_view2_file, load_pairset, pairset_from_pairs, people_in,
                    read_pairs, read_pairs_folds)
 from .fileio import write_json
 from .model import SiameseNet
@@ -139,6 +139,10 @@ def evaluate_model_file(model_path, data_dir, pairs="pairsDevTest.txt", device="
         res = evaluate_folds(net, normalizer, data_dir, path, cache_dir, batch_size, train_people(data_dir))
     else:
         pairset = load_pairset(data_dir, path, cache_dir, net.config.input_size, net.config.crop)
+        try:
+            oneshot.check_tasks(pairset, n_way, path)
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
         res, _ = evaluate_pairset(net, normalizer, pairset, threshold, n_way, seed, batch_size,
                                   figures_dir=os.path.join(out_dir, "figures") if out_dir else None)
     res["pairs_file"] = os.path.basename(path)

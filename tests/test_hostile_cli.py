@@ -53,6 +53,50 @@ def pack_args(f, out, *extra):
     return ["pack", "--data-dir", f["data"], "--out", out, "--cache-dir", str(f["root"] / "cache"), *extra]
 
 
+@pytest.mark.parametrize("command, option, value, expected", [
+    ("evaluate", "--n-way", "1", "--n-way must be >= 2, got 1"),
+    ("evaluate", "--n-way", "-4", "--n-way must be >= 2, got -4"),
+    ("evaluate", "--batch-size", "0", "--batch-size must be >= 1, got 0"),
+    ("evaluate", "--batch-size", "-128", "--batch-size must be >= 1, got -128"),
+    ("evaluate", "--seed", "-1", "--seed must be in [0, 4294967295], got -1"),
+    ("evaluate", "--seed", str(2 ** 32), f"--seed must be in [0, 4294967295], got {2 ** 32}"),
+    ("evaluate", "--seed", "9" * 30, "--seed must be in [0, 4294967295], got 999"),
+    ("identify", "--threshold", "nan", "--threshold must be in [0, 1], got nan (a probability)"),
+    ("identify", "--threshold", "inf", "--threshold must be in [0, 1], got inf"),
+    ("identify", "--threshold", "2", "--threshold must be in [0, 1], got 2.0"),
+    ("identify", "--threshold", "-0.1", "--threshold must be in [0, 1], got -0.1"),
+    ("identify", "--top", "0", "--top must be >= 1, got 0"),
+    ("identify", "--top", "-3", "--top must be >= 1, got -3"),
+    ("pack", "--size", "0", "--size must be in [20, 1000], got 0 (a face needs at least 20 pixels"),
+    ("pack", "--size", "19", "--size must be in [20, 1000], got 19"),
+    ("pack", "--size", "1001", "--size must be in [20, 1000], got 1001"),
+    ("pack", "--crop", "0", "--crop must be in (0, 1], got 0.0"),
+    ("pack", "--crop", "nan", "--crop must be in (0, 1], got nan"),
+    ("pack", "--crop", "1.5", "--crop must be in (0, 1], got 1.5"),
+])
+def test_every_numeric_option_out_of_range_is_one_line(files, tmp_path, capsys, command, option, value, expected):
+    base = {"evaluate": evaluate_args(files), "identify": identify_args(files),
+            "pack": pack_args(files, str(tmp_path / "packed"))}[command]
+    refused(capsys, base + [option, value], expected)
+    assert not os.path.exists(tmp_path / "packed")                  # refused before doing anything
+
+
+def test_the_ranges_include_their_ends(files, tmp_path, capsys):
+    """The checks refuse only what is out of range: the ends are answers."""
+    assert cli.main(evaluate_args(files, "--seed", str(2 ** 32 - 1), "--batch-size", "1", "--n-way", "2")) == 0
+    for threshold, unknown in (("0", False), ("1", True)):           # p >= 0 always, p >= 1 never here
+        assert cli.main(identify_args(files, "--threshold", threshold, "--top", "1000")) == 0
+        assert (f"{files['query']}: unknown" in capsys.readouterr().out) == unknown
+    assert cli.main(pack_args(files, str(tmp_path / "p"), "--size", "20", "--crop", "0.5")) == 0
+    assert os.path.isfile(tmp_path / "p" / "faces-20-crop0.5.npz")
+
+
+def test_n_way_the_test_file_cannot_serve_names_the_file(files, capsys):
+    """8 people, 4 of them in pairsDevTest: a 10-way task cannot be built from it."""
+    line = refused(capsys, evaluate_args(files, "--n-way", "10"), "pairsDevTest.txt: a 10-way one-shot task needs 9")
+    assert "--n-way to 4 or less" in line
+
+
 def test_conv_plan_timings_go_under_the_cache_dir_given(files, tmp_path, monkeypatch):
     probe = ({"im2col": 1.0, "fft": 0.2, "fft_fixed": 0.1}, {"im2col": 32, "fft": 64})
     monkeypatch.setattr(convplan, "_probe", lambda *a: probe)
