@@ -181,10 +181,32 @@ def _check_range(option, value, lo, hi=None, lo_open=False, why=""):
     return value
 
 
+def _check_folder(option, path):
+    """A ConfigError naming ``option`` unless ``path`` is a folder or can be made
+    one: neither it nor a folder above it may be a file."""
+    from minisiamese.config import ConfigError
+    if path is None:
+        return
+    here = os.path.abspath(path)
+    while not os.path.lexists(here) and os.path.dirname(here) != here:
+        here = os.path.dirname(here)
+    if not os.path.isdir(here):
+        where = " is" if here == os.path.abspath(path) else f": {here} is"
+        raise ConfigError(f"{option} {path!r}{where} not a folder; give a folder")
+
+
+POSITIONALS = {"image1": "IMAGE1", "image2": "IMAGE2", "queries": "QUERY"}
+
+
 def _check_args(args):
-    """Every numeric option in its range before a command starts: one
-    ConfigError naming the first option at fault."""
+    """Every option in range before a command starts: no empty value, every
+    numeric option in its range, every folder option a folder.  One ConfigError
+    naming the first option at fault."""
+    from minisiamese.config import ConfigError
     opts = vars(args)
+    for dest, value in opts.items():
+        if "" in (value if isinstance(value, list) else [value]):
+            raise ConfigError(f"{POSITIONALS.get(dest, '--' + dest.replace('_', '-'))} is empty; give a value")
     _check_range("--n-way", opts.get("n_way"), 2)
     _check_range("--batch-size", opts.get("batch_size"), 1)
     _check_range("--top", opts.get("top"), 1)
@@ -193,6 +215,8 @@ def _check_args(args):
     _check_range("--size", opts.get("size"), *PACK_SIZES, why=f" (a face needs at least {PACK_SIZES[0]} pixels "
                                                                f"a side; at {PACK_SIZES[1]} one takes 1 MB already)")
     _check_range("--crop", opts.get("crop"), 0, 1, lo_open=True, why=" (a fraction of the image side)")
+    _check_folder("--cache-dir", opts.get("cache_dir"))
+    _check_folder("--out", opts.get("out"))
 
 
 def _config(args, preset=None):
@@ -273,6 +297,10 @@ def cmd_pack(args):
     from minisiamese.data import check_data_dir, default_data_dir, pack_faces
     data_dir = args.data_dir or default_data_dir()
     check_data_dir(data_dir, needs=())
+    if os.path.realpath(args.out) == os.path.realpath(data_dir):
+        from minisiamese.config import ConfigError
+        raise ConfigError(f"--out {args.out!r} is the data folder: packing would write over its pairs files; "
+                          f"give a new folder")
     path, n = pack_faces(data_dir, args.out, args.pairs, args.cache_dir, args.size, args.crop)
     print(f"wrote {path}: {n} faces of {args.size}x{args.size} ({os.path.getsize(path) / 2 ** 20:.1f} MiB)")
 

@@ -349,7 +349,10 @@ def pack_faces(data_dir, out_dir, pairs_files, cache_dir=None, size=IMAGE_SIZE, 
                     seen.add(key)
                     keys.append(key)
         os.makedirs(out_dir, exist_ok=True)
-        shutil.copyfile(src, os.path.join(out_dir, os.path.basename(src)))
+        dst = os.path.join(out_dir, os.path.basename(src))
+        if os.path.exists(dst) and os.path.samefile(src, dst):
+            raise DataError(f"{src}: packing it into {out_dir} would copy it over itself; give a new folder")
+        shutil.copyfile(src, dst)
     images = load_images(data_dir, keys, cache_dir, size, crop=crop)
     save_arrays(bundle_path(out_dir, size, crop), {"keys": np.array([_key_text(k) for k in keys]), "images": images})
     return bundle_path(out_dir, size, crop), len(keys)

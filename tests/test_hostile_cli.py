@@ -29,6 +29,9 @@ def files(tmp_path_factory):
             "gallery": os.path.join(data, "lfw2"), "root": root}
 
 
+
+
+
 def refused(capsys, argv, expected):
     """argv exits with status 2 and one line 'error: ...' holding ``expected``."""
     assert cli.main(argv) == 2
@@ -95,6 +98,69 @@ def test_n_way_the_test_file_cannot_serve_names_the_file(files, capsys):
     """8 people, 4 of them in pairsDevTest: a 10-way task cannot be built from it."""
     line = refused(capsys, evaluate_args(files, "--n-way", "10"), "pairsDevTest.txt: a 10-way one-shot task needs 9")
     assert "--n-way to 4 or less" in line
+
+
+@pytest.mark.parametrize("command", ["train", "experiments", "evaluate", "identify", "pack"])
+def test_cache_dir_that_is_a_file_is_refused_by_every_command(files, tmp_path, capsys, monkeypatch, command):
+    for name in ("train_and_evaluate", "run_experiment"):           # should a check be missing: fail, not train
+        monkeypatch.setattr(f"minisiamese.pipeline.{name}", lambda *a, **k: pytest.fail("not refused"))
+    a_file = files["model"]
+    argv = {"train": ["train", "--data-dir", files["data"], "--out", str(tmp_path / "r")],
+            "experiments": ["experiments", "--data-dir", files["data"], "--out", str(tmp_path / "r"),
+                            "--results", str(tmp_path / "results.md")],
+            "evaluate": evaluate_args(files), "identify": identify_args(files),
+            "pack": pack_args(files, str(tmp_path / "p"))}[command]
+    refused(capsys, argv + ["--cache-dir", a_file], f"--cache-dir {a_file!r} is not a folder")
+    below = os.path.join(a_file, "sub", "cache")                    # a file further up the path
+    refused(capsys, argv + ["--cache-dir", below], f": {a_file} is not a folder")
+
+
+@pytest.mark.parametrize("command", ["evaluate", "pack"])
+def test_out_that_is_a_file_is_refused(files, tmp_path, capsys, command):
+    a_file = tmp_path / "results.txt"
+    a_file.write_text("mine")
+    argv = evaluate_args(files, "--out", str(a_file)) if command == "evaluate" else pack_args(files, str(a_file))
+    refused(capsys, argv, f"--out {str(a_file)!r} is not a folder")
+    assert a_file.read_text() == "mine"
+
+
+def test_gallery_that_is_a_file_says_so(files, capsys):
+    argv = identify_args(files)
+    argv[argv.index("--gallery") + 1] = files["query"]
+    refused(capsys, argv, f"{files['query']}: not a folder; the gallery is a folder of people's images")
+
+
+def test_pack_never_writes_over_the_data_folder(files, tmp_path, capsys):
+    pairs = os.path.join(files["data"], "pairsDevTrain.txt")
+    before = open(pairs).read()
+    for out in (files["data"], os.path.join(files["data"], "lfw2", "..") + os.sep):
+        refused(capsys, pack_args(files, out), "is the data folder: packing would write over its pairs files")
+    # nor a pairs file given by a path inside --out
+    out = tmp_path / "packed"
+    out.mkdir()
+    inside = out / "pairsDevTest.txt"
+    inside.write_text(open(os.path.join(files["data"], "pairsDevTest.txt")).read())
+    refused(capsys, pack_args(files, str(out), "--pairs", str(inside)), "would copy it over itself")
+    assert open(pairs).read() == before and not os.path.exists(os.path.join(files["data"], "faces-105.npz"))
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["evaluate", "--checkpoint", ""], "--checkpoint is empty"),
+    (["evaluate", "--pairs", ""], "--pairs is empty"),
+    (["train", "--config", "", "--data-dir", "/nonexistent"], "--config is empty"),   # trained the baseline
+    (["evaluate", "--cache-dir", ""], "--cache-dir is empty"),        # used to switch the cache off
+    (["verify", "", "b.jpg"], "IMAGE1 is empty"),
+    (["identify", "q.jpg", "", "--gallery", "g"], "QUERY is empty"),
+    (["pack", "--out", "o", "--pairs", "a.txt", ""], "--pairs is empty"),
+])
+def test_empty_values_are_refused(capsys, argv, expected):
+    refused(capsys, argv, expected)
+
+
+def test_paths_with_spaces_work(files, tmp_path, capsys):
+    out, cache = tmp_path / "my results", tmp_path / "my cache"
+    assert cli.main(evaluate_args(files, "--out", str(out), "--cache-dir", str(cache))) == 0
+    assert (out / "results.json").is_file() and any(cache.iterdir())
 
 
 def test_conv_plan_timings_go_under_the_cache_dir_given(files, tmp_path, monkeypatch):
