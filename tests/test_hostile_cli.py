@@ -29,9 +29,6 @@ def files(tmp_path_factory):
             "gallery": os.path.join(data, "lfw2"), "root": root}
 
 
-
-
-
 def refused(capsys, argv, expected):
     """argv exits with status 2 and one line 'error: ...' holding ``expected``."""
     assert cli.main(argv) == 2
@@ -155,6 +152,38 @@ def test_pack_never_writes_over_the_data_folder(files, tmp_path, capsys):
 ])
 def test_empty_values_are_refused(capsys, argv, expected):
     refused(capsys, argv, expected)
+
+
+@pytest.mark.parametrize("command", ["evaluate", "verify", "identify"])
+def test_a_training_checkpoint_given_as_the_model_says_which_file_to_use(files, capsys, command):
+    assert evaluate.TRAIN_STATE_FORMAT == train.TRAIN_FORMAT
+    ckpt = os.path.join(files["run"], "checkpoint.npz")
+    argv = {"evaluate": evaluate_args(files), "identify": identify_args(files),
+            "verify": ["verify", files["query"], files["query"], "--checkpoint", files["model"]]}[command]
+    argv[argv.index("--checkpoint") + 1] = ckpt
+    refused(capsys, argv, f"{ckpt}: is a training state (checkpoint.npz); use the model.npz beside it")
+
+
+def test_a_run_folder_or_a_pipe_given_as_the_model(files, tmp_path, capsys):
+    argv = evaluate_args(files)
+    argv[argv.index("--checkpoint") + 1] = files["run"]
+    refused(capsys, argv, f"{files['run']}: a folder, not a weights file; use {files['model']}")
+    fifo = str(tmp_path / "fifo")
+    os.mkfifo(fifo)
+    argv[argv.index("--checkpoint") + 1] = fifo
+    refused(capsys, argv, f"{fifo}: a special file, not a weights file")
+
+
+def test_a_bundle_of_another_size_names_the_bundles_there_and_the_one_needed(files, tmp_path, capsys):
+    out = str(tmp_path / "packed")
+    assert cli.main(pack_args(files, out, "--size", "24", "--pairs", "pairsDevTest.txt")) == 0
+    capsys.readouterr()
+    argv = evaluate_args(files)
+    argv[argv.index("--data-dir") + 1] = out
+    refused(capsys, argv, f"{out}: holds the face bundle(s) faces-24.npz, but the model needs faces-20.npz "
+                          f"(size 20, crop 1)")
+    assert cli.main(pack_args(files, out, "--size", "20", "--pairs", "pairsDevTest.txt")) == 0
+    assert cli.main(argv) == 0                                       # the bundle it needs: evaluated
 
 
 def test_paths_with_spaces_work(files, tmp_path, capsys):
