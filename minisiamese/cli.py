@@ -181,18 +181,35 @@ def _check_range(option, value, lo, hi=None, lo_open=False, why=""):
     return value
 
 
-def _check_folder(option, path):
+def _check_folder(option, path, kind="folder"):
     """A ConfigError naming ``option`` unless ``path`` is a folder or can be made
-    one: neither it nor a folder above it may be a file."""
+    one (``kind`` "file": unless a file can be written there): no folder above
+    it may be a file, nor it a file (a folder, for a file)."""
     from minisiamese.config import ConfigError
     if path is None:
         return
-    here = os.path.abspath(path)
+    if kind == "file" and os.path.isdir(path):
+        raise ConfigError(f"{option} {path!r} is a folder; give a file name")
+    here = os.path.abspath(path if kind == "folder" else os.path.dirname(os.path.abspath(path)))
     while not os.path.lexists(here) and os.path.dirname(here) != here:
         here = os.path.dirname(here)
     if not os.path.isdir(here):
         where = " is" if here == os.path.abspath(path) else f": {here} is"
-        raise ConfigError(f"{option} {path!r}{where} not a folder; give a folder")
+        raise ConfigError(f"{option} {path!r}{where} not a folder; give a "
+                          + ("folder" if kind == "folder" else "file name in a folder"))
+
+
+def _check_input(option, path, data_dir=None):
+    """A ConfigError naming ``option`` when ``path`` (or, missing, its name
+    inside ``data_dir``) is there but no regular file: a folder, or a named
+    pipe, which reading would hang on."""
+    from minisiamese.config import ConfigError
+    if path is None:
+        return
+    found = next((p for p in (path, data_dir and os.path.join(data_dir, path)) if p and os.path.exists(p)), None)
+    if found and not os.path.isfile(found):
+        kind = "a folder" if os.path.isdir(found) else "a named pipe or device"
+        raise ConfigError(f"{option} {found!r}: not a regular file ({kind}); give a file")
 
 
 POSITIONALS = {"image1": "IMAGE1", "image2": "IMAGE2", "queries": "QUERY"}
@@ -217,6 +234,14 @@ def _check_args(args):
     _check_range("--crop", opts.get("crop"), 0, 1, lo_open=True, why=" (a fraction of the image side)")
     _check_folder("--cache-dir", opts.get("cache_dir"))
     _check_folder("--out", opts.get("out"))
+    if args.command != "download":                   # download says what to do with the file in the way
+        _check_folder("--data-dir", opts.get("data_dir"))
+    _check_folder("--figure", opts.get("figure"), kind="file")
+    _check_folder("--results", opts.get("results"), kind="file")
+    pairs = opts.get("pairs")
+    _check_input("--config", opts.get("config"))
+    for path in pairs if isinstance(pairs, list) else [pairs]:
+        _check_input("--pairs", path, opts.get("data_dir"))
 
 
 def _config(args, preset=None):

@@ -3,6 +3,7 @@ range, NaN, empty, a file where a folder belongs, a training checkpoint for a
 model, a bundle of the wrong size -- is one line naming the option or file,
 exit status 2, never a traceback and never a silently wrong answer."""
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -209,3 +210,39 @@ def test_every_cache_dir_help_names_the_environment_variable(capsys, command):
         cli.main([command, "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "$MINISIAMESE_CACHE when set, else ~/.cache/minisiamese" in text and "convplan.json" in text
+
+
+@pytest.mark.parametrize("option", ["--config", "--pairs"])
+def test_an_input_file_that_is_a_pipe_or_a_folder_is_refused_not_read(files, tmp_path, capsys, request, option):
+    """A named pipe as --config or --pairs hung the command (reading waits for a writer)."""
+    fifo = str(tmp_path / "fifo")
+    os.mkfifo(fifo)
+    # writers that end at once, so that a missing check reads nothing and fails rather than hangs
+    stop = threading.Event()
+
+    def writers():
+        while not stop.is_set():
+            open(fifo, "wb").close()
+
+    def release():
+        stop.set()
+        os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))          # frees the writer waiting for a reader
+
+    threading.Thread(target=writers, daemon=True).start()
+    request.addfinalizer(release)
+    argv = (["train", "--data-dir", files["data"], "--out", str(tmp_path / "r")] if option == "--config"
+            else evaluate_args(files))
+    refused(capsys, argv + [option, fifo], f"{option} {fifo!r}: not a regular file (a named pipe or device)")
+    refused(capsys, argv + [option, str(tmp_path)], f"{option} {str(tmp_path)!r}: not a regular file (a folder)")
+    inside = "lfw2"                                                   # a name inside --data-dir, as --pairs takes
+    if option == "--pairs":
+        refused(capsys, pack_args(files, str(tmp_path / "p"), "--pairs", "pairsDevTest.txt", inside),
+                "not a regular file (a folder)")
+
+
+def test_output_files_and_the_data_folder_in_the_wrong_place(files, tmp_path, capsys):
+    a_file = files["model"]
+    refused(capsys, identify_args(files, "--figure", files["gallery"]), "is a folder; give a file name")
+    refused(capsys, identify_args(files, "--figure", os.path.join(a_file, "id.png")), f": {a_file} is not a folder")
+    refused(capsys, ["experiments", "--results", os.path.join(a_file, "r.md")], f": {a_file} is not a folder")
+    refused(capsys, evaluate_args(files, "--data-dir", a_file), f"--data-dir {a_file!r} is not a folder")
