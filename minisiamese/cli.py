@@ -21,14 +21,21 @@ import argparse
 import os
 import sys
 
-from minisiamese.fileio import cache_root
+from minisiamese.fileio import CACHE_ENV, cache_root
 
-SEED_MAX = 2 ** 32 - 1
+MAX_SEED = 2 ** 32 - 1
+PACK_SIZES = (20, 1000)   # data.MIN_FACE_SIDE; a 1000x1000 face is already 1 MB (13 GB for LFW's 13,233)
 
 
 def _here(path):
     """A default path as --help shows it: relative ones with where they resolve from this folder."""
     return path if os.path.isabs(path) else f"{path}, here {os.path.abspath(path)}"
+
+
+def _cache_help(what):
+    """--cache-dir's help: what is cached there, and the default as it resolves now."""
+    return (f"where {what} are cached, keyed by content, with convplan.json (the conv layers' timings) "
+            f"(default: ${CACHE_ENV} when set, else ~/.cache/minisiamese; now {cache_root()})")
 
 
 def _common(p, config=True):
@@ -38,10 +45,9 @@ def _common(p, config=True):
     p.add_argument("--data-dir", default=default_data_dir(),
                    help=f"LFW-a folder holding lfw2/ and the pairs files (default: ${DATA_DIR_ENV} "
                         f"or {_here(default_data_dir())})")
-    p.add_argument("--cache-dir", default=cache_root(),
-                   help="where preprocessed images are cached, keyed by content (default: %(default)s)")
+    p.add_argument("--cache-dir", default=cache_root(), help=_cache_help("preprocessed images"))
     p.add_argument("--seed", default="0", help="seed for initialisation, split, shuffling, augmentation and "
-                                               f"one-shot tasks, an integer in [0, {SEED_MAX}] (default: 0)")
+                                               f"one-shot tasks, an integer in [0, {MAX_SEED}] (default: 0)")
     p.add_argument("--batch-size", type=int, help="pairs per batch (default: the config's, 128)")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -107,7 +113,7 @@ def build_parser():
     x.add_argument("--results", default=os.path.join("docs", "results.md"),
                    help=f"results table to write (default: {_here(os.path.join('docs', 'results.md'))})")
     x.add_argument("--force", action="store_true", help="rerun experiments that already finished")
-    x.add_argument("--seeds", nargs="+", type=int, metavar="SEED",
+    x.add_argument("--seeds", nargs="+", metavar="SEED",
                    help="train each named experiment once per seed, in OUT/seeds/NAME-sSEED (kept in "
                         "docs/results/seeds/); the table gains mean ± SD over seeds and paired comparisons")
     x.add_argument("--epochs", type=int, help="override every experiment's maximum epochs")
@@ -139,8 +145,7 @@ def build_parser():
                    help="answer 'unknown' below this probability (default: the model's, chosen on validation)")
     i.add_argument("--figure", help="write a PNG of each query beside its top people")
     i.add_argument("--device", choices=["cpu", "gpu", "auto"], default="auto")
-    i.add_argument("--cache-dir", default=cache_root(),
-                   help="where gallery embeddings are cached (default: %(default)s)")
+    i.add_argument("--cache-dir", default=cache_root(), help=_cache_help("gallery embeddings"))
     i.add_argument("--debug", action="store_true")
 
     k = sub.add_parser("pack", help="write the preprocessed faces of some pairs files as one small .npz",
@@ -151,11 +156,13 @@ def build_parser():
     k.add_argument("--out", required=True, help="folder to write")
     k.add_argument("--pairs", nargs="+", default=["pairsDevTrain.txt", "pairsDevTest.txt"],
                    help="pairs files whose faces to pack (default: %(default)s)")
-    k.add_argument("--size", type=int, default=105, help="face size in pixels (default: %(default)s)")
+    k.add_argument("--size", type=int, default=105,
+                   help=f"face size in pixels, the model's input_size, {PACK_SIZES[0]} to {PACK_SIZES[1]} "
+                        f"(default: %(default)s)")
     k.add_argument("--crop", type=float, default=1.0,
                    help="keep the centre square of this fraction of the image side before resizing, as the "
                         "model's config says (default: %(default)s, the whole image)")
-    k.add_argument("--cache-dir", default=None)
+    k.add_argument("--cache-dir", default=cache_root(), help=_cache_help("preprocessed images"))
     k.add_argument("--debug", action="store_true")
 
     d = sub.add_parser("download", help="fetch LFW-a and the pairs files, verify, extract",
@@ -168,6 +175,83 @@ def build_parser():
     d.add_argument("--pairs-url", help="override the base URL of the pairs files (a mirror)")
     d.add_argument("--debug", action="store_true")
     return p
+
+
+def _check_range(option, value, lo, hi=None, lo_open=False, why=""):
+    """``value`` when it lies in [lo, hi] ((lo, hi] with ``lo_open``; no upper
+    bound when ``hi`` is None; NaN lies nowhere); else one ConfigError naming
+    ``option`` and ``value``, and ``why`` the range is what it is."""
+    from minisiamese.config import ConfigError
+    if value is not None and not ((lo < value if lo_open else lo <= value) and (hi is None or value <= hi)):
+        span = f">= {lo}" if hi is None else f"in {'(' if lo_open else '['}{lo}, {hi}]"
+        raise ConfigError(f"{option} must be {span}, got {value}{why}")
+    return value
+
+
+def _check_folder(option, path, kind="folder"):
+    """A ConfigError naming ``option`` unless ``path`` is a folder or can be made
+    one (``kind`` "file": unless a file can be written there): no folder above
+    it may be a file, nor it a file (a folder, for a file)."""
+    from minisiamese.config import ConfigError
+    if path is None:
+        return
+    if kind == "file" and os.path.isdir(path):
+        raise ConfigError(f"{option} {path!r} is a folder; give a file name")
+    here = os.path.abspath(path if kind == "folder" else os.path.dirname(os.path.abspath(path)))
+    while not os.path.lexists(here) and os.path.dirname(here) != here:
+        here = os.path.dirname(here)
+    if not os.path.isdir(here):
+        where = " is" if here == os.path.abspath(path) else f": {here} is"
+        raise ConfigError(f"{option} {path!r}{where} not a folder; give a "
+                          + ("folder" if kind == "folder" else "file name in a folder"))
+
+
+def _check_input(option, path, data_dir=None):
+    """A ConfigError naming ``option`` when ``path`` (or, missing, its name
+    inside ``data_dir``) is there but no regular file: a folder, or a named
+    pipe, which reading would hang on."""
+    from minisiamese.config import ConfigError
+    if path is None:
+        return
+    found = next((p for p in (path, data_dir and os.path.join(data_dir, path)) if p and os.path.exists(p)), None)
+    if found and not os.path.isfile(found):
+        kind = "a folder" if os.path.isdir(found) else "a named pipe or device"
+        raise ConfigError(f"{option} {found!r}: not a regular file ({kind}); give a file")
+
+
+POSITIONALS = {"image1": "IMAGE1", "image2": "IMAGE2", "queries": "QUERY"}
+
+
+def _check_args(args):
+    """Every option in range before a command starts: no empty value, every
+    numeric option in its range, every folder option a folder.  One ConfigError
+    naming the first option at fault."""
+    from minisiamese.config import ConfigError
+    opts = vars(args)
+    for dest, value in opts.items():
+        if "" in (value if isinstance(value, list) else [value]):
+            raise ConfigError(f"{POSITIONALS.get(dest, '--' + dest.replace('_', '-'))} is empty; give a value")
+    _check_range("--n-way", opts.get("n_way"), 2)
+    _check_range("--batch-size", opts.get("batch_size"), 1)
+    _check_range("--top", opts.get("top"), 1)
+    _check_range("--threshold", opts.get("threshold"), 0, 1, why=" (a probability)")
+    if "seed" in opts:
+        args.seed = _check_seed("--seed", opts["seed"])
+    if opts.get("seeds"):
+        args.seeds = [_check_seed("--seeds", seed) for seed in opts["seeds"]]
+    _check_range("--size", opts.get("size"), *PACK_SIZES, why=f" (a face needs at least {PACK_SIZES[0]} pixels "
+                                                               f"a side; at {PACK_SIZES[1]} one takes 1 MB already)")
+    _check_range("--crop", opts.get("crop"), 0, 1, lo_open=True, why=" (a fraction of the image side)")
+    _check_folder("--cache-dir", opts.get("cache_dir"))
+    _check_folder("--out", opts.get("out"))
+    if args.command != "download":                   # download says what to do with the file in the way
+        _check_folder("--data-dir", opts.get("data_dir"))
+    _check_folder("--figure", opts.get("figure"), kind="file")
+    _check_folder("--results", opts.get("results"), kind="file")
+    pairs = opts.get("pairs")
+    _check_input("--config", opts.get("config"))
+    for path in pairs if isinstance(pairs, list) else [pairs]:
+        _check_input("--pairs", path, opts.get("data_dir"))
 
 
 def _config(args, preset=None):
@@ -235,11 +319,8 @@ def cmd_verify(args):
 
 
 def cmd_identify(args):
-    from minisiamese.config import ConfigError
     from minisiamese.evaluate import load_trained
     from minisiamese.identify import Gallery, identify, plot_identification
-    if args.top < 1:
-        raise ConfigError(f"--top must be >= 1, got {args.top}")
     net, normalizer, threshold = load_trained(args.checkpoint, args.device)
     threshold = threshold if args.threshold is None else args.threshold
     gallery = Gallery(net, normalizer, args.gallery, args.checkpoint, args.cache_dir)
@@ -260,9 +341,10 @@ def cmd_pack(args):
     from minisiamese.data import check_data_dir, default_data_dir, pack_faces
     data_dir = args.data_dir or default_data_dir()
     check_data_dir(data_dir, needs=())
-    if not 0 < args.crop <= 1:
+    if os.path.realpath(args.out) == os.path.realpath(data_dir):
         from minisiamese.config import ConfigError
-        raise ConfigError(f"--crop must be in (0, 1], got {args.crop}")
+        raise ConfigError(f"--out {args.out!r} is the data folder: packing would write over its pairs files; "
+                          f"give a new folder")
     path, n = pack_faces(data_dir, args.out, args.pairs, args.cache_dir, args.size, args.crop)
     print(f"wrote {path}: {n} faces of {args.size}x{args.size} ({os.path.getsize(path) / 2 ** 20:.1f} MiB)")
 
@@ -272,16 +354,17 @@ def cmd_download(args):
     download_lfwa(args.data_dir, archive_url=args.archive_url, pairs_url=args.pairs_url)
 
 
-def _check_seed(args):
-    """--seed as an int in [0, SEED_MAX] (what the generators and the checkpoints hold), else a ConfigError."""
+def _check_seed(option, value):
+    """``value`` (a string or int) as an int in [0, MAX_SEED], what the generators and the checkpoints
+    hold; else a ConfigError naming ``option``."""
     from minisiamese.config import ConfigError
     try:
-        seed = int(args.seed)
+        seed = int(value)
     except ValueError:                   # not an integer (or one of over 4300 digits)
         seed = None
-    if seed is None or not 0 <= seed <= SEED_MAX:
-        raise ConfigError(f"--seed must be an integer in [0, {SEED_MAX}], got {args.seed}")
-    args.seed = seed
+    if seed is None or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"{option} must be an integer in [0, {MAX_SEED}], got {value}")
+    return seed
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "experiments": cmd_experiments,
@@ -296,10 +379,11 @@ def main(argv=None):
         return 2
     from minisiamese.backend import tune_cpu_allocator
     tune_cpu_allocator()
+    from minisiamese import convplan
     from minisiamese.errors import USER_ERRORS
     try:
-        if hasattr(args, "seed"):
-            _check_seed(args)
+        _check_args(args)
+        convplan.use_cache_dir(getattr(args, "cache_dir", None))
         COMMANDS[args.command](args)
     except USER_ERRORS as exc:
         if getattr(args, "debug", False):
@@ -318,6 +402,8 @@ def main(argv=None):
         else:
             print("\ninterrupted", file=sys.stderr)
         return 130
+    finally:
+        convplan.use_cache_dir(None)
     return 0
 
 

@@ -15,8 +15,9 @@ cuDNN's benchmark mode, and kept for the process:
   CPU the baseline's layers are decided by factors of 2 or more:
   ``docs/performance.md``).
 
-The probe timings are also kept on disk, in ``convplan.json`` under
-``$MINISIAMESE_CACHE`` (default ``~/.cache/minisiamese``), keyed by the layer
+The probe timings are also kept on disk, in ``convplan.json`` under the cache
+folder -- the CLI's ``--cache-dir`` (:func:`use_cache_dir`), else
+``$MINISIAMESE_CACHE``, else ``~/.cache/minisiamese`` -- keyed by the layer
 shape and stamped with the machine (CPU model, core count, NumPy version): later
 processes on the same machine reuse them instead of timing again, so ``auto``
 makes the same choice on a machine every time (delete the file to re-time).
@@ -46,6 +47,7 @@ FFT_MARGIN = 1.2
 
 DECISIONS = {}           # (layer key, N) -> {"algo", "im2col_s", "fft_s", "reason"}
 _PROBES = {}             # layer key -> probe timings
+_CACHE_DIR = None        # where convplan.json is kept; None: fileio.cache_root()
 
 
 def check_algo(algo, where="conv"):
@@ -114,8 +116,15 @@ def _probe(x_shape, w_shape, pad, dtype, need_dx):
     return best, images
 
 
+def use_cache_dir(path):
+    """Keep the probe timings under ``path`` from now on (the CLI's --cache-dir);
+    None goes back to the default, :func:`minisiamese.fileio.cache_root`."""
+    global _CACHE_DIR
+    _CACHE_DIR = path
+
+
 def store_path():
-    return os.path.join(cache_root(), "convplan.json")
+    return os.path.join(_CACHE_DIR or cache_root(), "convplan.json")
 
 
 def machine():

@@ -67,6 +67,24 @@ def bundle_path(data_dir, size=IMAGE_SIZE, crop=1.0):
     return os.path.join(data_dir, f"faces-{preprocess_tag(size, crop)}.npz")
 
 
+def _bundle_for(data_dir, keys, size, crop):
+    """The bundle standing in for lfw2/ in ``data_dir``, or None (read the
+    images).  When the folder holds bundles of other sizes or crops only, and
+    not the images, a DataError naming those and the one needed."""
+    if os.path.isdir(os.path.join(data_dir, "lfw2")):
+        return None
+    bundle = bundle_path(data_dir, size, crop)
+    if os.path.isfile(bundle):
+        return bundle
+    others = sorted(n for n in os.listdir(data_dir) if n.startswith("faces-") and n.endswith(".npz")) \
+        if os.path.isdir(data_dir) else []
+    if others and keys and not os.path.exists(image_path(data_dir, *keys[0])):
+        raise DataError(f"{data_dir}: holds the face bundle(s) {', '.join(others)}, but the model needs "
+                        f"{os.path.basename(bundle)} (size {size}, crop {crop:g}); make it with 'minisiamese pack "
+                        f"--size {size} --crop {crop:g}' from the images")
+    return None
+
+
 def check_data_dir(data_dir, needs=("pairsDevTrain.txt",)):
     """The folder must exist and hold the pairs files in ``needs``.  Its images
     may be in lfw2/, directly inside it, or in a bundle from :func:`pack_faces`;
@@ -339,8 +357,8 @@ def load_images(data_dir, keys, cache_dir=None, size=IMAGE_SIZE, where=None, cro
     line), for error messages.
     """
     where = where or {}
-    bundle, inner = bundle_path(data_dir, size, crop), os.path.join(data_dir, "lfw2")
-    if not os.path.isdir(inner) and os.path.isfile(bundle):
+    bundle, inner = _bundle_for(data_dir, keys, size, crop), os.path.join(data_dir, "lfw2")
+    if bundle:
         return _from_bundle(bundle, keys, where)
     paths = [image_path(data_dir, n, k) for n, k in keys]
     h = hashlib.sha256(f"{PREPROCESS_VERSION}:{preprocess_tag(size, crop)}".encode())
@@ -397,7 +415,10 @@ def pack_faces(data_dir, out_dir, pairs_files, cache_dir=None, size=IMAGE_SIZE, 
                     seen.add(key)
                     keys.append(key)
         os.makedirs(out_dir, exist_ok=True)
-        shutil.copyfile(src, os.path.join(out_dir, os.path.basename(src)))
+        dst = os.path.join(out_dir, os.path.basename(src))
+        if os.path.exists(dst) and os.path.samefile(src, dst):
+            raise DataError(f"{src}: packing it into {out_dir} would copy it over itself; give a new folder")
+        shutil.copyfile(src, dst)
     images = load_images(data_dir, keys, cache_dir, size, crop=crop)
     save_arrays(bundle_path(out_dir, size, crop), {"keys": np.array([_key_text(k) for k in keys]), "images": images})
     return bundle_path(out_dir, size, crop), len(keys)

@@ -10,4 +10,5 @@ from .runlock import RunFolderBusy
 from .train import TrainingError
 
 USER_ERRORS = (BackendError, CheckpointError, ConfigError, DataError, DownloadError, InputError, RunFolderBusy,
-               TrainingError, FileNotFoundError, PermissionError, IsADirectoryError)
+               TrainingError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
+               FileExistsError)

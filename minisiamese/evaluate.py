@@ -5,15 +5,37 @@ import numpy as np
 
 from . import metrics, oneshot, plots, stats
 from .checkpoint import read_model_file
-from .data import (Normalizer, check_data_dir, is_view2_file, load_pairset, pairset_from_pairs, people_in,
+from .data import (DataError, Normalizer, check_data_dir, is_view2_file, load_pairset, pairset_from_pairs, people_in,
                    read_pairs, read_pairs_folds)
-from .fileio import write_json
+from .fileio import CheckpointError, load_arrays, write_json
 from .model import SiameseNet
+
+
+TRAIN_STATE_FORMAT = "minisiamese-train-1"    # train.TRAIN_FORMAT (train.py sits beside this module, not below)
+
+
+def _not_a_model(path):
+    """Why ``path`` is no weights file, when it is something a user mistakes for
+    one (a run folder, a training checkpoint); else None."""
+    if os.path.exists(path) and not os.path.isfile(path):
+        inside = os.path.join(path, "model.npz")
+        return (f"{path}: a {'folder' if os.path.isdir(path) else 'special file'}, not a weights file"
+                + (f"; use {inside}" if os.path.isfile(inside) else ""))
+    try:
+        tag = str(load_arrays(path).get("format", ""))
+    except CheckpointError:
+        return None
+    if tag == TRAIN_STATE_FORMAT:
+        return f"{path}: is a training state (checkpoint.npz); use the model.npz beside it"
+    return None
 
 
 def load_trained(path, device="cpu"):
     """(net, normalizer, threshold) from a model.npz written by training."""
-    config, params, extra = read_model_file(path)
+    try:
+        config, params, extra = read_model_file(path)
+    except CheckpointError as exc:
+        raise CheckpointError(_not_a_model(path) or str(exc)) from None
     net = SiameseNet(config, backend=device)
     net.load_state_dict(params, source=str(path))
     threshold = float(extra["threshold"]) if "threshold" in extra else 0.5
@@ -146,6 +168,10 @@ def evaluate_model_file(model_path, data_dir, pairs="pairsDevTest.txt", device="
         res = evaluate_folds(net, normalizer, data_dir, path, cache_dir, batch_size, train_people(data_dir))
     else:
         pairset = load_pairset(data_dir, path, cache_dir, net.config.input_size, net.config.crop)
+        try:
+            oneshot.check_tasks(pairset, n_way, path)
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
         res, _ = evaluate_pairset(net, normalizer, pairset, threshold, n_way, seed, batch_size,
                                   figures_dir=os.path.join(out_dir, "figures") if out_dir else None)
     res["pairs_file"] = os.path.basename(path)

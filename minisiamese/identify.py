@@ -30,7 +30,8 @@ def scan_gallery(folder):
     """[(person, image path)], sorted: subfolders are people, or each image in the
     folder is one person named after its file."""
     if not os.path.isdir(folder):
-        raise DataError(f"{folder}: gallery folder not found")
+        raise DataError(f"{folder}: " + ("not a folder; the gallery is a folder of people's images"
+                                         if os.path.exists(folder) else "gallery folder not found"))
     entries = []
     for name in sorted(os.listdir(folder)):
         path = os.path.join(folder, name)

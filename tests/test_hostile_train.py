@@ -16,9 +16,9 @@ import pytest
 
 import cli
 from fixtures import make_dataset, tiny_config
-from minisiamese import fileio
+from minisiamese import fileio, pipeline
 from minisiamese.fileio import load_arrays, save_arrays
-from minisiamese.train import config_differences
+from minisiamese.train import TrainingError, config_differences
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -234,10 +234,13 @@ def test_an_out_or_cache_folder_that_cannot_be_written_is_one_line(finished, tmp
     (tmp_path / "file").write_text("not a folder")
     path = str(tmp_path / where)
     argv[argv.index(flag) + 1] = path
-    assert cli.main(argv) == 2
-    what = "run folder" if flag == "--out" else "cache folder"
-    assert one_error_line(capsys) == f"error: {path}: cannot write the {what} there ({why})"
+    assert cli.main(argv) == 2                                # the CLI's path check comes first
+    line = one_error_line(capsys)
+    assert line.startswith(f"error: {flag} {path!r}") and "not a folder; give a folder" in line
     assert (tmp_path / "file").read_text() == "not a folder"
+    what = "run folder" if flag == "--out" else "cache folder"    # the pipeline's own check, for library callers
+    with pytest.raises(TrainingError, match=re.escape(f"{path}: cannot write the {what} there ({why})")):
+        pipeline._check_folder(path, what)
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder")
