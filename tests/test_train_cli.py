@@ -278,6 +278,29 @@ def test_cli_experiments_table_and_view2_folds(dataset, tmp_path, capsys, monkey
     assert len(res["folds"]) == 2 and 0 <= res["accuracy_mean"] <= 1
 
 
+def test_cli_experiments_over_seeds(dataset, tmp_path, capsys, monkeypatch):
+    """--seeds trains a preset once per seed in runs/seeds/NAME-sSEED, keeps each
+    result (with its seed and per-pair test probabilities) in docs/results/seeds/,
+    and the table gains the over-seeds section; a bad seed is one line."""
+    from minisiamese import runconfig
+    tiny = ExperimentConfig.from_file(tiny_config(str(tmp_path / "cfg.json"), epochs=1))
+    monkeypatch.setitem(runconfig.RUN_PRESETS, "baseline", tiny)
+    results = str(tmp_path / "docs" / "results.md")
+    argv = ["experiments", "--only", "baseline", "--seeds", "0", "1", "--out", str(tmp_path / "runs"), "--results",
+            results, "--data-dir", dataset, "--cache-dir", str(tmp_path / "cache"), "--device", "cpu", "--quiet"]
+    code, stdout, err = run_cli(argv, capsys)
+    assert code == 0, err
+    for seed in (0, 1):
+        kept = json.load(open(tmp_path / "docs" / "results" / "seeds" / f"baseline-s{seed}.json"))
+        assert kept["seed"] == seed and len(kept["test_probs"]) == kept["pairs"]
+        assert os.path.exists(tmp_path / "runs" / "seeds" / f"baseline-s{seed}" / "model.npz")
+    table = open(results).read()
+    assert "## Over seeds" in table and "| baseline | image-restricted | 0, 1 |" in table
+    assert "experiments --only baseline --seeds 0 1" in table
+    code, _, err = run_cli(argv[:4] + ["-3"] + argv[5:], capsys)
+    assert code == 2 and "error: --seeds must be an integer in [0, 4294967295], got -3" in err
+
+
 def test_packed_face_bundle_stands_in_for_the_jpegs(dataset, tmp_path, capsys):
     bundle = str(tmp_path / "bundle")
     code, stdout, err = run_cli(["pack", "--data-dir", dataset, "--out", bundle, "--size", "24"], capsys)
