@@ -89,6 +89,8 @@ def load_arrays(path):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such file")
+    if not zipfile.is_zipfile(path):          # else np.load would try to unpickle it and say so
+        raise CheckpointError(f"{path}: not a readable .npz file (not a zip archive, so no .npz)")
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}

@@ -247,3 +247,13 @@ def test_atomic_write_honours_the_umask(tmp_path):
         os.umask(old)
     assert os.stat(tmp_path / "a.json").st_mode & 0o777 == 0o644
     assert os.stat(tmp_path / "b.json").st_mode & 0o777 == 0o600
+
+
+def test_a_text_file_given_as_arrays_is_not_called_pickled(tmp_path):
+    """np.load falls back to unpickling anything that is not a zip or .npy and then
+    suggests allow_pickle; a stray text file must be named as what it is instead."""
+    path = tmp_path / "README.npz"
+    path.write_text("# not arrays\n")
+    with pytest.raises(CheckpointError, match="README.npz: not a readable .npz file \\(not a zip archive") as info:
+        load_arrays(path)
+    assert "pickle" not in str(info.value)
