@@ -131,7 +131,7 @@ def test_example_configs_load():
     for name in names:
         cfg = ExperimentConfig.from_file(os.path.join(folder, name))
         assert cfg.model.num_params() > 0
-    for preset in ("baseline", "best"):                  # a preset's documented config is the preset
+    for preset in ("baseline", "best", "bn512"):         # a preset's documented config is the preset
         assert ExperimentConfig.from_file(os.path.join(folder, f"{preset}.json")) == ExperimentConfig.preset(preset)
 
 
