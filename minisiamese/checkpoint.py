@@ -9,7 +9,8 @@ import numpy as np
 from .config import ConfigError, ModelConfig
 from .fileio import CheckpointError, load_arrays, save_arrays
 
-FORMAT = "minisiamese-weights-1"
+FORMAT = "minisiamese-weights-1"           # model.npz, best.npz
+TRAIN_FORMAT = "minisiamese-train-1"       # checkpoint.npz: the whole training state (minisiamese.train)
 
 
 def save_model(path, net, extra=None):
@@ -42,6 +43,8 @@ def read_model_file(path):
                                   f"its config needs {shape}")
         if params[name].dtype.kind != "f" or not np.isfinite(params[name]).all():
             raise CheckpointError(f"{path}: parameter {name} is not finite floating point")
+        if name.endswith(".var") and (params[name] < 0).any():
+            raise CheckpointError(f"{path}: {name}, a running variance, has negative values")
     unexpected = sorted(set(params) - set(expected))
     if unexpected:
         raise CheckpointError(f"{path}: unexpected parameters {unexpected}")

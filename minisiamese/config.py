@@ -133,8 +133,8 @@ class ModelConfig:
         if self.embedding_activation not in EMBEDDING_ACTIVATIONS:
             raise ConfigError(f"config: embedding_activation must be one of {list(EMBEDDING_ACTIVATIONS)}, "
                               f"got {self.embedding_activation!r}")
-        if not isinstance(self.head, tuple) or not self.head or len(set(self.head)) != len(self.head) \
-                or any(f not in HEAD_FEATURES for f in self.head):
+        if not isinstance(self.head, tuple) or not self.head or not all(isinstance(f, str) for f in self.head) \
+                or len(set(self.head)) != len(self.head) or any(f not in HEAD_FEATURES for f in self.head):
             raise ConfigError(f"config: head must be a non-empty list of distinct names from {list(HEAD_FEATURES)}, "
                               f"got {self.head!r}")
         self.feature_shape()  # raises when the maps shrink to nothing

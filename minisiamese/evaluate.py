@@ -4,14 +4,13 @@ import os
 import numpy as np
 
 from . import metrics, oneshot, plots, stats
-from .checkpoint import read_model_file
+from .checkpoint import TRAIN_FORMAT
 from .data import (DataError, Normalizer, check_data_dir, is_view2_file, load_pairset, pairset_from_pairs, people_in,
                    read_pairs, read_pairs_folds)
 from .fileio import CheckpointError, load_arrays, write_json
-from .model import SiameseNet
+from .model import load_model
 
 
-TRAIN_STATE_FORMAT = "minisiamese-train-1"    # train.TRAIN_FORMAT (train.py sits beside this module, not below)
 
 
 def _not_a_model(path):
@@ -25,7 +24,7 @@ def _not_a_model(path):
         tag = str(load_arrays(path).get("format", ""))
     except CheckpointError:
         return None
-    if tag == TRAIN_STATE_FORMAT:
+    if tag == TRAIN_FORMAT:
         return f"{path}: is a training state (checkpoint.npz); use the model.npz beside it"
     return None
 
@@ -33,11 +32,9 @@ def _not_a_model(path):
 def load_trained(path, device="cpu"):
     """(net, normalizer, threshold) from a model.npz written by training."""
     try:
-        config, params, extra = read_model_file(path)
+        net, extra = load_model(path, backend=device, with_extra=True)
     except CheckpointError as exc:
         raise CheckpointError(_not_a_model(path) or str(exc)) from None
-    net = SiameseNet(config, backend=device)
-    net.load_state_dict(params, source=str(path))
     threshold = float(extra["threshold"]) if "threshold" in extra else 0.5
     return net, Normalizer.from_extra(extra), threshold
 

@@ -1,4 +1,5 @@
-"""SiameseNet: two weight-sharing conv towers, an L1 join and a logistic head."""
+"""SiameseNet: two weight-sharing conv towers, a comparison of their codes (Koch's L1 join, or more) and a
+logistic head."""
 import math
 import os
 
@@ -122,7 +123,7 @@ class SiameseNet:
         batch's statistics; ``need_grad=False`` (inference) lets layers skip
         what only the backward pass reads (max-pooling's argmax), and with
         ``flip_average`` averages the embeddings of x and of its mirror image."""
-        if need_grad or not self.config.flip_average:
+        if need_grad or train or not self.config.flip_average:          # flip averaging: inference only
             return self._tower(x, train, need_grad)
         M = x.shape[0]
         h, _ = self._tower(self.xp.concatenate([x, x[:, :, ::-1]]), train, need_grad)   # (2M, U)
@@ -289,8 +290,8 @@ class SiameseNet:
     def predict_proba(self, x1, x2, batch_size=128):
         """(N,) probabilities that each pair shows the same person (eval mode),
         returned as a NumPy array: ``score(embed(x1), embed(x2))``, a batch of
-        ``batch_size`` pairs at a time.  The training forward pass
-        (:meth:`logits`, both towers as one batch) computes the same function."""
+        ``batch_size`` pairs at a time.  :meth:`logits` in inference mode (both
+        towers as one batch) computes the same function."""
         a, b = self._pair(x1, x2)
         out = [self.score(self._embed(a[i:i + batch_size], batch_size), self._embed(b[i:i + batch_size], batch_size))
                for i in range(0, a.shape[0], batch_size)]
@@ -336,10 +337,11 @@ class SiameseNet:
         return float(loss + penalty), grads
 
 
-def load_model(path, backend="cpu", dtype=np.float32):
+def load_model(path, backend="cpu", dtype=np.float32, with_extra=False):
     """A SiameseNet with the weights and config stored in ``path`` (a model.npz
-    written by :func:`minisiamese.checkpoint.save_model`), validated."""
-    config, params, _ = read_model_file(path)
+    written by :func:`minisiamese.checkpoint.save_model`), validated; with
+    ``with_extra`` also the file's extra arrays (threshold, normalisation)."""
+    config, params, extra = read_model_file(path)
     net = SiameseNet(config, backend=backend, dtype=dtype)
     net.load_state_dict(params, source=os.fspath(path))
-    return net
+    return (net, extra) if with_extra else net

@@ -5,6 +5,7 @@ runs :func:`run_experiment` for each named preset."""
 import errno
 import json
 import os
+import shutil
 import tempfile
 import time
 
@@ -20,7 +21,8 @@ from .runlock import run_lock
 from .train import Trainer, TrainingError, checkpoint_progress, stratified_subset
 
 RESULT_FILE = "results.json"     # its presence marks a run finished
-RUN_FILES = (RESULT_FILE, "model.npz", "best.npz", "checkpoint.npz", "history.json")   # what starting over replaces
+RUN_FILES = (RESULT_FILE, "model.npz", "best.npz", "checkpoint.npz", "history.json", "config.json",
+             "figures")                                                  # what starting over replaces
 
 
 def train_and_evaluate(config, out_dir, data_dir, device, seed, cache_dir, resume=False, log=print,
@@ -74,13 +76,16 @@ def _refuse_a_used_folder(out_dir):
 def _fit(trainer, resume, overwrite, log):
     """Train, once the data is checked; a folder that holds a run is refused, or
     with ``overwrite`` its files are removed first."""
-    if not (resume or overwrite):
-        _refuse_a_used_folder(trainer.out_dir)
+    if not overwrite and not (resume and os.path.exists(trainer.checkpoint_path)):
+        _refuse_a_used_folder(trainer.out_dir)        # --resume with nothing to resume must not overwrite either
     old = [path for path in (os.path.join(trainer.out_dir, name) for name in RUN_FILES) if os.path.exists(path)]
     if overwrite and old:
         log(f"--overwrite: starting over, removing {', '.join(old)}")
         for path in old:
-            os.remove(path)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
     return trainer.fit(resume=resume)
 
 
@@ -122,8 +127,9 @@ def _train_and_evaluate(config, out_dir, data_dir, device, seed, cache_dir, resu
         plot_history(history, os.path.join(figures, "history.png"))
     res, probs = evaluate_pairset(trainer.net, trainer.normalizer, testset, trainer.threshold,
                                   config.train.oneshot_way, seed, config.train.batch_size, figures_dir=figures)
-    # every test pair's probability, in file order: paired comparisons of two runs (a bootstrap) need them
+    # every test pair's probability and label, in file order: paired comparisons of runs (a bootstrap) need them
     res["test_probs"] = [round(float(v), 5) for v in probs]
+    res["test_labels"] = [int(v) for v in testset.labels]
     if view2:
         log("View 2 (pairs.txt, 10 folds): full, and leak-free (no person of the training pairs)")
         res["view2"] = evaluate_folds(trainer.net, trainer.normalizer, data_dir, view2, cache_dir,
@@ -182,5 +188,5 @@ def run_experiment(name, config, out_root, data_dir, device, seed, cache_dir, lo
             log(f"[{name}] finished before ({path}; {res.get('device')}, {res.get('wall_seconds', 0):.0f}s): skipped")
             return res
     log(f"[{name}] training in {out_dir}")
-    return train_and_evaluate(config, out_dir, data_dir, device, seed, cache_dir, resume=True, log=log,
-                              progress=progress, experiment=name)
+    return train_and_evaluate(config, out_dir, data_dir, device, seed, cache_dir, resume=not force, log=log,
+                              progress=progress, experiment=name, overwrite=force)

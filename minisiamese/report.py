@@ -5,12 +5,14 @@ import os
 import platform
 import time
 
+import numpy as np
+
 from .config import ConfigError
 from .fileio import write_text
 from .pipeline import RESULT_FILE
 from .plots import pyplot, save_figure
 from .runconfig import ABLATION, BEST, EXPERIMENTS, SEED_BEST, TITLES
-from .stats import T_CRITICAL_5PCT, bootstrap_diff, mean_se, paired_t
+from .stats import bootstrap_diff, mean_se, paired_t, sample_sd, t_critical
 
 
 FIGURES = (("history.png", "training curves"), ("roc.png", "ROC"), ("pairs.png", "worst/best pairs"),
@@ -223,8 +225,7 @@ def _sd(values):
     v = [float(x) for x in values]
     if len(v) == 1:
         return f"{v[0]:.3f}"
-    mean, se = mean_se(v)
-    return f"{mean:.3f} ± {se * len(v) ** 0.5:.3f}"
+    return f"{sum(v) / len(v):.3f} ± {sample_sd(v):.3f}"
 
 
 def _fold_means(runs, part="accuracy"):
@@ -237,14 +238,21 @@ def _fold_means(runs, part="accuracy"):
 
 def _pair_correct(runs):
     """Per test pair, the fraction of a preset's seeds that classify it right at
-    0.5 (None when a run has no test_probs).  The pairs are in file order: a
-    View 1 file lists its same-person pairs first, then as many different-person ones."""
+    each run's own threshold, the one chosen on validation (a model that flip-
+    averages its codes is calibrated differently from one that does not, so
+    0.5 would not be fair to it).  None when a run has no test_probs.  Labels
+    are ``test_labels``; runs that predate them used the official View 1 file,
+    which lists its same-person pairs first, then as many different-person ones."""
     if not all("test_probs" in r for r in runs.values()):
         return None
-    probs = [r["test_probs"] for r in runs.values()]
-    n = len(probs[0])
-    labels = [1] * (n // 2) + [0] * (n - n // 2)
-    return [sum((p[i] >= 0.5) == (labels[i] == 1) for p in probs) / len(probs) for i in range(n)]
+    correct = []
+    for r in runs.values():
+        p = np.asarray(r["test_probs"])
+        labels = np.asarray(r.get("test_labels") or [1] * (len(p) // 2) + [0] * (len(p) - len(p) // 2))
+        correct.append((p >= r.get("tuned", {}).get("threshold", 0.5)) == (labels == 1))
+    if len({len(c) for c in correct}) != 1:
+        return None
+    return list(np.mean(correct, axis=0))
 
 
 def comparison_lines(seed_rows, references=("baseline", "best")):
@@ -262,13 +270,14 @@ def comparison_lines(seed_rows, references=("baseline", "best")):
             a, b = _fold_means(runs), _fold_means(seed_rows[ref])
             if a and b and len(a) == len(b):
                 t = paired_t(a, b)
-                verdict = "significant" if abs(t["t"]) >= T_CRITICAL_5PCT[t["df"]] else "not significant"
+                verdict = "significant" if abs(t["t"]) >= t_critical(t["df"]) else "not significant"
                 text += (f": leak-free View 2 accuracy {t['diff']:+.3f} (paired t = {t['t']:.2f}, {t['df']} df, "
                          f"{verdict} at 5 %; better in {t['better']} of {t['n']} folds)")
             ca, cb = _pair_correct(runs), _pair_correct(seed_rows[ref])
             if ca and cb and len(ca) == len(cb):
                 d, low, high = bootstrap_diff(ca, cb)
-                text += f"; test accuracy {d:+.3f}, 95 % bootstrap interval [{low:+.3f}, {high:+.3f}]"
+                text += (f"; test accuracy at each run's validation threshold {d:+.3f}, 95 % bootstrap interval "
+                         f"[{low:+.3f}, {high:+.3f}]")
             else:
                 text += "; no test-accuracy interval (a run without per-pair test probabilities)"
             lines.append(text + f" (seeds {sorted(runs)} vs {sorted(seed_rows[ref])}).")
@@ -285,8 +294,9 @@ def seeds_markdown(seed_rows):
              "Kept in `docs/results/seeds/NAME-sSEED.json`.", ""]
     if not seed_rows:
         return lines + ["No preset has finished a seed run yet.", ""]
-    lines += ["| preset | protocol | seeds | test accuracy | test AUC | one-shot | View 2 leak-free accuracy | "
-              "View 2 leak-free AUC | epochs (best) | wall time |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| preset | protocol | seeds | test accuracy at 0.5 | at the validation threshold | test AUC | one-shot | "
+              "View 2 leak-free accuracy | View 2 leak-free AUC | epochs (best) | wall time |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, runs in seed_rows.items():
         rs = list(runs.values())
         v2 = [r["view2"]["leak_free"] for r in rs if "view2" in r]
@@ -295,7 +305,8 @@ def seeds_markdown(seed_rows):
         epochs = ", ".join(f"{r['epochs_run']} ({r['best_epoch']})" for r in rs)
         minutes = ", ".join(f"{r['wall_seconds'] / 60:.0f}" for r in rs)
         lines.append(f"| {name} | {rs[0].get('protocol', 'image-restricted')} | {', '.join(map(str, runs))} | "
-                     f"{_sd(r['accuracy'] for r in rs)} | {_sd(r['auc'] for r in rs)} | "
+                     f"{_sd(r['accuracy'] for r in rs)} | {_sd(r['tuned']['accuracy'] for r in rs)} | "
+                     f"{_sd(r['auc'] for r in rs)} | "
                      f"{_sd(r['oneshot'] for r in rs)} | {v2acc} | {v2auc} | {epochs} | {minutes} min |")
     comparisons = comparison_lines(seed_rows)
     return lines + ([""] + comparisons if comparisons else []) + [""]

@@ -6,7 +6,21 @@ import numpy as np
 
 # two-sided 5 % critical values of Student's t by degrees of freedom (9: View 2's ten folds)
 T_CRITICAL_5PCT = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
-                   10: 2.228}
+                   10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 20: 2.086, 30: 2.042}
+
+
+def t_critical(df):
+    """The two-sided 5 % critical value for ``df`` degrees of freedom (df >= 1): the table's value, or
+    the next smaller df's that it holds (a larger, so conservative, value) between its entries."""
+    if df < 1:
+        raise ValueError(f"t_critical: needs at least 1 degree of freedom, got {df}")
+    return T_CRITICAL_5PCT[max(k for k in T_CRITICAL_5PCT if k <= df)]
+
+
+def sample_sd(values):
+    """The sample standard deviation (n - 1); NaN for one value."""
+    v = np.asarray(values, dtype=np.float64)
+    return float(v.std(ddof=1)) if v.size > 1 else float("nan")
 
 
 def mean_se(values):
@@ -15,7 +29,7 @@ def mean_se(values):
     v = np.asarray(values, dtype=np.float64)
     if v.size == 0:
         raise ValueError("mean_se: no values")
-    se = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else float("nan")
+    se = sample_sd(v) / math.sqrt(v.size)
     return float(v.mean()), se
 
 

@@ -22,6 +22,7 @@ import time
 import numpy as np
 
 from . import checkpoint as ckpt
+from .checkpoint import TRAIN_FORMAT
 from . import convplan
 from .augment import augment_batch
 from .backend import get_backend, to_numpy
@@ -37,7 +38,6 @@ from .pairsampler import IdentityPool
 from .runconfig import MONITORS, ExperimentConfig
 from .runlock import run_lock
 
-TRAIN_FORMAT = "minisiamese-train-1"
 DIVERGENCE_FACTOR = 10       # a training loss this many times the first one stops the run
 
 
@@ -299,7 +299,11 @@ class Trainer:
             self.log(f"warning: {path} does not record which data it was trained on (an older checkpoint); "
                      f"resuming without checking --data-dir")
             return
-        stored = json.loads(str(a["data"]))
+        try:
+            stored = json.loads(str(a["data"]))
+            stored = dict(stored)
+        except (ValueError, TypeError):
+            raise CheckpointError(f"{path}: damaged record of the data it was trained on") from None
         for name, digest in self.data_digests.items():
             if name in stored and stored[name] != digest:
                 raise TrainingError(f"{path}: {os.path.join(self.data_dir, name)} is not the file this run was "

@@ -157,7 +157,6 @@ def test_empty_values_are_refused(capsys, argv, expected):
 
 @pytest.mark.parametrize("command", ["evaluate", "verify", "identify"])
 def test_a_training_checkpoint_given_as_the_model_says_which_file_to_use(files, capsys, command):
-    assert evaluate.TRAIN_STATE_FORMAT == train.TRAIN_FORMAT
     ckpt = os.path.join(files["run"], "checkpoint.npz")
     argv = {"evaluate": evaluate_args(files), "identify": identify_args(files),
             "verify": ["verify", files["query"], files["query"], "--checkpoint", files["model"]]}[command]

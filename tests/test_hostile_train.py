@@ -71,6 +71,24 @@ def test_training_again_into_a_finished_run_is_refused_and_the_model_kept(finish
     assert "LFW-a not found" in one_error_line(capsys)
 
 
+def test_resume_with_nothing_to_resume_does_not_overwrite_a_finished_run(finished, tmp_path, capsys):
+    """--resume where the checkpoint is gone but the finished run's files are there must not start afresh over them."""
+    argv, out = copy_run(finished, tmp_path)
+    os.remove(os.path.join(out, "checkpoint.npz"))
+    model = open(os.path.join(out, "model.npz"), "rb").read()
+    assert cli.main(argv + ["--resume"]) == 2
+    assert f"{out} holds a finished run (results.json, model.npz)" in one_error_line(capsys)
+    assert open(os.path.join(out, "model.npz"), "rb").read() == model
+
+
+def test_overwrite_removes_the_old_figures_and_config_too(finished, tmp_path, capsys):
+    argv, out = copy_run(finished, tmp_path)
+    stale = os.path.join(out, "figures", "stale.png")
+    open(stale, "w").write("old")
+    assert cli.main(argv + ["--overwrite", "--validation-only"]) == 0
+    assert not os.path.exists(stale) and not os.path.exists(os.path.join(out, "figures", "roc.png"))
+
+
 def test_overwrite_starts_over_and_resume_and_overwrite_exclude_each_other(finished, tmp_path, capsys):
     argv, out = copy_run(finished, tmp_path)
     before = load_arrays(os.path.join(out, "checkpoint.npz"))

@@ -87,7 +87,8 @@ def test_beyond_koch_layers_and_their_state(tmp_path, rng):
     save_model(tmp_path / "m.npz", net)
     again = load_model(tmp_path / "m.npz", dtype=np.float64)
     np.testing.assert_allclose(again.predict_proba(x1, x2), p_after, rtol=1e-12)
-    for bad in (dict(head=()), dict(head=("abs", "abs")), dict(head=("l2",)), dict(embedding_activation="tanh"),
+    for bad in (dict(head=()), dict(head=("abs", "abs")), dict(head=("l2",)), dict(head=([1],)), dict(head=({},)),
+                dict(embedding_activation="tanh"),
                 dict(batch_norm="yes"), dict(bn_momentum=1.0), dict(flip_average=1)):
         with pytest.raises(ConfigError):
             TINY.replace(**bad)
@@ -104,6 +105,7 @@ def test_flip_averaging_embeds_a_face_and_its_mirror(rng):
     np.testing.assert_allclose(flip.embed(x1), flip.embed(mirror), rtol=1e-12)
     assert not np.allclose(plain.embed(x1), plain.embed(mirror))
     assert plain.loss_and_grads(x1, x2, y)[0] == flip.loss_and_grads(x1, x2, y)[0]
+    np.testing.assert_array_equal(flip.logits(x1, x2, train=True), plain.logits(x1, x2, train=True))  # not in training
     np.testing.assert_allclose(flip.predict_proba(x1, x2), ops.sigmoid(flip.logits(x1, x2)), rtol=1e-12)
 
 
@@ -277,3 +279,11 @@ def test_config_from_dict_and_json():
         ModelConfig.from_json("{dense_units: 1}")
     with pytest.raises(ConfigError, match="conv_filters must be a list"):
         ModelConfig.from_dict({"conv_filters": 64})
+
+
+def test_a_negative_running_variance_is_refused(tmp_path):
+    net = SiameseNet(TINY.replace(batch_norm=True), seed=0)
+    net.buffers["bn2.var"][0] = -1.0
+    save_model(tmp_path / "m.npz", net)
+    with pytest.raises(CheckpointError, match="m.npz: bn2.var, a running variance, has negative values"):
+        read_model_file(tmp_path / "m.npz")

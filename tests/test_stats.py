@@ -34,6 +34,13 @@ def test_paired_t_by_hand():
         stats.paired_t([1, 2], [1])
 
 
+def test_t_critical_values_and_their_fallback():
+    assert stats.t_critical(9) == 2.262 and stats.t_critical(12) == 2.179
+    assert stats.t_critical(25) == 2.086 and stats.t_critical(500) == 2.042     # the next smaller tabled df
+    with pytest.raises(ValueError, match="at least 1 degree"):
+        stats.t_critical(0)
+
+
 def test_bootstrap_interval_covers_the_difference_and_shrinks_with_more_pairs():
     rng = np.random.default_rng(0)
     widths = []
@@ -51,7 +58,8 @@ def test_bootstrap_interval_covers_the_difference_and_shrinks_with_more_pairs():
 def fake_run(acc, folds, probs):
     leak = {"folds": [{"accuracy": f, "auc": f + 0.05} for f in folds], "accuracy_mean": float(np.mean(folds)),
             "auc_mean": float(np.mean(folds)) + 0.05}
-    return {"accuracy": acc, "auc": acc + 0.05, "oneshot": acc / 2, "epochs_run": 10, "best_epoch": 7,
+    return {"accuracy": acc, "tuned": {"threshold": 0.5, "accuracy": acc}, "auc": acc + 0.05, "oneshot": acc / 2,
+            "epochs_run": 10, "best_epoch": 7,
             "wall_seconds": 600, "protocol": "unrestricted", "test_probs": probs,
             "view2": {"leak_free": leak}}
 
@@ -74,10 +82,10 @@ def test_seeds_table_and_paired_comparisons(tmp_path):
     assert list(rows) == ["baseline", "best"] and list(rows["best"]) == [0, 1]
     assert sorted(p.name for p in (tmp_path / "kept").iterdir())[0] == "baseline-s0.json"   # kept for git
     table = "\n".join(report.seeds_markdown(rows))
-    assert "| best | unrestricted | 0, 1 | 0.850 ± 0.000 |" in table
+    assert "| best | unrestricted | 0, 1 | 0.850 ± 0.000 | 0.850 ± 0.000 |" in table
     line = next(x for x in table.splitlines() if x.startswith("- **best** against **baseline**"))
     assert "leak-free View 2 accuracy +0.050" in line and "better in 10 of 10 folds" in line
-    assert "test accuracy +0.150, 95 % bootstrap interval [+" in line      # strictly above zero
+    assert "test accuracy at each run's validation threshold +0.150, 95 % bootstrap interval [+" in line
     assert report.collect_seeds(str(tmp_path / "gone"), str(tmp_path / "kept")) == rows   # survives without runs/
 
 

@@ -297,6 +297,10 @@ def test_cli_experiments_over_seeds(dataset, tmp_path, capsys, monkeypatch):
     table = open(results).read()
     assert "## Over seeds" in table and "| baseline | image-restricted | 0, 1 |" in table
     assert "experiments --only baseline --seeds 0 1" in table
+    code, stdout, _ = run_cli(argv, capsys)
+    assert code == 0 and stdout.count("finished before") == 2
+    code, stdout, _ = run_cli(argv + ["--force"], capsys)            # --force trains again, from scratch
+    assert code == 0 and stdout.count("--overwrite: starting over") == 2 and "finished before" not in stdout
     code, _, err = run_cli(argv[:4] + ["-3"] + argv[5:], capsys)
     assert code == 2 and "error: --seeds must be an integer in [0, 4294967295], got -3" in err
 
