@@ -133,12 +133,10 @@ class SiameseNet:
         return {"mean": self.buffers[f"{name}.mean"], "var": self.buffers[f"{name}.var"]}
 
     def _normalize_forward(self, h, name, train):
-        """Batch norm ``name`` on h (channels last), its running statistics kept in self.buffers."""
-        running = self._running(name)
-        h, cache = ops.batchnorm_forward(h, self.params[f"{name}.gamma"], self.params[f"{name}.beta"], running,
-                                         train, momentum=self.config.bn_momentum)
-        self.buffers[f"{name}.mean"], self.buffers[f"{name}.var"] = running["mean"], running["var"]
-        return h, cache
+        """Batch norm ``name`` on h (channels last); in training the op updates the running statistics in
+        place, and they are the arrays of self.buffers."""
+        return ops.batchnorm_forward(h, self.params[f"{name}.gamma"], self.params[f"{name}.beta"],
+                                     self._running(name), train, momentum=self.config.bn_momentum)
 
     def _tower(self, x, train, need_grad):
         p, caches = self.params, []
