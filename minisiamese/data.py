@@ -331,17 +331,17 @@ def load_faces(paths, config):
     return to_unit_float(np.stack([load_image(p, config.input_size, config.crop) for p in paths]))[:, None]
 
 
-def file_digest(path, where):
+def file_digest(path, where, kind="image file"):
     """SHA-256 (hex) of a file's content; a missing or unreadable file is a
-    DataError naming it and ``where`` it was asked for, as is anything but a
-    regular file (a named pipe is refused, not read)."""
+    DataError naming it, its ``kind`` and ``where`` it was asked for, as is
+    anything but a regular file (a named pipe is refused, not read)."""
     h = hashlib.sha256()
     try:
         with open_regular(path, f" ({where})") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
     except FileNotFoundError:
-        raise DataError(f"{path}: image file missing ({where})") from None
+        raise DataError(f"{path}: {kind} missing ({where})") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc}) ({where})") from None
     return h.hexdigest()

@@ -76,7 +76,7 @@ class Gallery:
     def _cache_path(checkpoint, cache_dir):
         if not cache_dir:
             return None
-        return os.path.join(cache_dir, f"gallery-{file_digest(checkpoint, 'checkpoint')[:24]}.npz")
+        return os.path.join(cache_dir, f"gallery-{file_digest(checkpoint, 'checkpoint', kind='model file')[:24]}.npz")
 
     @staticmethod
     def _read_cache(path, units):

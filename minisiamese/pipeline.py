@@ -107,7 +107,7 @@ def _train_and_evaluate(config, out_dir, data_dir, device, seed, cache_dir, resu
     train_file = os.path.join(data_dir, config.train.train_pairs)
     check_disjoint(train_file, read_pairs(train_file), test_file, read_pairs(test_file))
     testset = load_pairset(data_dir, config.train.test_pairs, cache_dir, m.input_size, m.crop)
-    trainer.data_digests[config.train.test_pairs] = file_digest(test_file, "test pairs")
+    trainer.data_digests[config.train.test_pairs] = file_digest(test_file, "test pairs", kind="pairs file")
     if config.train.max_pairs:
         testset = testset.subset(stratified_subset(testset.labels, config.train.max_pairs, seed))
     _check_oneshot(testset, config.train.oneshot_way, test_file)

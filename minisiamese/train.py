@@ -186,7 +186,8 @@ class Trainer:
         t = self.cfg.train
         check_data_dir(self.data_dir, needs=(t.train_pairs, t.test_pairs))
         # what identifies the data, by pairs file; the pipeline adds the test file's when it reads it
-        self.data_digests = {t.train_pairs: file_digest(os.path.join(self.data_dir, t.train_pairs), "training pairs")}
+        self.data_digests = {t.train_pairs: file_digest(os.path.join(self.data_dir, t.train_pairs), "training pairs",
+                                                        kind="pairs file")}
         m = self.cfg.model
         full = load_pairset(self.data_dir, t.train_pairs, self.cache_dir, m.input_size, m.crop)
         if t.max_pairs:

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fixtures import make_dataset
-from minisiamese.data import DataError, load_image, load_images, load_pairset, read_pairs, read_pairs_folds
+from minisiamese.data import DataError, file_digest, load_image, load_images, load_pairset, read_pairs, read_pairs_folds
 
 GOOD = "2\nAaron\t1\t2\nBea\t3\t1\nAaron\t1\tBea\t2\nCid\t4\tAaron\t2\n"
 
@@ -93,6 +93,17 @@ def test_image_loading_resizes_converts_and_reports_bad_files(tmp_path):
         load_image(str(empty))
     with pytest.raises(DataError, match="gone.jpg: image file missing"):
         load_image(str(tmp_path / "gone.jpg"))
+
+
+def test_file_digest_names_what_is_missing(tmp_path):
+    """A missing pairs file or model is not called an image in the message."""
+    kept = tmp_path / "pairs.txt"
+    kept.write_text("1\n")
+    assert file_digest(str(kept), "training pairs", kind="pairs file") == file_digest(str(kept), "again")
+    with pytest.raises(DataError, match=r"gone.txt: pairs file missing \(test pairs\)$"):
+        file_digest(str(tmp_path / "gone.txt"), "test pairs", kind="pairs file")
+    with pytest.raises(DataError, match=r"gone.jpg: image file missing \(gallery image\)$"):
+        file_digest(str(tmp_path / "gone.jpg"), "gallery image")
 
 
 def test_pairset_and_content_keyed_cache(tmp_path):
