@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .fileio import CheckpointError, load_arrays, save_arrays
+from .fileio import CheckpointError, atomic_write, load_arrays, save_arrays
 
 IMAGE_SIZE = 105
 PREPROCESS_VERSION = "gray-bilinear-antialias-v2"   # v2: 16-bit gray scaled to 8 bits, not clipped
@@ -404,9 +404,10 @@ def _from_bundle(path, keys, where):
 def pack_faces(data_dir, out_dir, pairs_files, cache_dir=None, size=IMAGE_SIZE, crop=1.0):
     """Write the preprocessed faces named by ``pairs_files`` (uint8, size x size)
     and copies of those files into ``out_dir``: a small stand-in for the data
-    folder (about 11 KB a face) for machines that cannot hold the JPEGs."""
-    import shutil
-    keys, seen = [], set()
+    folder (about 11 KB a face) for machines that cannot hold the JPEGs.  Every
+    pairs file and image is read and checked before ``out_dir`` is touched, and
+    each file lands there atomically, so a failure leaves no half-packed folder."""
+    sources, keys, seen = [], [], set()
     for name in pairs_files:
         src = name if os.path.exists(name) else os.path.join(data_dir, name)
         for p in read_pairs(src):
@@ -414,12 +415,15 @@ def pack_faces(data_dir, out_dir, pairs_files, cache_dir=None, size=IMAGE_SIZE, 
                 if key not in seen:
                     seen.add(key)
                     keys.append(key)
-        os.makedirs(out_dir, exist_ok=True)
         dst = os.path.join(out_dir, os.path.basename(src))
         if os.path.exists(dst) and os.path.samefile(src, dst):
             raise DataError(f"{src}: packing it into {out_dir} would copy it over itself; give a new folder")
-        shutil.copyfile(src, dst)
-    images = load_images(data_dir, keys, cache_dir, size, crop=crop)
+        sources.append((src, dst))
+    images = load_images(data_dir, keys, cache_dir, size, crop=crop)     # (U, size, size) uint8
+    for src, dst in sources:
+        with open(src, "rb") as f:
+            text = f.read()
+        atomic_write(dst, lambda out, text=text: out.write(text))
     save_arrays(bundle_path(out_dir, size, crop), {"keys": np.array([_key_text(k) for k in keys]), "images": images})
     return bundle_path(out_dir, size, crop), len(keys)
 

@@ -142,6 +142,21 @@ def test_pack_never_writes_over_the_data_folder(files, tmp_path, capsys):
     assert open(pairs).read() == before and not os.path.exists(os.path.join(files["data"], "faces-105.npz"))
 
 
+def test_a_failed_pack_leaves_no_half_packed_folder(files, tmp_path, capsys):
+    """A pairs file that names a missing image fails before --out is created, even
+    when a good pairs file is listed first (it used to be copied before the images
+    were read)."""
+    bad = tmp_path / "pairsBad.txt"
+    bad.write_text("1\nNobody_Known\t1\t2\nNobody_Known\t1\tNobody_Else\t1\n")
+    out = tmp_path / "packed"
+    refused(capsys, pack_args(files, str(out), "--pairs", "pairsDevTest.txt", str(bad)),
+            "Nobody_Known_0001.jpg: image file missing")
+    assert not out.exists()
+    assert cli.main(pack_args(files, str(out), "--size", "20", "--pairs", "pairsDevTest.txt")) == 0
+    assert sorted(os.listdir(out)) == ["faces-20.npz", "pairsDevTest.txt"]           # no temporary left behind
+    assert (out / "pairsDevTest.txt").read_text() == open(os.path.join(files["data"], "pairsDevTest.txt")).read()
+
+
 @pytest.mark.parametrize("argv, expected", [
     (["evaluate", "--checkpoint", ""], "--checkpoint is empty"),
     (["evaluate", "--pairs", ""], "--pairs is empty"),
