@@ -19,7 +19,9 @@ the traceback instead.
 """
 import argparse
 import os
+import signal
 import sys
+import threading
 
 from minisiamese.fileio import CACHE_ENV, cache_root
 
@@ -372,6 +374,15 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "experiments": cmd_exp
             "verify": cmd_verify, "identify": cmd_identify, "pack": cmd_pack, "download": cmd_download}
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside the training loop (which saves its step and stops by itself), e.g. during the
+    evaluation: raised like Ctrl-C, so the run's folder is named and the exit status is 143."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -382,6 +393,8 @@ def main(argv=None):
     tune_cpu_allocator()
     from minisiamese import convplan
     from minisiamese.errors import USER_ERRORS
+    in_main = threading.current_thread() is threading.main_thread()
+    previous_term = signal.signal(signal.SIGTERM, _raise_terminated) if in_main else None
     try:
         _check_args(args)
         convplan.use_cache_dir(getattr(args, "cache_dir", None))
@@ -397,14 +410,17 @@ def main(argv=None):
         if isinstance(exc, TrainingInterrupted):
             print(str(exc), file=sys.stderr)
             return 128 + exc.signum
-        elif args.command in ("train", "experiments") and out:
-            print(f"\ninterrupted: the last saved state is in {out} (checkpoint.npz); continue with --resume "
+        what, status = ("terminated by SIGTERM", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
+        if args.command in ("train", "experiments") and out:
+            print(f"\n{what}: the last saved state is in {out} (checkpoint.npz); continue with --resume "
                   f"(experiments resume by themselves)", file=sys.stderr)
         else:
-            print("\ninterrupted", file=sys.stderr)
-        return 130
+            print(f"\n{what}", file=sys.stderr)
+        return status
     finally:
         convplan.use_cache_dir(None)
+        if in_main:
+            signal.signal(signal.SIGTERM, previous_term)
     return 0
 
 

@@ -169,6 +169,31 @@ def test_sigterm_during_training_saves_the_step_and_exits_143(data, tmp_path, ca
     assert int(load_arrays(out / "checkpoint.npz")["epoch"]) == epoch - 1
 
 
+def test_sigterm_during_the_evaluation_names_the_run_and_exits_143(data, tmp_path, capsys, monkeypatch):
+    """After training, the evaluation has no step to save: SIGTERM there is one
+    line naming the run folder (it used to end the process without a word), and
+    --resume then evaluates the trained model."""
+    def killed(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)                                  # the handler raises before this ends
+        raise AssertionError("SIGTERM was not acted on")
+
+    cfg = tiny_config(str(tmp_path / "cfg.json"), epochs=1)
+    out = tmp_path / "run"
+    argv = ["train", "--config", cfg, "--out", str(out), "--data-dir", data, "--cache-dir", str(tmp_path / "cache"),
+            "--device", "cpu", "--quiet"]
+    real = pipeline.evaluate_pairset
+    monkeypatch.setattr(pipeline, "evaluate_pairset", killed)
+    assert cli.main(argv) == 143
+    err = capsys.readouterr().err
+    assert err.strip() == (f"terminated by SIGTERM: the last saved state is in {out} (checkpoint.npz); "
+                           f"continue with --resume (experiments resume by themselves)"), err
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL                 # main() put the handler back
+    monkeypatch.setattr(pipeline, "evaluate_pairset", real)
+    assert cli.main(argv + ["--resume"]) == 0
+    assert (out / "results.json").is_file()
+
+
 # ---------------------------------------------------------------- 3. other data
 
 @pytest.mark.parametrize("name", ["pairsDevTrain.txt", "pairsDevTest.txt"])
