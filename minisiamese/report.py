@@ -284,8 +284,20 @@ def comparison_lines(seed_rows, references=("baseline", "best")):
     return lines
 
 
-def seeds_markdown(seed_rows):
-    """Presets trained with several seeds: mean ± SD over seeds, then the paired comparisons."""
+def plot_seed_curves(seed_rows, path):
+    """Validation loss, accuracy and AUC per epoch of every seed run: one colour
+    per preset, one line style per seed (the curves behind the seeds table)."""
+    rows, styles = {}, {}
+    for i, (preset, runs) in enumerate(seed_rows.items()):
+        for j, (seed, res) in enumerate(runs.items()):
+            name = f"{preset} seed {seed}"
+            rows[name], styles[name] = res, (f"C{i % 10}", ("-", "--", ":", "-.")[j % 4])
+    return plot_val_curves(rows, path, keys=("val_loss", "val_accuracy", "val_auc"), styles=styles)
+
+
+def seeds_markdown(seed_rows, figure=None):
+    """Presets trained with several seeds: mean ± SD over seeds, then the paired comparisons
+    (``figure``: the path of their validation curves)."""
     lines = ["## Over seeds", "",
              "Each preset trained with several seeds (`python3 cli.py experiments --only NAME --seeds 0 1 2`; "
              "a seed changes the initialisation, the train/validation split, the shuffling, the pairs drawn "
@@ -309,22 +321,28 @@ def seeds_markdown(seed_rows):
                      f"{_sd(r['auc'] for r in rs)} | "
                      f"{_sd(r['oneshot'] for r in rs)} | {v2acc} | {v2auc} | {epochs} | {minutes} min |")
     comparisons = comparison_lines(seed_rows)
-    return lines + ([""] + comparisons if comparisons else []) + [""]
+    lines += [""] + comparisons if comparisons else []
+    if figure and any(r.get("history") for runs in seed_rows.values() for r in runs.values()):
+        lines += ["", f"![validation loss, accuracy and AUC per epoch of every seed run]({figure})"]
+    return lines + [""]
 
 
-def plot_val_curves(rows, path, keys=("val_accuracy",)):
+def plot_val_curves(rows, path, keys=("val_accuracy",), styles=None):
     """Every row's validation figures (``keys`` of its history, one panel each)
-    per epoch, the rows side by side."""
+    per epoch, the rows side by side; ``styles`` maps a row to its (colour, line
+    style), by default one colour per row."""
     have = {n: r["history"] for n, r in rows.items() if r.get("history")}
     if not have:
         return False
+    styles = styles or {name: (f"C{i % 10}", "-") for i, name in enumerate(have)}
     plt = pyplot()
     fig, axes = plt.subplots(1, len(keys), figsize=(7 * len(keys), 4), squeeze=False)
     for ax, key in zip(axes[0], keys):
-        for i, (name, history) in enumerate(have.items()):      # one colour per row in every panel
+        for name, history in have.items():                       # the same style for a row in every panel
             points = [(h["epoch"], h[key]) for h in history if key in h]
             if points:
-                ax.plot(*zip(*points), "o-", ms=3, color=f"C{i % 10}", label=TITLES.get(name, name))
+                color, line = styles[name]
+                ax.plot(*zip(*points), "o", ls=line, ms=3, color=color, label=TITLES.get(name, name))
         ax.set_xlabel("epoch")
         ax.set_ylabel(key.replace("val_", "validation ").replace("auc", "AUC"))
         ax.grid(alpha=0.3)
@@ -371,7 +389,7 @@ def results_markdown(rows, command, figures_rel=None, discussion=None, selection
                          f"{thr['accuracy']:.3f}, precision {thr['precision']:.3f}, recall {thr['recall']:.3f}.")
     lines += [""] + view2_markdown({n: r for n, r in rows.items() if n in EXPERIMENTS})
     lines += ablation_markdown({n: r for n, r in rows.items() if n in ABLATION})
-    lines += seeds_markdown(seeds or {})
+    lines += seeds_markdown(seeds or {}, f"{figures_rel}/seeds.png" if figures_rel else None)
     lines += selection_markdown(selection or {}, selection_notes,
                                 f"{figures_rel}/selection.png" if figures_rel else None)
     if discussion:
@@ -425,6 +443,7 @@ def write_report(out_root, results_path, command):
     ablation_rows = {n: r for n, r in rows.items() if n in ABLATION}
     plot_val_curves({**selection, **ablation_rows}, os.path.join(figures, "selection.png"),
                     keys=("val_loss", "val_accuracy", "val_auc"))
+    plot_seed_curves(seeds, os.path.join(figures, "seeds.png"))
     write_text(results_path, results_markdown(
         rows, command, figures_rel="figures/results", discussion=_read_optional(os.path.join(kept, "discussion.md")),
         selection=selection, selection_notes=_read_optional(os.path.join(kept, "selection", "notes.md")),

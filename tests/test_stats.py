@@ -89,6 +89,17 @@ def test_seeds_table_and_paired_comparisons(tmp_path):
     assert report.collect_seeds(str(tmp_path / "gone"), str(tmp_path / "kept")) == rows   # survives without runs/
 
 
+def test_seed_curves_figure_is_drawn_and_linked_only_with_histories(tmp_path):
+    runs = {"baseline": {0: fake_run(0.7, [0.7] * 10, [0.5] * 4), 1: fake_run(0.7, [0.7] * 10, [0.5] * 4)}}
+    assert not report.plot_seed_curves(runs, str(tmp_path / "none.png")) and not (tmp_path / "none.png").exists()
+    assert "seeds.png" not in "\n".join(report.seeds_markdown(runs, "figures/seeds.png"))
+    for seed, res in runs["baseline"].items():
+        res["history"] = [{"epoch": e, "val_loss": 1 / e, "val_accuracy": 0.5 + e / 100 + seed / 50,
+                           "val_auc": 0.6 + e / 100} for e in range(1, 6)]
+    assert report.plot_seed_curves(runs, str(tmp_path / "seeds.png")) and (tmp_path / "seeds.png").stat().st_size
+    assert "](figures/seeds.png)" in "\n".join(report.seeds_markdown(runs, "figures/seeds.png"))
+
+
 def test_view2_fold_without_both_classes_has_no_auc_instead_of_a_crash():
     """A subset of View 2 (the leak-free pairs of a small file) can leave a fold
     with one class: its AUC is None and the AUC figures use the other folds."""
