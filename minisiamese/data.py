@@ -422,8 +422,8 @@ def pack_faces(data_dir, out_dir, pairs_files, cache_dir=None, size=IMAGE_SIZE, 
     images = load_images(data_dir, keys, cache_dir, size, crop=crop)     # (U, size, size) uint8
     for src, dst in sources:
         with open(src, "rb") as f:
-            text = f.read()
-        atomic_write(dst, lambda out, text=text: out.write(text))
+            content = f.read()
+        atomic_write(dst, lambda out, content=content: out.write(content))
     save_arrays(bundle_path(out_dir, size, crop), {"keys": np.array([_key_text(k) for k in keys]), "images": images})
     return bundle_path(out_dir, size, crop), len(keys)
 

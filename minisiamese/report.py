@@ -321,7 +321,7 @@ def seeds_markdown(seed_rows, figure=None):
                      f"{_sd(r['auc'] for r in rs)} | "
                      f"{_sd(r['oneshot'] for r in rs)} | {v2acc} | {v2auc} | {epochs} | {minutes} min |")
     comparisons = comparison_lines(seed_rows)
-    lines += [""] + comparisons if comparisons else []
+    lines += ([""] + comparisons) if comparisons else []
     if figure and any(r.get("history") for runs in seed_rows.values() for r in runs.values()):
         lines += ["", f"![validation loss, accuracy and AUC per epoch of every seed run]({figure})"]
     return lines + [""]
