@@ -4,6 +4,7 @@ import os
 import numpy as np
 
 from . import metrics, oneshot, plots, stats
+from .backend import to_numpy
 from .checkpoint import TRAIN_FORMAT
 from .data import (DataError, Normalizer, check_data_dir, is_view2_file, load_pairset, pairset_from_pairs, people_in,
                    read_pairs, read_pairs_folds)
@@ -29,12 +30,16 @@ def _not_a_model(path):
     return None
 
 
-def load_trained(path, device="cpu"):
-    """(net, normalizer, threshold) from a model.npz written by training."""
+def load_trained(path, device="cpu", flip_average=None):
+    """(net, normalizer, threshold) from a model.npz written by training.
+    ``flip_average`` (True/False) overrides the model's own setting, to measure
+    what test-time flip averaging does; None keeps it."""
     try:
         net, extra = load_model(path, backend=device, with_extra=True)
     except CheckpointError as exc:
         raise CheckpointError(_not_a_model(path) or str(exc)) from None
+    if flip_average is not None:
+        net.config = net.config.replace(flip_average=bool(flip_average))
     threshold = float(extra["threshold"]) if "threshold" in extra else 0.5
     return net, Normalizer.from_extra(extra), threshold
 
@@ -64,6 +69,20 @@ class Embeddings:
                for i in range(0, len(a), batch_size)]
         return np.concatenate(out) if out else np.zeros(0)
 
+    def l1(self, i1, i2):
+        """L1 distance between the codes of rows i1[n] and i2[n], as NumPy."""
+        a, b = self.where[np.asarray(i1)], self.where[np.asarray(i2)]
+        return to_numpy(self.net.xp.abs(self.h[a] - self.h[b]).sum(axis=1)).astype(np.float64)
+
+
+def calibration(labels, probs, distances):
+    """What a threshold of 0.5 rests on: the mean p(same) and the mean L1
+    distance between the two codes, on same-person and on different-person
+    pairs (None for a class the pairs lack)."""
+    mean = lambda v, cls: float(v[labels == cls].mean()) if np.any(labels == cls) else None    # noqa: E731
+    return {"p_same_on_same": mean(probs, 1), "p_same_on_different": mean(probs, 0),
+            "code_l1_on_same": mean(distances, 1), "code_l1_on_different": mean(distances, 0)}
+
 
 def predict(net, normalizer, pairset, batch_size=128):
     """Probabilities for every pair of ``pairset``: each distinct image is
@@ -85,6 +104,7 @@ def evaluate_pairset(net, normalizer, pairset, threshold=0.5, n_way=10, seed=0, 
     tuned = metrics.binary_metrics(y, p, threshold)
     res["tuned"] = tuned
     res["auc"] = metrics.roc_auc(y, p)
+    res["calibration"] = calibration(y, p, emb.l1(pairset.idx1, pairset.idx2))
     res["constant_output"] = metrics.is_constant(p)
     if res["constant_output"]:
         res["warning"] = (f"the model outputs (almost) the same probability {p.mean():.4f} for every pair: "
@@ -157,8 +177,8 @@ def train_people(data_dir, train_pairs="pairsDevTrain.txt"):
 
 
 def evaluate_model_file(model_path, data_dir, pairs="pairsDevTest.txt", device="cpu", out_dir=None,
-                        cache_dir=None, n_way=10, seed=0, batch_size=128):
-    net, normalizer, threshold = load_trained(model_path, device)
+                        cache_dir=None, n_way=10, seed=0, batch_size=128, flip_average=None):
+    net, normalizer, threshold = load_trained(model_path, device, flip_average)
     check_data_dir(data_dir, needs=())
     path = pairs if os.path.exists(pairs) else os.path.join(data_dir, pairs)
     if is_view2_file(path):
@@ -173,6 +193,7 @@ def evaluate_model_file(model_path, data_dir, pairs="pairsDevTest.txt", device="
                                   figures_dir=os.path.join(out_dir, "figures") if out_dir else None)
     res["pairs_file"] = os.path.basename(path)
     res["model"] = str(model_path)
+    res["flip_average"] = net.config.flip_average
     if out_dir:
         write_json(os.path.join(out_dir, "results.json"), res)
     return res

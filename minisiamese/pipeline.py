@@ -11,14 +11,15 @@ import time
 
 from . import oneshot
 from .backend import device_name, get_backend
-from .data import (DataError, check_disjoint, file_digest, load_pairset, pairset_from_pairs, read_pairs,
-                   read_pairs_folds)
-from .evaluate import evaluate_folds, evaluate_pairset, train_people
-from .fileio import write_json
+from .config import ConfigError
+from .data import (DataError, check_data_dir, check_disjoint, file_digest, load_pairset, pairset_from_pairs,
+                   read_pairs, read_pairs_folds)
+from .evaluate import evaluate_folds, evaluate_pairset, load_trained, train_people
+from .fileio import CheckpointError, load_arrays, write_json
 from .plots import plot_history
-from .runconfig import PAIR_SOURCES
+from .runconfig import PAIR_SOURCES, ExperimentConfig
 from .runlock import run_lock
-from .train import Trainer, TrainingError, checkpoint_progress, stratified_subset
+from .train import Trainer, TrainingError, checkpoint_progress, split_training_pairs, stratified_subset
 
 RESULT_FILE = "results.json"     # its presence marks a run finished
 RUN_FILES = (RESULT_FILE, "model.npz", "best.npz", "checkpoint.npz", "history.json", "config.json",
@@ -190,3 +191,44 @@ def run_experiment(name, config, out_root, data_dir, device, seed, cache_dir, lo
     log(f"[{name}] training in {out_dir}")
     return train_and_evaluate(config, out_dir, data_dir, device, seed, cache_dir, resume=not force, log=log,
                               progress=progress, experiment=name, overwrite=force)
+
+
+def _run_of_model(model_path):
+    """(config, seed) of the run that wrote ``model_path``, from the results.json
+    or the checkpoint.npz beside it."""
+    run_dir = os.path.dirname(os.path.abspath(model_path))
+    results, state = os.path.join(run_dir, RESULT_FILE), os.path.join(run_dir, "checkpoint.npz")
+    try:
+        if os.path.isfile(results):
+            with open(results) as f:
+                res = json.load(f)
+            return ExperimentConfig.from_dict(res["config"], source=results), res["seed"]
+        if os.path.isfile(state):
+            a = load_arrays(state)
+            return ExperimentConfig.from_dict(json.loads(str(a["config"])), source=state), int(a["seed"])
+    except (OSError, KeyError, TypeError, ValueError, CheckpointError, ConfigError) as exc:
+        raise DataError(f"{run_dir}: cannot tell how its run split the validation pairs ({exc})") from None
+    raise DataError(f"{run_dir}: neither {RESULT_FILE} nor checkpoint.npz beside {os.path.basename(model_path)}, "
+                    "so the run's validation split (its config and seed) is unknown")
+
+
+def evaluate_validation(model_path, data_dir, device="cpu", out_dir=None, cache_dir=None, batch_size=128,
+                        flip_average=None):
+    """The metrics of a trained model on its own run's validation pairs (the
+    people-disjoint split of the training pairs file, rebuilt from the run's
+    config and seed), with the calibration figures; no one-shot tasks.  The
+    test pairs are not read."""
+    net, normalizer, threshold = load_trained(model_path, device, flip_average)
+    config, seed = _run_of_model(model_path)
+    t = config.train
+    check_data_dir(data_dir, needs=(t.train_pairs,))
+    path = os.path.join(data_dir, t.train_pairs)
+    full = load_pairset(data_dir, t.train_pairs, cache_dir, net.config.input_size, net.config.crop)
+    _, valset = split_training_pairs(full, t, seed, path)
+    res, _ = evaluate_pairset(net, normalizer, valset, threshold, seed=seed, batch_size=batch_size,
+                              figures_dir=os.path.join(out_dir, "figures") if out_dir else None, oneshot_tasks=False)
+    res.update({"pairs_file": f"validation split of {t.train_pairs} (seed {seed})", "model": str(model_path),
+                "flip_average": net.config.flip_average})
+    if out_dir:
+        write_json(os.path.join(out_dir, RESULT_FILE), res)
+    return res

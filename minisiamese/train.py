@@ -116,6 +116,18 @@ def stratified_subset(labels, n, seed):
     return np.sort(np.concatenate(rows))
 
 
+def split_training_pairs(full, train_cfg, seed, path):
+    """(trainset, valset) of the PairSet ``full`` read from the training pairs
+    file ``path``, as a run with ``train_cfg`` and ``seed`` splits it: the
+    --max-pairs subset first when there is one, then ``val_fraction`` of each
+    class to validation."""
+    if train_cfg.max_pairs:
+        full = full.subset(stratified_subset(full.labels, train_cfg.max_pairs, seed))
+    _check_split_size(full.labels, train_cfg, path)
+    train_rows, val_rows = stratified_split(full.labels, train_cfg.val_fraction, seed)
+    return full.subset(train_rows), full.subset(val_rows)
+
+
 def config_differences(stored, current, prefix=""):
     """The settings two config dicts differ in, as 'key.path: checkpoint X, now Y'."""
     out = []
@@ -190,11 +202,8 @@ class Trainer:
                                                         kind="pairs file")}
         m = self.cfg.model
         full = load_pairset(self.data_dir, t.train_pairs, self.cache_dir, m.input_size, m.crop)
-        if t.max_pairs:
-            full = full.subset(stratified_subset(full.labels, t.max_pairs, self.seed))
-        _check_split_size(full.labels, t, os.path.join(self.data_dir, t.train_pairs))
-        train_rows, val_rows = stratified_split(full.labels, t.val_fraction, self.seed)
-        self.trainset, self.valset = full.subset(train_rows), full.subset(val_rows)
+        self.trainset, self.valset = split_training_pairs(full, t, self.seed,
+                                                          os.path.join(self.data_dir, t.train_pairs))
         self.pool = None
         if t.pairs == "identities":
             people = people_in(full.pairs) - people_in(self.valset.pairs)

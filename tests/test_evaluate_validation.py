@@ -1,0 +1,133 @@
+"""`evaluate --validation` and `--flip-average`: a trained model measured again
+on its own run's validation split, with the calibration figures, on data the
+tests make."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import cli
+from fixtures import make_dataset, tiny_config
+from minisiamese.evaluate import Embeddings, calibration, load_trained, predict
+from minisiamese.runconfig import ExperimentConfig
+from minisiamese.train import split_training_pairs
+from minisiamese.data import load_pairset
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(data dir, cache dir, run dir) of a 2-epoch run of a batch-norm model
+    with flip averaging."""
+    root = tmp_path_factory.mktemp("lfw-val")
+    data, cache, run = str(root / "data"), str(root / "cache"), str(root / "run")
+    make_dataset(data, people=10, per_person=4, pairs_per_class=15)
+    path = tiny_config(str(root / "cfg.json"), epochs=2)
+    cfg = json.load(open(path))
+    cfg["model"].update(batch_norm=True, head=["abs", "sq"], flip_average=True)
+    json.dump(cfg, open(path, "w"))
+    assert cli.main(["train", "--config", path, "--data-dir", data, "--out", run, "--cache-dir", cache,
+                     "--device", "cpu", "--quiet"]) == 0
+    return data, cache, run
+
+
+def evaluate(trained, capsys, *extra):
+    data, cache, run = trained
+    capsys.readouterr()
+    code = cli.main(["evaluate", "--checkpoint", os.path.join(run, "model.npz"), "--data-dir", data,
+                     "--cache-dir", cache, "--device", "cpu", "--validation", *extra])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_validation_reproduces_what_training_recorded(trained, capsys):
+    code, out, err = evaluate(trained, capsys)
+    assert code == 0, err
+    res = json.loads(out)
+    with open(os.path.join(trained[2], "results.json")) as f:
+        recorded = json.load(f)
+    assert res["pairs"] == recorded["val"]["pairs"]
+    assert res["auc"] == pytest.approx(recorded["val"]["auc"], abs=1e-9)
+    assert res["accuracy"] == pytest.approx(recorded["val"]["accuracy"], abs=1e-9)
+    assert res["flip_average"] is True and "oneshot" not in res
+    assert res["pairs_file"] == f"validation split of pairsDevTrain.txt (seed {recorded['seed']})"
+
+
+def test_calibration_is_the_mean_probability_and_code_distance_per_class(trained, capsys):
+    data, cache, run = trained
+    code, out, err = evaluate(trained, capsys)
+    assert code == 0, err
+    cal = json.loads(out)["calibration"]
+    net, normalizer, _ = load_trained(os.path.join(run, "model.npz"))
+    t = ExperimentConfig.from_file(os.path.join(run, "config.json")).train
+    full = load_pairset(data, t.train_pairs, cache, net.config.input_size, net.config.crop)
+    _, val = split_training_pairs(full, t, 0, os.path.join(data, t.train_pairs))
+    p = predict(net, normalizer, val)
+    rows = np.concatenate([val.idx1, val.idx2])
+    codes = net.embed(normalizer(val.image_batch(rows)))            # every face of the pairs, then L1 by hand
+    where = {r: k for k, r in enumerate(rows)}
+    d = np.array([np.abs(codes[where[a]] - codes[where[b]]).sum() for a, b in zip(val.idx1, val.idx2)])
+    same, diff = val.labels == 1, val.labels == 0
+    assert cal["p_same_on_same"] == pytest.approx(p[same].mean())
+    assert cal["p_same_on_different"] == pytest.approx(p[diff].mean())
+    assert cal["code_l1_on_same"] == pytest.approx(d[same].mean(), rel=1e-6)
+    assert cal["code_l1_on_different"] == pytest.approx(d[diff].mean(), rel=1e-6)
+
+
+def test_calibration_of_a_missing_class_is_none():
+    cal = calibration(np.array([1, 1]), np.array([0.2, 0.4]), np.array([3.0, 5.0]))
+    assert cal == {"p_same_on_same": pytest.approx(0.3), "p_same_on_different": None,
+                   "code_l1_on_same": pytest.approx(4.0), "code_l1_on_different": None}
+
+
+def test_flip_average_off_overrides_the_models_setting(trained, capsys):
+    on = json.loads(evaluate(trained, capsys, "--flip-average", "on")[1])
+    code, out, err = evaluate(trained, capsys, "--flip-average", "off")
+    assert code == 0, err
+    off = json.loads(out)
+    assert off["flip_average"] is False and on["flip_average"] is True
+    assert off["calibration"]["code_l1_on_same"] != pytest.approx(on["calibration"]["code_l1_on_same"])
+    net, _, _ = load_trained(os.path.join(trained[2], "model.npz"), flip_average=False)
+    assert net.config.flip_average is False
+
+
+def test_flip_average_applies_to_the_test_pairs_too(trained, capsys):
+    data, cache, run = trained
+    outs = []
+    for flip in ("on", "off"):
+        capsys.readouterr()
+        assert cli.main(["evaluate", "--checkpoint", os.path.join(run, "model.npz"), "--data-dir", data,
+                         "--cache-dir", cache, "--device", "cpu", "--n-way", "3", "--flip-average", flip]) == 0
+        outs.append(json.loads(capsys.readouterr().out))
+    assert [o["flip_average"] for o in outs] == [True, False]
+    assert outs[0]["calibration"] != outs[1]["calibration"]
+
+
+def test_a_model_without_its_run_is_refused_by_name(trained, tmp_path, capsys):
+    data, cache, run = trained
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(os.path.join(run, "model.npz"), alone / "model.npz")
+    code = cli.main(["evaluate", "--checkpoint", str(alone / "model.npz"), "--data-dir", data,
+                     "--cache-dir", cache, "--device", "cpu", "--validation"])
+    err = capsys.readouterr().err
+    assert code != 0 and str(alone) in err and "validation split" in err and "Traceback" not in err
+
+
+def test_a_damaged_results_file_is_refused_by_name(trained, tmp_path, capsys):
+    data, cache, run = trained
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    (copy / "results.json").write_text("{not json")
+    code = cli.main(["evaluate", "--checkpoint", str(copy / "model.npz"), "--data-dir", data,
+                     "--cache-dir", cache, "--device", "cpu", "--validation"])
+    err = capsys.readouterr().err
+    assert code != 0 and str(copy) in err and "Traceback" not in err
+
+
+def test_pairs_and_validation_are_exclusive(trained, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["evaluate", "--validation", "--pairs", "pairsDevTest.txt"])
+    assert exc.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
