@@ -182,14 +182,13 @@ def test_sigterm_during_the_evaluation_names_the_run_and_exits_143(data, tmp_pat
     out = tmp_path / "run"
     argv = ["train", "--config", cfg, "--out", str(out), "--data-dir", data, "--cache-dir", str(tmp_path / "cache"),
             "--device", "cpu", "--quiet"]
-    real = pipeline.evaluate_pairset
     monkeypatch.setattr(pipeline, "evaluate_pairset", killed)
     assert cli.main(argv) == 143
     err = capsys.readouterr().err
     assert err.strip() == (f"terminated by SIGTERM: the last saved state is in {out} (checkpoint.npz); "
                            f"continue with --resume (experiments resume by themselves)"), err
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL                 # main() put the handler back
-    monkeypatch.setattr(pipeline, "evaluate_pairset", real)
+    monkeypatch.undo()                                                      # the real evaluation again
     assert cli.main(argv + ["--resume"]) == 0
     assert (out / "results.json").is_file()
 
