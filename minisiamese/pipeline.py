@@ -198,18 +198,27 @@ def _run_of_model(model_path):
     or the checkpoint.npz beside it."""
     run_dir = os.path.dirname(os.path.abspath(model_path))
     results, state = os.path.join(run_dir, RESULT_FILE), os.path.join(run_dir, "checkpoint.npz")
+    if not (os.path.isfile(results) or os.path.isfile(state)):
+        raise DataError(f"{run_dir}: neither {RESULT_FILE} nor checkpoint.npz beside {os.path.basename(model_path)}, "
+                        "so the run's validation split (its config and seed) is unknown")
+    source = results if os.path.isfile(results) else state
     try:
-        if os.path.isfile(results):
+        if source == results:
             with open(results) as f:
                 res = json.load(f)
-            return ExperimentConfig.from_dict(res["config"], source=results), res["seed"]
-        if os.path.isfile(state):
+            if not isinstance(res, dict):
+                raise ValueError("not a JSON object")
+            config, seed = res["config"], res["seed"]
+        else:
             a = load_arrays(state)
-            return ExperimentConfig.from_dict(json.loads(str(a["config"])), source=state), int(a["seed"])
-    except (OSError, KeyError, TypeError, ValueError, CheckpointError, ConfigError) as exc:
-        raise DataError(f"{run_dir}: cannot tell how its run split the validation pairs ({exc})") from None
-    raise DataError(f"{run_dir}: neither {RESULT_FILE} nor checkpoint.npz beside {os.path.basename(model_path)}, "
-                    "so the run's validation split (its config and seed) is unknown")
+            config, seed = json.loads(str(a["config"])), a["seed"].item()
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 32:
+            raise ValueError(f"seed {seed!r} is not an integer in [0, 2**32)")
+        return ExperimentConfig.from_dict(config, source=source), seed
+    except KeyError as exc:
+        raise DataError(f"{source}: no {exc} in it, so the run's validation split is unknown") from None
+    except (OSError, TypeError, ValueError, CheckpointError, ConfigError) as exc:
+        raise DataError(f"{source}: cannot tell how its run split the validation pairs ({exc})") from None
 
 
 def evaluate_validation(model_path, data_dir, device="cpu", out_dir=None, cache_dir=None, batch_size=128,

@@ -131,3 +131,37 @@ def test_pairs_and_validation_are_exclusive(trained, capsys):
         cli.main(["evaluate", "--validation", "--pairs", "pairsDevTest.txt"])
     assert exc.value.code == 2
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage, says", [({"seed": "x"}, "seed 'x' is not an integer"),
+                                          ({"seed": True}, "seed True is not an integer"),
+                                          ({"config": None}, "no 'config' in it")])
+def test_a_results_file_without_a_usable_seed_or_config_is_refused(trained, tmp_path, capsys, damage, says):
+    data, cache, run = trained
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    res = json.load(open(copy / "results.json"))
+    for k, v in damage.items():
+        if v is None:
+            del res[k]
+        else:
+            res[k] = v
+    json.dump(res, open(copy / "results.json", "w"))
+    code = cli.main(["evaluate", "--checkpoint", str(copy / "model.npz"), "--data-dir", data,
+                     "--cache-dir", cache, "--device", "cpu", "--validation"])
+    err = capsys.readouterr().err
+    assert code != 0 and str(copy / "results.json") in err and says in err and "Traceback" not in err
+
+
+def test_without_results_the_checkpoint_tells_the_split(trained, tmp_path, capsys):
+    """A run stopped before its evaluation has only checkpoint.npz: the split comes from it."""
+    code, out, err = evaluate(trained, capsys)
+    whole = json.loads(out)
+    data, cache, run = trained
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    os.remove(copy / "results.json")
+    code = cli.main(["evaluate", "--checkpoint", str(copy / "model.npz"), "--data-dir", data,
+                     "--cache-dir", cache, "--device", "cpu", "--validation"])
+    res = json.loads(capsys.readouterr().out)
+    assert code == 0 and res["auc"] == whole["auc"] and res["pairs_file"] == whole["pairs_file"]
