@@ -32,7 +32,11 @@ class TrainConfig:
     ``monitor``: what early stopping and the restored weights follow --
     "val_loss" (the seed's: validation BCE plus the L2 penalty, which keeps
     falling as the weights shrink even while a run collapses to chance) or
-    "val_auc" (validation ROC AUC, higher is better)."""
+    "val_auc" (validation ROC AUC, higher is better).  ``monitor_window``: follow
+    the mean of the monitored figure over the last that many epochs (fewer at
+    the start), so that one noisy epoch neither restarts the patience count nor
+    picks the weights; the weights kept are those of the epoch that ends the best
+    window.  1 (the default) follows each epoch's own figure."""
     epochs: int = 25
     batch_size: int = 128
     lr: float = 1e-4
@@ -49,6 +53,7 @@ class TrainConfig:
     pairs: str = "listed"
     pairs_per_epoch: int = 0
     monitor: str = "val_loss"
+    monitor_window: int = 1
 
     def validate(self):
         if self.monitor not in MONITORS:
@@ -58,7 +63,7 @@ class TrainConfig:
         if isinstance(self.pairs_per_epoch, bool) or not isinstance(self.pairs_per_epoch, int) \
                 or self.pairs_per_epoch < 0:
             raise ConfigError(f"train.pairs_per_epoch must be an integer >= 0, got {self.pairs_per_epoch!r}")
-        for name in ("epochs", "batch_size", "patience", "oneshot_way"):
+        for name in ("epochs", "batch_size", "patience", "oneshot_way", "monitor_window"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ConfigError(f"train.{name} must be a positive integer, got {v!r}")

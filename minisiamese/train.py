@@ -5,7 +5,7 @@ Per epoch e (0-based): the learning rate is lr * lr_decay^e; the training pairs
 (``train.pairs``) -- plus ``augment.copies`` augmented copies of each, when
 augmenting, are shuffled and run in batches; the validation loss, accuracy and AUC are measured;
 the best weights so far (by ``train.monitor``: lowest validation loss, or highest validation
-AUC) go to ``best.npz``; the whole training
+AUC, optionally averaged over the last ``train.monitor_window`` epochs) go to ``best.npz``; the whole training
 state goes to ``checkpoint.npz``.  Every random draw of epoch e comes from
 generators seeded by (seed, e), so a run resumed at an epoch boundary continues
 exactly as the uninterrupted run would have.
@@ -126,6 +126,14 @@ def split_training_pairs(full, train_cfg, seed, path):
     _check_split_size(full.labels, train_cfg, path)
     train_rows, val_rows = stratified_split(full.labels, train_cfg.val_fraction, seed)
     return full.subset(train_rows), full.subset(val_rows)
+
+
+def monitored(history, measured, monitor, window):
+    """What early stopping follows after this epoch: ``measured[monitor]``, or
+    with ``window`` > 1 its mean with the figures of the previous window - 1
+    epochs of ``history`` (as many as there are)."""
+    recent = [h[monitor] for h in history[max(0, len(history) - (window - 1)):] if monitor in h] if window > 1 else []
+    return float(np.mean(recent + [measured[monitor]]))
 
 
 def config_differences(stored, current, prefix=""):
@@ -462,7 +470,7 @@ class Trainer:
                 raise TrainingError(f"epoch {epoch + 1}: validation loss is not finite; the last good "
                                     f"state is kept in {self.checkpoint_path}")
             measured = {"val_loss": val_loss, "val_accuracy": val_acc, "val_auc": val_auc}
-            score = MONITORS[t.monitor] * measured[t.monitor]
+            score = MONITORS[t.monitor] * monitored(self.history, measured, t.monitor, t.monitor_window)
             improved = score < self.best_val                    # best_val: the signed score, lower is better
             if improved:
                 self.best_val, self.best_epoch, self.wait = score, epoch, 0
@@ -480,7 +488,8 @@ class Trainer:
                      + (" *" if improved else ""))
             stopped = self.wait >= t.patience
             if stopped:
-                self.log(f"early stopping: {t.monitor} has not improved for {t.patience} epochs; "
+                what = t.monitor + (f" (mean of the last {t.monitor_window} epochs)" if t.monitor_window > 1 else "")
+                self.log(f"early stopping: {what} has not improved for {t.patience} epochs; "
                          f"restoring the weights of epoch {self.best_epoch + 1}")
 
     def _finish(self):

@@ -71,6 +71,39 @@ def test_early_stopping_can_follow_validation_auc(dataset, tmp_path, monkeypatch
     assert int(extra["epoch"]) == 1
 
 
+@pytest.mark.parametrize("window, epochs_run, best", [(1, 5, 1), (3, 9, 5)])
+def test_a_monitor_window_follows_the_mean_of_the_last_epochs(dataset, tmp_path, monkeypatch, window, epochs_run,
+                                                               best):
+    """One lucky epoch (0.8 at epoch 2) decides a window of 1: it is kept, and
+    three epochs later training stops.  Over a window of 3 the means are 0.6,
+    0.7, 0.673, 0.723, 0.72, 0.77, 0.753, 0.723, 0.7: epoch 6 ends the best
+    window, and three epochs later training stops, with epoch 6's weights."""
+    aucs = iter([0.6, 0.8, 0.62, 0.75, 0.79, 0.77, 0.70, 0.70, 0.70, 0.70])
+    monkeypatch.setattr(train_mod, "roc_auc", lambda y, p: next(aucs, 0.5))
+    tr = Trainer(config(tmp_path, epochs=10, patience=3, monitor="val_auc", monitor_window=window),
+                 str(tmp_path / "run"), dataset, cache_dir=str(tmp_path / "cache"), log=lambda m: None,
+                 progress=False)
+    history = tr.fit()
+    assert len(history) == epochs_run and tr.best_epoch == best
+    assert int(read_model_file(tr.best_path)[2]["epoch"]) == best
+
+
+def test_the_monitored_figure_is_the_mean_over_the_window():
+    history = [{"val_auc": a, "val_loss": 1 - a} for a in (0.5, 0.7, 0.6)]
+    now = {"val_auc": 0.9, "val_loss": 0.1}
+    assert train_mod.monitored(history, now, "val_auc", 1) == 0.9
+    assert train_mod.monitored(history, now, "val_auc", 2) == pytest.approx(0.75)
+    assert train_mod.monitored(history, now, "val_loss", 3) == pytest.approx((0.3 + 0.4 + 0.1) / 3)
+    assert train_mod.monitored(history, now, "val_auc", 9) == pytest.approx((0.5 + 0.7 + 0.6 + 0.9) / 4)
+    assert train_mod.monitored([], now, "val_auc", 9) == 0.9
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True, "3"])
+def test_a_monitor_window_must_be_a_positive_integer(tmp_path, bad):
+    with pytest.raises(ConfigError, match="train.monitor_window must be a positive integer"):
+        config(tmp_path, monitor_window=bad)
+
+
 def test_monitor_must_be_known(tmp_path):
     with pytest.raises(ConfigError, match="train.monitor must be one of"):
         config(tmp_path, monitor="val_accuracy")
@@ -117,15 +150,17 @@ BEYOND_KOCH = {"batch_norm": True, "head": ["abs", "sq", "prod", "cos"], "embedd
                          ids=["plain", "dropout+augmentation", "batchnorm+head+flip"])
 def test_ctrl_c_mid_epoch_then_resume_is_bit_for_bit(dataset, tmp_path, monkeypatch, randomness, model):
     """A stop request between steps 2 and 3 of epoch 2 (what Ctrl-C sets) saves
-    the step-level state (generators, batch norm's running statistics included);
-    resuming finishes exactly as the uninterrupted run."""
+    the step-level state (generators, batch norm's running statistics included;
+    the windowed monitor's best score too); resuming finishes exactly as the
+    uninterrupted run."""
     from fixtures import TINY_MODEL
     from minisiamese.model import SiameseNet
     from minisiamese.train import TrainingInterrupted
     cfg = ExperimentConfig.from_dict({
         "model": dict(TINY_MODEL, dropout=0.3 if randomness else 0.0, **model),
         "augment": {"kind": "seed", "copies": 1} if randomness else {},
-        "train": {"epochs": 3, "batch_size": 8 if randomness else 4, "lr": 1e-3}})
+        "train": dict({"epochs": 3, "batch_size": 8 if randomness else 4, "lr": 1e-3},
+                      **({"monitor": "val_auc", "monitor_window": 2} if model else {}))})
     kw = dict(cache_dir=str(tmp_path / "cache"), log=lambda m: None, progress=False)
     straight = Trainer(cfg, str(tmp_path / "a"), dataset, **kw)
     straight.fit()
