@@ -98,12 +98,12 @@ def build_parser():
     e.add_argument("--checkpoint", default=os.path.join("runs", "baseline", "model.npz"),
                    help=f"model.npz written by train (default: {_here(os.path.join('runs', 'baseline', 'model.npz'))})")
     which = e.add_mutually_exclusive_group()
-    which.add_argument("--pairs", default="pairsDevTest.txt",
-                       help="pairs file, a path or a name inside --data-dir (default: %(default)s)")
+    which.add_argument("--pairs",
+                       help="pairs file, a path or a name inside --data-dir (default: pairsDevTest.txt)")
     which.add_argument("--validation", action="store_true",
                        help="instead, the validation pairs of the run that wrote --checkpoint (its split of the "
-                            "training pairs, rebuilt from the results.json or checkpoint.npz beside it); no "
-                            "one-shot tasks, and the test pairs are not read")
+                            "training pairs, rebuilt from the results.json or checkpoint.npz beside it, with the "
+                            "run's own seed: --seed is not used); no one-shot tasks, and the test pairs are not read")
     e.add_argument("--flip-average", choices=["on", "off"],
                    help="override the model's test-time flip averaging (default: the model's own setting)")
     e.add_argument("--out", help="write results.json and figures here")
@@ -294,8 +294,8 @@ def cmd_evaluate(args):
         res = evaluate_validation(args.checkpoint, args.data_dir, args.device, args.out, args.cache_dir,
                                   args.batch_size or 128, flip)
     else:
-        res = evaluate_model_file(args.checkpoint, args.data_dir, args.pairs, args.device, args.out, args.cache_dir,
-                                  args.n_way, args.seed, args.batch_size or 128, flip)
+        res = evaluate_model_file(args.checkpoint, args.data_dir, args.pairs or "pairsDevTest.txt", args.device,
+                                  args.out, args.cache_dir, args.n_way, args.seed, args.batch_size or 128, flip)
     print(json.dumps(res, indent=1))
     if res.get("warning"):
         print("WARNING: " + res["warning"], file=sys.stderr)

@@ -176,8 +176,18 @@ def train_people(data_dir, train_pairs="pairsDevTrain.txt"):
     return people_in(read_pairs(path))
 
 
+def refuse_run_folder(out_dir):
+    """An evaluation writes results.json and figures/ into ``out_dir``: refuse
+    a training run's folder, whose results.json (config, seed, history, test
+    figures) it would replace."""
+    if out_dir and any(os.path.exists(os.path.join(out_dir, f)) for f in ("model.npz", "checkpoint.npz")):
+        raise DataError(f"--out {out_dir}: holds a training run (model.npz or checkpoint.npz); an evaluation "
+                        "there would replace the run's results.json and figures; give another folder")
+
+
 def evaluate_model_file(model_path, data_dir, pairs="pairsDevTest.txt", device="cpu", out_dir=None,
                         cache_dir=None, n_way=10, seed=0, batch_size=128, flip_average=None):
+    refuse_run_folder(out_dir)
     net, normalizer, threshold = load_trained(model_path, device, flip_average)
     check_data_dir(data_dir, needs=())
     path = pairs if os.path.exists(pairs) else os.path.join(data_dir, pairs)

@@ -14,7 +14,7 @@ from .backend import device_name, get_backend
 from .config import ConfigError
 from .data import (DataError, check_data_dir, check_disjoint, file_digest, load_pairset, pairset_from_pairs,
                    read_pairs, read_pairs_folds)
-from .evaluate import evaluate_folds, evaluate_pairset, load_trained, train_people
+from .evaluate import evaluate_folds, evaluate_pairset, load_trained, refuse_run_folder, train_people
 from .fileio import CheckpointError, load_arrays, write_json
 from .plots import plot_history
 from .runconfig import PAIR_SOURCES, ExperimentConfig
@@ -194,15 +194,19 @@ def run_experiment(name, config, out_root, data_dir, device, seed, cache_dir, lo
 
 
 def _run_of_model(model_path):
-    """(config, seed) of the run that wrote ``model_path``, from the results.json
-    or the checkpoint.npz beside it."""
+    """(config, seed, data) of the run that wrote ``model_path``, from the
+    results.json or the checkpoint.npz beside it; ``data``: the SHA-256 of each
+    pairs file the run read, by name, as its checkpoint records them (None
+    without a checkpoint)."""
     run_dir = os.path.dirname(os.path.abspath(model_path))
     results, state = os.path.join(run_dir, RESULT_FILE), os.path.join(run_dir, "checkpoint.npz")
     if not (os.path.isfile(results) or os.path.isfile(state)):
         raise DataError(f"{run_dir}: neither {RESULT_FILE} nor checkpoint.npz beside {os.path.basename(model_path)}, "
                         "so the run's validation split (its config and seed) is unknown")
-    source = results if os.path.isfile(results) else state
+    source = state
     try:
+        a = load_arrays(state) if os.path.isfile(state) else {}
+        source = results if os.path.isfile(results) else state
         if source == results:
             with open(results) as f:
                 res = json.load(f)
@@ -210,34 +214,44 @@ def _run_of_model(model_path):
                 raise ValueError("not a JSON object")
             config, seed = res["config"], res["seed"]
         else:
-            a = load_arrays(state)
             config, seed = json.loads(str(a["config"])), a["seed"].item()
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 32:
             raise ValueError(f"seed {seed!r} is not an integer in [0, 2**32)")
-        return ExperimentConfig.from_dict(config, source=source), seed
+        config = ExperimentConfig.from_dict(config, source=source)
+        source = state
+        data = dict(json.loads(str(a["data"]))) if "data" in a else None
+        return config, seed, data
     except KeyError as exc:
         raise DataError(f"{source}: no {exc} in it, so the run's validation split is unknown") from None
-    except (OSError, TypeError, ValueError, CheckpointError, ConfigError) as exc:
+    except (OSError, TypeError, ValueError, RecursionError, CheckpointError, ConfigError) as exc:
         raise DataError(f"{source}: cannot tell how its run split the validation pairs ({exc})") from None
 
 
 def evaluate_validation(model_path, data_dir, device="cpu", out_dir=None, cache_dir=None, batch_size=128,
                         flip_average=None):
     """The metrics of a trained model on its own run's validation pairs (the
-    people-disjoint split of the training pairs file, rebuilt from the run's
-    config and seed), with the calibration figures; no one-shot tasks.  The
-    test pairs are not read."""
+    split of the training pairs file, rebuilt from the run's config and seed;
+    people-disjoint with ``train.pairs: "identities"``), with the calibration
+    figures; no one-shot tasks.  The test pairs are not read.  A training pairs
+    file other than the one the run's checkpoint records is refused."""
+    refuse_run_folder(out_dir)
     net, normalizer, threshold = load_trained(model_path, device, flip_average)
-    config, seed = _run_of_model(model_path)
+    config, seed, data = _run_of_model(model_path)
     t = config.train
     check_data_dir(data_dir, needs=(t.train_pairs,))
     path = os.path.join(data_dir, t.train_pairs)
+    if data and t.train_pairs in data:
+        digest = file_digest(path, "training pairs", kind="pairs file")
+        if digest != data[t.train_pairs]:
+            raise DataError(f"{path} is not the file the run of {model_path} was trained on (SHA-256 "
+                            f"{digest[:12]}..., its checkpoint {data[t.train_pairs][:12]}...), so its validation "
+                            f"split cannot be rebuilt from it; give the run's --data-dir")
     full = load_pairset(data_dir, t.train_pairs, cache_dir, net.config.input_size, net.config.crop)
     _, valset = split_training_pairs(full, t, seed, path)
     res, _ = evaluate_pairset(net, normalizer, valset, threshold, seed=seed, batch_size=batch_size,
                               figures_dir=os.path.join(out_dir, "figures") if out_dir else None, oneshot_tasks=False)
     res.update({"pairs_file": f"validation split of {t.train_pairs} (seed {seed})", "model": str(model_path),
-                "flip_average": net.config.flip_average})
+                "flip_average": net.config.flip_average, "training_pairs_checked": bool(data and t.train_pairs in data)})
     if out_dir:
         write_json(os.path.join(out_dir, RESULT_FILE), res)
     return res

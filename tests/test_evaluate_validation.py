@@ -19,16 +19,17 @@ from minisiamese.data import load_pairset
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """(data dir, cache dir, run dir) of a 2-epoch run of a batch-norm model
-    with flip averaging."""
+    with flip averaging; its seed and validation fraction are not the defaults,
+    so the split can only be rebuilt from what the run recorded."""
     root = tmp_path_factory.mktemp("lfw-val")
     data, cache, run = str(root / "data"), str(root / "cache"), str(root / "run")
     make_dataset(data, people=10, per_person=4, pairs_per_class=15)
-    path = tiny_config(str(root / "cfg.json"), epochs=2)
+    path = tiny_config(str(root / "cfg.json"), epochs=2, val_fraction=0.3)
     cfg = json.load(open(path))
     cfg["model"].update(batch_norm=True, head=["abs", "sq"], flip_average=True)
     json.dump(cfg, open(path, "w"))
     assert cli.main(["train", "--config", path, "--data-dir", data, "--out", run, "--cache-dir", cache,
-                     "--device", "cpu", "--quiet"]) == 0
+                     "--device", "cpu", "--quiet", "--seed", "3"]) == 0
     return data, cache, run
 
 
@@ -51,7 +52,8 @@ def test_validation_reproduces_what_training_recorded(trained, capsys):
     assert res["auc"] == pytest.approx(recorded["val"]["auc"], abs=1e-9)
     assert res["accuracy"] == pytest.approx(recorded["val"]["accuracy"], abs=1e-9)
     assert res["flip_average"] is True and "oneshot" not in res
-    assert res["pairs_file"] == f"validation split of pairsDevTrain.txt (seed {recorded['seed']})"
+    assert res["pairs_file"] == "validation split of pairsDevTrain.txt (seed 3)" and recorded["seed"] == 3
+    assert res["training_pairs_checked"] is True
 
 
 def test_calibration_is_the_mean_probability_and_code_distance_per_class(trained, capsys):
@@ -62,7 +64,7 @@ def test_calibration_is_the_mean_probability_and_code_distance_per_class(trained
     net, normalizer, _ = load_trained(os.path.join(run, "model.npz"))
     t = ExperimentConfig.from_file(os.path.join(run, "config.json")).train
     full = load_pairset(data, t.train_pairs, cache, net.config.input_size, net.config.crop)
-    _, val = split_training_pairs(full, t, 0, os.path.join(data, t.train_pairs))
+    _, val = split_training_pairs(full, t, 3, os.path.join(data, t.train_pairs))
     p = predict(net, normalizer, val)
     rows = np.concatenate([val.idx1, val.idx2])
     codes = net.embed(normalizer(val.image_batch(rows)))            # every face of the pairs, then L1 by hand
@@ -135,7 +137,8 @@ def test_pairs_and_validation_are_exclusive(trained, capsys):
 
 @pytest.mark.parametrize("damage, says", [({"seed": "x"}, "seed 'x' is not an integer"),
                                           ({"seed": True}, "seed True is not an integer"),
-                                          ({"config": None}, "no 'config' in it")])
+                                          ({"config": None}, "no 'config' in it"),
+                                          ({"config": {"train": {"val_fraction": 7}}}, "train.val_fraction")])
 def test_a_results_file_without_a_usable_seed_or_config_is_refused(trained, tmp_path, capsys, damage, says):
     data, cache, run = trained
     copy = tmp_path / "copy"
@@ -165,3 +168,29 @@ def test_without_results_the_checkpoint_tells_the_split(trained, tmp_path, capsy
                      "--cache-dir", cache, "--device", "cpu", "--validation"])
     res = json.loads(capsys.readouterr().out)
     assert code == 0 and res["auc"] == whole["auc"] and res["pairs_file"] == whole["pairs_file"]
+
+
+@pytest.mark.parametrize("mode", [["--validation"], ["--n-way", "3"]])
+def test_an_evaluation_into_a_run_folder_is_refused_and_the_run_kept(trained, capsys, mode):
+    data, cache, run = trained
+    before = open(os.path.join(run, "results.json")).read()
+    code = cli.main(["evaluate", "--checkpoint", os.path.join(run, "model.npz"), "--data-dir", data,
+                     "--cache-dir", cache, "--device", "cpu", "--out", run, *mode])
+    err = capsys.readouterr().err
+    assert code != 0 and f"--out {run}: holds a training run" in err
+    assert open(os.path.join(run, "results.json")).read() == before
+
+
+def test_other_training_pairs_are_refused_by_name(trained, tmp_path, capsys):
+    """The run's checkpoint records the training pairs file it read: a
+    different one cannot rebuild its split, and says so."""
+    data, cache, run = trained
+    other = tmp_path / "other"
+    shutil.copytree(data, other)
+    lines = (other / "pairsDevTrain.txt").read_text().splitlines()
+    lines[1], lines[2] = lines[2], lines[1]                            # the same pairs, in another order
+    (other / "pairsDevTrain.txt").write_text("\n".join(lines) + "\n")
+    code = cli.main(["evaluate", "--checkpoint", os.path.join(run, "model.npz"), "--data-dir", str(other),
+                     "--cache-dir", cache, "--device", "cpu", "--validation"])
+    err = capsys.readouterr().err
+    assert code != 0 and str(other / "pairsDevTrain.txt") in err and "is not the file the run" in err
