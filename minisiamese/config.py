@@ -241,7 +241,7 @@ class ModelConfig:
     def from_json(cls, text, source="config"):
         try:
             d = json.loads(text)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:
             raise ConfigError(f"{source}: not valid JSON ({exc})") from None
         return cls.from_dict(d, source)
 

@@ -184,8 +184,14 @@ def run_experiment(name, config, out_root, data_dir, device, seed, cache_dir, lo
     out_dir = os.path.join(out_root, name)
     for path in (os.path.join(out_dir, RESULT_FILE), os.path.join(kept_dir, f"{name}.json") if kept_dir else None):
         if path and os.path.exists(path) and not force:
-            with open(path) as f:
-                res = json.load(f)
+            try:
+                with open(path) as f:
+                    res = json.load(f)
+                if not isinstance(res, dict):
+                    raise ValueError("not a JSON object")
+            except (OSError, ValueError, RecursionError) as exc:
+                raise DataError(f"{path}: the finished run's results are damaged ({exc}); delete the file to "
+                                f"train {name} again, or pass --force") from None
             log(f"[{name}] finished before ({path}; {res.get('device')}, {res.get('wall_seconds', 0):.0f}s): skipped")
             return res
     log(f"[{name}] training in {out_dir}")

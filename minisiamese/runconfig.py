@@ -128,6 +128,8 @@ class ExperimentConfig:
             d = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: nested too deeply to be a config") from None
         return cls.from_dict(d, source=str(path))
 
     @classmethod
@@ -199,8 +201,8 @@ def with_settings(cfg, settings):
                               f"normalize=VALUE")
         try:
             value = json.loads(text)
-        except json.JSONDecodeError:
-            value = text
+        except (json.JSONDecodeError, RecursionError):
+            value = text                                   # a string, which the setting's check then names
         if len(path) == 2:
             d[path[0]][path[1]] = value
         else:

@@ -260,3 +260,23 @@ def test_output_files_and_the_data_folder_in_the_wrong_place(files, tmp_path, ca
     refused(capsys, identify_args(files, "--figure", os.path.join(a_file, "id.png")), f": {a_file} is not a folder")
     refused(capsys, ["experiments", "--results", os.path.join(a_file, "r.md")], f": {a_file} is not a folder")
     refused(capsys, evaluate_args(files, "--data-dir", a_file), f"--data-dir {a_file!r} is not a folder")
+
+
+def test_a_config_nested_too_deeply_is_one_line(files, tmp_path, capsys):
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100000 + "]" * 100000)
+    refused(capsys, ["train", "--config", str(deep), "--data-dir", files["data"], "--out", str(tmp_path / "r")],
+            f"{deep}: nested too deeply to be a config")
+
+
+@pytest.mark.parametrize("damage", ["{bad", "[1, 2]", "[" * 100000 + "]" * 100000])
+def test_a_damaged_finished_run_is_named_not_read_into_a_traceback(files, tmp_path, capsys, damage):
+    """experiments skips a run whose results.json is there: a damaged one is
+    named, with what to do, instead of a JSON traceback."""
+    out = tmp_path / "runs"
+    (out / "baseline").mkdir(parents=True)
+    (out / "baseline" / "results.json").write_text(damage)
+    line = refused(capsys, ["experiments", "--only", "baseline", "--out", str(out), "--data-dir", files["data"],
+                            "--results", str(tmp_path / "report" / "results.md"), "--quiet"],
+                   f"{out / 'baseline' / 'results.json'}: the finished run's results are damaged")
+    assert "--force" in line
