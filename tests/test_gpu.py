@@ -67,9 +67,13 @@ def test_float64_conv_gradient_check(cp, rng):
         assert rel_error(grad, numeric_grad(f, arr)) < 1e-7
 
 
+BEYOND_KOCH = dict(batch_norm=True, head=("abs", "sq", "prod", "cos"), embedding_activation="relu", flip_average=True)
+
+
 @pytest.mark.parametrize("dtype, tol", [(np.float32, 1e-4), (np.float64, 1e-12)])
-def test_siamese_net_matches_cpu(cp, rng, dtype, tol):
-    cfg = ModelConfig(input_size=24, conv_filters=(4, 6, 8), conv_kernels=(3, 3, 2), dense_units=10)
+@pytest.mark.parametrize("extra", [{}, BEYOND_KOCH], ids=["koch", "batchnorm+head+flip"])
+def test_siamese_net_matches_cpu(cp, rng, dtype, tol, extra):
+    cfg = ModelConfig(input_size=24, conv_filters=(4, 6, 8), conv_kernels=(3, 3, 2), dense_units=10, **extra)
     cpu = SiameseNet(cfg, seed=2, dtype=dtype, backend="cpu")
     dev = SiameseNet(cfg, seed=2, dtype=dtype, backend="gpu")
     assert get_array_module(dev.params["conv1.w"]) is cp
@@ -81,6 +85,8 @@ def test_siamese_net_matches_cpu(cp, rng, dtype, tol):
     for k in gc:
         assert get_array_module(gd[k]) is cp and rel_error(gd[k], gc[k]) <= tol, k
     np.testing.assert_allclose(dev.predict_proba(x1, x2), cpu.predict_proba(x1, x2), rtol=tol)
+    for k in cpu.state_dict():                             # batch norm's running statistics too
+        np.testing.assert_allclose(to_numpy(dev.state_dict()[k]), cpu.state_dict()[k], rtol=tol, atol=tol, err_msg=k)
     assert gpu._module.cache_info().currsize == 3          # im2col.cu, maxpool.cu, elementwise.cu all ran
 
 
