@@ -166,6 +166,10 @@ def build_parser():
     k.add_argument("--out", required=True, help="folder to write")
     k.add_argument("--pairs", nargs="+", default=["pairsDevTrain.txt", "pairsDevTest.txt"],
                    help="pairs files whose faces to pack (default: %(default)s)")
+    k.add_argument("--people-of", nargs="+", default=[], metavar="PAIRS",
+                   help="also pack every image of every person in these pairs files, as training with pairs "
+                        "drawn from identities needs (the best and bn512 presets): --people-of "
+                        "pairsDevTrain.txt")
     k.add_argument("--size", type=int, default=105,
                    help=f"face size in pixels, the model's input_size, {PACK_SIZES[0]} to {PACK_SIZES[1]} "
                         f"(default: %(default)s)")
@@ -361,7 +365,7 @@ def cmd_pack(args):
         from minisiamese.config import ConfigError
         raise ConfigError(f"--out {args.out!r} is the data folder: packing would write over its pairs files; "
                           f"give a new folder")
-    path, n = pack_faces(data_dir, args.out, args.pairs, args.cache_dir, args.size, args.crop)
+    path, n = pack_faces(data_dir, args.out, args.pairs, args.cache_dir, args.size, args.crop, args.people_of)
     print(f"wrote {path}: {n} faces of {args.size}x{args.size} ({os.path.getsize(path) / 2 ** 20:.1f} MiB)")
 
 

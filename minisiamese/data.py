@@ -8,6 +8,7 @@ the file (and line) at fault.
 """
 import hashlib
 import os
+import re
 import stat
 import warnings
 from dataclasses import dataclass
@@ -385,6 +386,47 @@ def load_images(data_dir, keys, cache_dir=None, size=IMAGE_SIZE, where=None, cro
     return arr
 
 
+def person_images(data_dir, people, size=IMAGE_SIZE, crop=1.0):
+    """[(name, num)] of every image of each person: from lfw2/<Person>/<Person>_NNNN.jpg,
+    or from a packed bundle that holds every image of them (``pack --people-of``)."""
+    bundle = _bundle_for(data_dir, [], size, crop)
+    if bundle:
+        return _bundle_person_images(bundle, people)
+    root = images_root(data_dir)
+    keys = []
+    for person in sorted(people):
+        folder = os.path.join(root, person)
+        try:
+            names = os.listdir(folder)
+        except OSError as exc:
+            raise DataError(f"{folder}: cannot list the images of {person} ({exc.strerror or exc}); drawing "
+                            f"pairs from identities needs the image folders, or a bundle packed with "
+                            f"--people-of") from None
+        pattern = re.compile(re.escape(person) + r"_(\d{4})\.jpg")
+        nums = sorted(int(m.group(1)) for m in map(pattern.fullmatch, names) if m)
+        if not nums:
+            raise DataError(f"{folder}: no {person}_NNNN.jpg image in it")
+        keys += [(person, n) for n in nums]
+    return keys
+
+
+def _bundle_person_images(path, people):
+    """person_images from a bundle: only people it marks as complete (every image packed)."""
+    arrays = load_arrays(path)
+    complete = set(arrays["people"].tolist()) if "people" in arrays else set()
+    lacking = sorted(set(people) - complete)
+    if lacking:
+        raise DataError(f"{path}: does not hold every image of {lacking[0]}" +
+                        (f" (nor of {len(lacking) - 1} other people)" if len(lacking) > 1 else "") +
+                        "; drawing pairs from identities needs them: pack with --people-of pairsDevTrain.txt")
+    keys = []
+    for text in arrays["keys"].tolist():
+        name, _, num = text.rpartition("/")
+        if name in people:
+            keys.append((name, int(num)))
+    return sorted(keys)
+
+
 def _key_text(key):
     return f"{key[0]}/{key[1]}"
 
@@ -401,30 +443,42 @@ def _from_bundle(path, keys, where):
     return arrays["images"][[row[_key_text(k)] for k in keys]]
 
 
-def pack_faces(data_dir, out_dir, pairs_files, cache_dir=None, size=IMAGE_SIZE, crop=1.0):
+def pack_faces(data_dir, out_dir, pairs_files, cache_dir=None, size=IMAGE_SIZE, crop=1.0, people_of=()):
     """Write the preprocessed faces named by ``pairs_files`` (uint8, size x size)
     and copies of those files into ``out_dir``: a small stand-in for the data
-    folder (about 11 KB a face) for machines that cannot hold the JPEGs.  Every
+    folder (about 11 KB a face) for machines that cannot hold the JPEGs.  With
+    ``people_of`` (pairs files), also every image of every person in them, and
+    the bundle's ``people`` array names those people as complete: what drawing
+    pairs from identities (``train.pairs: "identities"``) reads.  Every
     pairs file and image is read and checked before ``out_dir`` is touched, and
     each file lands there atomically, so a failure leaves no half-packed folder."""
     sources, keys, seen = [], [], set()
+
+    def add(key):
+        if key not in seen:
+            seen.add(key)
+            keys.append(key)
+
     for name in pairs_files:
         src = name if os.path.exists(name) else os.path.join(data_dir, name)
         for p in read_pairs(src):
-            for key in ((p.name1, p.num1), (p.name2, p.num2)):
-                if key not in seen:
-                    seen.add(key)
-                    keys.append(key)
+            add((p.name1, p.num1))
+            add((p.name2, p.num2))
         dst = os.path.join(out_dir, os.path.basename(src))
         if os.path.exists(dst) and os.path.samefile(src, dst):
             raise DataError(f"{src}: packing it into {out_dir} would copy it over itself; give a new folder")
         sources.append((src, dst))
+    people = sorted(set().union(*(people_in(read_pairs(name if os.path.exists(name) else os.path.join(data_dir, name)))
+                                  for name in people_of)))
+    for key in person_images(data_dir, people, size, crop):
+        add(key)
     images = load_images(data_dir, keys, cache_dir, size, crop=crop)     # (U, size, size) uint8
     for src, dst in sources:
         with open(src, "rb") as f:
             content = f.read()
         atomic_write(dst, lambda out, content=content: out.write(content))
-    save_arrays(bundle_path(out_dir, size, crop), {"keys": np.array([_key_text(k) for k in keys]), "images": images})
+    save_arrays(bundle_path(out_dir, size, crop), {"keys": np.array([_key_text(k) for k in keys]), "images": images,
+                                                   "people": np.array(people, dtype=str)})
     return bundle_path(out_dir, size, crop), len(keys)
 
 

@@ -17,31 +17,9 @@ Validation must not share people with such training: the trainer
 (:meth:`minisiamese.train.Trainer.load_data`) builds the pool from the people of
 the training file less everyone who appears in a validation pair.
 """
-import os
-import re
-
 import numpy as np
 
-from .data import DataError, PairSet, images_root, load_images
-
-
-def person_images(data_dir, people):
-    """[(name, num)] of every image of each person, from lfw2/<Person>/<Person>_NNNN.jpg."""
-    root = images_root(data_dir)
-    keys = []
-    for person in sorted(people):
-        folder = os.path.join(root, person)
-        try:
-            names = os.listdir(folder)
-        except OSError as exc:
-            raise DataError(f"{folder}: cannot list the images of {person} ({exc.strerror or exc}); drawing "
-                            f"pairs from identities needs the image folders, not a packed bundle") from None
-        pattern = re.compile(re.escape(person) + r"_(\d{4})\.jpg")
-        nums = sorted(int(m.group(1)) for m in map(pattern.fullmatch, names) if m)
-        if not nums:
-            raise DataError(f"{folder}: no {person}_NNNN.jpg image in it")
-        keys += [(person, n) for n in nums]
-    return keys
+from .data import DataError, PairSet, load_images, person_images
 
 
 class IdentityPool:
@@ -68,7 +46,7 @@ class IdentityPool:
 
     @classmethod
     def load(cls, data_dir, people, cache_dir=None, size=105, crop=1.0):
-        keys = person_images(data_dir, people)
+        keys = person_images(data_dir, people, size, crop)
         return cls(load_images(data_dir, keys, cache_dir, size, crop=crop), keys)
 
     def _image(self, person, k):

@@ -11,10 +11,11 @@ import cli
 from fixtures import TINY_MODEL, make_dataset, tiny_config
 from minisiamese.checkpoint import read_model_file, save_model
 from minisiamese.config import ConfigError, ModelConfig
-from minisiamese.data import DataError, centre_box, load_faces, load_image, load_images
+from minisiamese.data import DataError, centre_box, load_faces, load_image, load_images, pack_faces, read_pairs
 from minisiamese.runconfig import ExperimentConfig
 from minisiamese.data import people_in
-from minisiamese.pairsampler import IdentityPool, person_images
+from minisiamese.pairsampler import IdentityPool
+from minisiamese.data import person_images
 from minisiamese.model import SiameseNet
 from minisiamese.train import Trainer
 
@@ -167,6 +168,46 @@ def test_training_on_identities_leaves_validation_people_out(people_dataset, tmp
     assert not (np.array_equal(first.idx1, second.idx1) and np.array_equal(first.idx2, second.idx2))
     tr.fit()
     assert len(tr.history) == 2
+
+
+def test_a_bundle_packed_with_people_of_stands_in_for_the_folders_when_drawing_identities(people_dataset, tmp_path):
+    """pack --people-of puts every image of the training people in the bundle
+    (Person_Aa's 30, not just those in pairs); training from identities on that
+    bundle draws from the same pool, image for image, and so the same run."""
+    train_file = os.path.join(people_dataset, "pairsDevTrain.txt")
+    people = people_in(read_pairs(train_file))
+    packed, lean = str(tmp_path / "packed"), str(tmp_path / "lean")
+    pack_faces(people_dataset, packed, ["pairsDevTrain.txt", "pairsDevTest.txt"], str(tmp_path / "c"), 24,
+               people_of=["pairsDevTrain.txt"])
+    pack_faces(people_dataset, lean, ["pairsDevTrain.txt", "pairsDevTest.txt"], str(tmp_path / "c"), 24)
+    assert person_images(packed, people, 24) == person_images(people_dataset, people)
+    from_folders = IdentityPool.load(people_dataset, people, str(tmp_path / "c"), 24)
+    from_bundle = IdentityPool.load(packed, people, None, 24)
+    assert from_bundle.keys == from_folders.keys and len(from_bundle.keys) > len(people)
+    np.testing.assert_array_equal(from_bundle.images, from_folders.images)
+    with pytest.raises(DataError, match=r"faces-24.npz: does not hold every image of Person_\w+ .*--people-of"):
+        IdentityPool.load(lean, people, None, 24)
+    runs = []
+    for data in (people_dataset, packed):
+        tr = Trainer(identity_config(tmp_path, epochs=1, pairs_per_epoch=24), str(tmp_path / f"run{len(runs)}"),
+                     data, cache_dir=str(tmp_path / "c"), log=lambda m: None, progress=False)
+        tr.load_data()
+        tr.fit()
+        runs.append(tr.history[-1])
+    assert runs[0]["loss"] == runs[1]["loss"] and runs[0]["val_auc"] == runs[1]["val_auc"]
+
+
+def test_pack_people_of_on_the_command_line(people_dataset, tmp_path, capsys):
+    out = str(tmp_path / "b")
+    assert cli.main(["pack", "--data-dir", people_dataset, "--out", out, "--cache-dir", str(tmp_path / "c"),
+                     "--size", "24", "--people-of", "pairsDevTrain.txt"]) in (0, None)
+    n_pairs_faces = len({k for p in read_pairs(os.path.join(people_dataset, "pairsDevTrain.txt"))
+                         for k in ((p.name1, p.num1), (p.name2, p.num2))}
+                        | {k for p in read_pairs(os.path.join(people_dataset, "pairsDevTest.txt"))
+                           for k in ((p.name1, p.num1), (p.name2, p.num2))})
+    packed = np.load(os.path.join(out, "faces-24.npz"))
+    assert len(packed["keys"]) > n_pairs_faces and "Person_Aa/30" in packed["keys"].tolist()
+    assert f"{len(packed['keys'])} faces" in capsys.readouterr().out
 
 
 def test_identities_and_listed_configs_are_validated(tmp_path):
