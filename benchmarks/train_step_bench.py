@@ -46,11 +46,20 @@ def direct_flops(config, images):
     return total
 
 
+def model_config(name):
+    """The architecture of a model preset (baseline, narrow, ...) or of a run
+    preset (best, bn512, ...: its config's model)."""
+    from minisiamese import ModelConfig
+    from minisiamese.config import MODEL_PRESETS
+    from minisiamese.runconfig import ExperimentConfig
+    return ModelConfig.preset(name) if name in MODEL_PRESETS else ExperimentConfig.preset(name).model
+
+
 def child_ours(args):
     import numpy as np
 
-    from minisiamese import Adam, ModelConfig, SiameseNet
-    cfg = ModelConfig.preset(args.preset).replace(conv_algo=args.conv_algo)
+    from minisiamese import Adam, SiameseNet
+    cfg = model_config(args.preset).replace(conv_algo=args.conv_algo)
     net = SiameseNet(cfg, seed=0, backend=args.device)
     xp = net.xp
     t0 = time.perf_counter()
@@ -59,8 +68,9 @@ def child_ours(args):
     opt = Adam(lr=1e-4, beta1=0.5)
     rng = np.random.default_rng(0)
     n = args.batch
-    x1 = rng.random((n, 1, 105, 105), dtype=np.float32)
-    x2 = rng.random((n, 1, 105, 105), dtype=np.float32)
+    s = cfg.input_size
+    x1 = rng.random((n, 1, s, s), dtype=np.float32)
+    x2 = rng.random((n, 1, s, s), dtype=np.float32)
     y = (rng.random(n) < 0.5).astype(np.float32)
     x1, x2, y = xp.asarray(x1), xp.asarray(x2), xp.asarray(y)     # on the device, as PyTorch's are
     sync = (lambda: xp.cuda.Stream.null.synchronize()) if xp.__name__ == "cupy" else None
@@ -144,6 +154,7 @@ def child_torch(args):
 
     from torch_peer import SiamesePeer, make_step
     dev = "cuda" if args.device == "gpu" else "cpu"
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False   # float32, as ours
     torch.manual_seed(0)
     model = SiamesePeer().to(dev)
     if args.channels_last:
@@ -175,7 +186,8 @@ def child_torch(args):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
-    p.add_argument("--preset", default="baseline")
+    p.add_argument("--preset", default="baseline",
+                   help="a model preset (baseline, narrow, dropout) or a run preset (best, bn512, ...)")
     p.add_argument("--conv-algo", default="auto", choices=["auto", "im2col", "fft"],
                    help="our conv algorithm for every layer (default: %(default)s, resolved per layer)")
     p.add_argument("--batch", type=int, default=128, help="pairs per step (tower sees twice as many images)")

@@ -22,9 +22,17 @@ shape and stamped with the machine (CPU model, core count, NumPy version): later
 processes on the same machine reuse them instead of timing again, so ``auto``
 makes the same choice on a machine every time (delete the file to re-time).
 
+On a GPU (CuPy arrays) the probe is the whole batch N for both algorithms --
+the RawKernel im2col + cuBLAS path against cuFFT + cuBLAS -- with the device
+synchronised around each trial: a device is fast enough that nothing need be
+extrapolated, and small probes there would time launch overhead, not work.
+Device timings are not kept on disk (they take well under a second to redo,
+and the file is stamped with the CPU, not the GPU).  On an H200 this picks
+cuFFT for conv2 and conv3 and im2col for conv1 and conv4
+(``docs/performance.md``, GPU).
+
 Where ``auto`` does not benchmark: a strided layer gets im2col (the FFT path
-computes stride 1 only), and CuPy arrays get im2col -- the RawKernel path --
-until a device run measures cuFFT against it.  Every decision is kept in
+computes stride 1 only).  Every decision is kept in
 :data:`DECISIONS` with its estimates (:func:`decision`), for the training log
 and ``results.json``.
 """
@@ -73,10 +81,8 @@ def resolve(algo, x_shape, w_shape, stride=1, pad=0, dtype=np.float32, xp=np, ne
     if key not in DECISIONS:
         if stride != 1:
             DECISIONS[key] = {"algo": "im2col", "reason": "strided layer"}
-        elif xp is not np:
-            DECISIONS[key] = {"algo": "im2col", "reason": "CuPy: RawKernel im2col until a device run measures cuFFT"}
         else:
-            DECISIONS[key] = _estimate(key[0], x_shape, w_shape, pad, dtype, need_dx)
+            DECISIONS[key] = _estimate(key[0], x_shape, w_shape, pad, dtype, need_dx, xp)
     return DECISIONS[key]["algo"]
 
 
@@ -85,13 +91,16 @@ def decision(x_shape, w_shape, stride=1, pad=0, dtype=np.float32, xp=np, need_dx
     return DECISIONS[(_key(x_shape, w_shape, stride, pad, dtype, xp, need_dx), x_shape[0])]
 
 
-def _probe(x_shape, w_shape, pad, dtype, need_dx):
+def _probe(x_shape, w_shape, pad, dtype, need_dx, xp=np):
     """Seconds for forward + backward of each algorithm on its probe batch, and
-    of the FFT path's per-layer (not per-image) part."""
+    of the FFT path's per-layer (not per-image) part; on a device (``xp`` is
+    CuPy) the probe batch is the whole batch and each trial ends synchronised."""
     rng = np.random.default_rng(0)
-    images = {name: min(x_shape[0], n) for name, n in PROBE_IMAGES.items()}
-    x = rng.standard_normal((max(images.values()),) + tuple(x_shape[1:])).astype(dtype)
-    w = rng.standard_normal(w_shape).astype(dtype)
+    on_device = xp is not np
+    images = {name: x_shape[0] if on_device else min(x_shape[0], n) for name, n in PROBE_IMAGES.items()}
+    x = xp.asarray(rng.standard_normal((max(images.values()),) + tuple(x_shape[1:])).astype(dtype))
+    w = xp.asarray(rng.standard_normal(w_shape).astype(dtype))
+    sync = xp.cuda.Stream.null.synchronize if on_device else (lambda: None)
     s = (x_shape[1] + 2 * pad, x_shape[2] + 2 * pad)
 
     def filters_only():
@@ -108,10 +117,12 @@ def _probe(x_shape, w_shape, pad, dtype, need_dx):
             "fft": both(fftconv.conv2d_fft_forward, fftconv.conv2d_fft_backward, images["fft"]),
             "fft_fixed": filters_only}
     best = {name: float("inf") for name in runs}
-    for _ in range(PROBE_REPEATS):
+    for _ in range(PROBE_REPEATS + on_device):        # on a device the first trial also compiles
         for name, run in runs.items():
+            sync()
             t = time.perf_counter()
             run()
+            sync()
             best[name] = min(best[name], time.perf_counter() - t)
     return best, images
 
@@ -158,7 +169,9 @@ def _store(name, probe):
         pass                                  # a read-only home: the choice is kept for this process only
 
 
-def _estimate(layer, x_shape, w_shape, pad, dtype, need_dx):
+def _estimate(layer, x_shape, w_shape, pad, dtype, need_dx, xp=np):
+    if layer not in _PROBES and xp is not np:
+        _PROBES[layer] = _probe(x_shape, w_shape, pad, dtype, need_dx, xp)      # a device: re-timed, not stored
     if layer not in _PROBES:
         name = json.dumps(layer)
         stored = _stored().get(name)

@@ -149,7 +149,7 @@ def test_auto_decides_on_real_timings(rng):
 
 def test_cupy_branch(cp, rng):
     """cupy.fft / cupy.matmul (the host-shim stand-in, or a real device): the
-    same numbers as NumPy, and ``auto`` keeps the RawKernel im2col path on CuPy."""
+    same numbers as NumPy."""
     x, w, b = rng.standard_normal((2, 9, 8, 3)), rng.standard_normal((4, 3, 3, 2)), rng.standard_normal(4)
     out, cache = ops.conv2d_forward(x, w, b, 1, 1, algo="fft")
     gout, gcache = ops.conv2d_forward(cp.asarray(x), cp.asarray(w), cp.asarray(b), 1, 1, algo="fft")
@@ -157,8 +157,26 @@ def test_cupy_branch(cp, rng):
     g = rng.standard_normal(out.shape)
     for got, want in zip(ops.conv2d_backward(cp.asarray(g), gcache), ops.conv2d_backward(g, cache)):
         assert type(got).__module__.startswith("cupy") and rel_error(got, want) < 1e-12
-    _, acache = ops.conv2d_forward(cp.asarray(x), cp.asarray(w), None, 1, 0, algo="auto")
-    assert not isinstance(acache, fftconv.FFTConvCache)
+
+
+def test_auto_on_a_device_times_both_on_the_whole_batch_and_stores_nothing(cp, rng, monkeypatch, tmp_path):
+    """On CuPy arrays ``auto`` probes both algorithms on device arrays of the
+    whole batch (no extrapolation), and keeps the timings out of convplan.json
+    (which is stamped with the CPU, not the GPU)."""
+    monkeypatch.setenv("MINISIAMESE_CACHE", str(tmp_path))
+    monkeypatch.setattr(convplan, "DECISIONS", {})
+    monkeypatch.setattr(convplan, "_PROBES", {})
+    seen = []
+    real = convplan._probe
+    monkeypatch.setattr(convplan, "_probe", lambda *a: seen.append(a) or real(*a))
+    x, w = rng.standard_normal((6, 9, 8, 3)), rng.standard_normal((4, 3, 3, 3))
+    out, _ = ops.conv2d_forward(cp.asarray(x), cp.asarray(w), None, 1, 0, algo="auto")
+    assert len(seen) == 1 and seen[0][-1] is cp                  # probed with the device's module
+    d = convplan.decision(x.shape, w.shape, 1, 0, x.dtype, xp=cp)
+    assert d["algo"] in ("im2col", "fft") and d["im2col_s"] > 0 and d["fft_s"] > 0
+    assert d["reason"].startswith("forward + backward timed on 6 (im2col) and 6 (fft) images")
+    assert not os.path.exists(convplan.store_path())
+    assert rel_error(out, ops.conv2d_forward(x, w, None, 1, 0, algo="im2col")[0]) < 1e-12
 
 
 def test_probe_timings_are_kept_per_machine_so_auto_decides_the_same_later(monkeypatch, tmp_path):
