@@ -273,6 +273,8 @@ def comparison_lines(seed_rows, references=("baseline", "best")):
                 verdict = "significant" if abs(t["t"]) >= t_critical(t["df"]) else "not significant"
                 text += (f": leak-free View 2 accuracy {t['diff']:+.3f} (paired t = {t['t']:.2f}, {t['df']} df, "
                          f"{verdict} at 5 %; better in {t['better']} of {t['n']} folds)")
+            else:
+                text += ": no paired fold test (a run without View 2)"
             ca, cb = _pair_correct(runs), _pair_correct(seed_rows[ref])
             if ca and cb and len(ca) == len(cb):
                 d, low, high = bootstrap_diff(ca, cb)
@@ -303,12 +305,14 @@ def seeds_markdown(seed_rows, figure=None):
              "a seed changes the initialisation, the train/validation split, the shuffling, the pairs drawn "
              "and the one-shot tasks). Figures are mean ± sample standard deviation over the seeds; one-shot is "
              "500 10-way tasks with 9 distinct distractor people; View 2 leak-free is the mean over its 10 folds. "
-             "Kept in `docs/results/seeds/NAME-sSEED.json`.", ""]
+             "Kept in `docs/results/seeds/NAME-sSEED.json`. *device*: where the runs trained, cpu (NumPy) or gpu "
+             "(CuPy); both compute in float32, so a GPU run follows the same protocol but not the same "
+             "trajectory as the CPU run of its seed (a -gpu row is its own set of draws).", ""]
     if not seed_rows:
         return lines + ["No preset has finished a seed run yet.", ""]
-    lines += ["| preset | protocol | seeds | test accuracy at 0.5 | at the validation threshold | test AUC | one-shot | "
-              "View 2 leak-free accuracy | View 2 leak-free AUC | epochs (best) | wall time |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| preset | protocol | seeds | device | test accuracy at 0.5 | at the validation threshold | test AUC | "
+              "one-shot | View 2 leak-free accuracy | View 2 leak-free AUC | epochs (best) | wall time |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, runs in seed_rows.items():
         rs = list(runs.values())
         v2 = [r["view2"]["leak_free"] for r in rs if "view2" in r]
@@ -316,8 +320,9 @@ def seeds_markdown(seed_rows, figure=None):
         v2auc = _sd([v["auc_mean"] for v in v2]) if len(v2) == len(rs) else "n/a"
         epochs = ", ".join(f"{r['epochs_run']} ({r['best_epoch']})" for r in rs)
         minutes = ", ".join(f"{r['wall_seconds'] / 60:.0f}" for r in rs)
+        devices = ", ".join(sorted({r.get("device", "cpu") for r in rs}))
         lines.append(f"| {name} | {rs[0].get('protocol', 'image-restricted')} | {', '.join(map(str, runs))} | "
-                     f"{_sd(r['accuracy'] for r in rs)} | {_sd(r['tuned']['accuracy'] for r in rs)} | "
+                     f"{devices} | {_sd(r['accuracy'] for r in rs)} | {_sd(r['tuned']['accuracy'] for r in rs)} | "
                      f"{_sd(r['auc'] for r in rs)} | "
                      f"{_sd(r['oneshot'] for r in rs)} | {v2acc} | {v2auc} | {epochs} | {minutes} min |")
     comparisons = comparison_lines(seed_rows)

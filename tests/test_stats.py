@@ -82,11 +82,23 @@ def test_seeds_table_and_paired_comparisons(tmp_path):
     assert list(rows) == ["baseline", "best"] and list(rows["best"]) == [0, 1]
     assert sorted(p.name for p in (tmp_path / "kept").iterdir())[0] == "baseline-s0.json"   # kept for git
     table = "\n".join(report.seeds_markdown(rows))
-    assert "| best | unrestricted | 0, 1 | 0.850 ± 0.000 | 0.850 ± 0.000 |" in table
+    assert "| best | unrestricted | 0, 1 | cpu | 0.850 ± 0.000 | 0.850 ± 0.000 |" in table
+    on_gpu = {**rows, "best": {**rows["best"], 1: {**rows["best"][1], "device": "gpu"}}}
+    assert "| best | unrestricted | 0, 1 | cpu, gpu | 0.850" in "\n".join(report.seeds_markdown(on_gpu))
     line = next(x for x in table.splitlines() if x.startswith("- **best** against **baseline**"))
     assert "leak-free View 2 accuracy +0.050" in line and "better in 10 of 10 folds" in line
     assert "test accuracy at each run's validation threshold +0.150, 95 % bootstrap interval [+" in line
     assert report.collect_seeds(str(tmp_path / "gone"), str(tmp_path / "kept")) == rows   # survives without runs/
+
+
+def test_a_row_without_view2_gets_the_bootstrap_and_says_it_has_no_fold_test():
+    probs = [0.9 if i < 50 else 0.1 for i in range(100)]
+    runs = {"baseline": {0: fake_run(0.7, [0.7] * 10, probs)}, "x-gpu": {0: fake_run(0.8, [0.8] * 10, probs)}}
+    del runs["x-gpu"][0]["view2"]
+    table = "\n".join(report.seeds_markdown(runs))
+    assert "| x-gpu | unrestricted | 0 | cpu | 0.800 | 0.800 | 0.850 | 0.400 | n/a | n/a |" in table
+    line = next(x for x in table.splitlines() if x.startswith("- **x-gpu** against **baseline**"))
+    assert "no paired fold test (a run without View 2); test accuracy at each run's validation threshold +0.000" in line
 
 
 def test_seed_curves_figure_is_drawn_and_linked_only_with_histories(tmp_path):
