@@ -31,7 +31,7 @@ def read_model_file(path):
         raise CheckpointError(f"{path}: not a minisiamese weights file (format tag missing or wrong)")
     try:
         config = ModelConfig.from_dict(json.loads(str(arrays["config"])), source=f"{path}: config")
-    except (KeyError, json.JSONDecodeError, ConfigError) as exc:
+    except (KeyError, ValueError, RecursionError, ConfigError) as exc:   # ValueError: bad JSON, a too-long number
         raise CheckpointError(f"{path}: bad stored config ({exc})") from None
     params = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
     expected = config.state_shapes()                  # parameters and batch norm's running statistics

@@ -400,6 +400,18 @@ def _raise_terminated(signum, frame):
     raise Terminated()
 
 
+ERROR_CHARS = 600
+
+
+def _clipped(text, limit=ERROR_CHARS):
+    """An error line of readable length: a value pasted by mistake (a 10 MB --set, a
+    binary file read as a path) is cut in the middle, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    keep = limit // 2
+    return f"{text[:keep]} ... [{len(text) - 2 * keep} characters left out] ... {text[-keep:]}"
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -419,7 +431,7 @@ def main(argv=None):
     except USER_ERRORS as exc:
         if getattr(args, "debug", False):
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_clipped(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
         from minisiamese.train import TrainingInterrupted

@@ -241,7 +241,7 @@ class ModelConfig:
     def from_json(cls, text, source="config"):
         try:
             d = json.loads(text)
-        except (json.JSONDecodeError, RecursionError) as exc:
+        except (ValueError, RecursionError) as exc:       # JSONDecodeError is a ValueError, as is a too-long number
             raise ConfigError(f"{source}: not valid JSON ({exc})") from None
         return cls.from_dict(d, source)
 

@@ -130,6 +130,8 @@ class ExperimentConfig:
             raise ConfigError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
         except RecursionError:
             raise ConfigError(f"{path}: nested too deeply to be a config") from None
+        except ValueError as exc:                          # e.g. a number too long for Python to convert
+            raise ConfigError(f"{path}: not a readable config ({exc})") from None
         return cls.from_dict(d, source=str(path))
 
     @classmethod
@@ -207,7 +209,7 @@ def with_settings(cfg, settings):
                               f"normalize=VALUE")
         try:
             value = json.loads(text)
-        except (json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):              # not JSON, or a number too long to convert
             value = text                                   # a string, which the setting's check then names
         if len(path) == 2:
             d[path[0]][path[1]] = value

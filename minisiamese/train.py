@@ -279,7 +279,7 @@ class Trainer:
             raise CheckpointError(f"{path}: not a minisiamese training checkpoint")
         try:
             stored = ExperimentConfig.from_dict(json.loads(str(a["config"])), source=f"{path}: config")
-        except (ConfigError, json.JSONDecodeError) as exc:
+        except (ConfigError, ValueError, RecursionError) as exc:   # ValueError: bad JSON, a too-long number
             raise CheckpointError(f"{path}: bad stored config ({exc})") from None
         # the one setting a resume may change: more (or fewer) epochs continue the same run
         stored = stored.replace(train=dataclasses.replace(stored.train, epochs=self.cfg.train.epochs))

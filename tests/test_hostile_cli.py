@@ -280,3 +280,35 @@ def test_a_damaged_finished_run_is_named_not_read_into_a_traceback(files, tmp_pa
                             "--results", str(tmp_path / "report" / "results.md"), "--quiet"],
                    f"{out / 'baseline' / 'results.json'}: the finished run's results are damaged")
     assert "--force" in line
+
+
+@pytest.mark.parametrize("setting", ["train.lr=" + "9" * 100000, "model.head=" + "x" * 100000,
+                                     "y" * 100000 + "=3"], ids=["number", "name", "key"])
+def test_a_huge_value_is_named_in_a_line_of_readable_length(files, tmp_path, capsys, setting):
+    """A value pasted by mistake is cut in the middle of the error line, which
+    still names the setting at fault and says how much was left out."""
+    assert cli.main(["train", "--data-dir", files["data"], "--out", str(tmp_path / "r"), "--set", setting]) == 2
+    err = capsys.readouterr().err
+    assert len(err) < cli.ERROR_CHARS + 100 and err.count("\n") == 1
+    assert err.startswith("error: --set") and "characters left out" in err
+
+
+def test_a_config_file_with_a_number_too_long_to_convert_is_one_line(files, tmp_path, capsys):
+    cfg = tmp_path / "long.json"
+    cfg.write_text('{"train": {"lr": ' + "9" * 5000 + "}}")
+    assert cli.main(["train", "--data-dir", files["data"], "--out", str(tmp_path / "r"), "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {cfg}: not a readable config") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("stored", ['{"dense_units": ' + "9" * 5000 + "}", "[" * 100000 + "]" * 100000])
+def test_a_model_file_whose_stored_config_cannot_be_read_is_named(files, tmp_path, capsys, stored):
+    """A weights file with a stored config JSON cannot turn into a Python value
+    (a number too long to convert, nesting too deep) is a one-line error."""
+    from minisiamese.fileio import load_arrays
+    arrays = load_arrays(files["model"])
+    arrays["config"] = np.array(stored)
+    bad = tmp_path / "model.npz"
+    save_arrays(str(bad), arrays)
+    refused(capsys, ["verify", files["query"], files["query"], "--checkpoint", str(bad), "--device", "cpu"],
+            f"{bad}: bad stored config")
