@@ -406,7 +406,7 @@ ERROR_CHARS = 600
 def _clipped(text, limit=ERROR_CHARS):
     """An error line of readable length: a value pasted by mistake (a 10 MB --set, a
     binary file read as a path) is cut in the middle, saying how much was left out."""
-    if len(text) <= limit:
+    if len(text) <= limit + 60:                        # no cut that would not make it shorter
         return text
     keep = limit // 2
     return f"{text[:keep]} ... [{len(text) - 2 * keep} characters left out] ... {text[-keep:]}"

@@ -14,6 +14,14 @@ class ConfigError(ValueError):
     """A config value or key is not acceptable; the message names it."""
 
 
+def shown(v):
+    """repr(v) for an error message; an integer too long for Python to print
+    (over 4,300 digits) is described instead of crashing the message."""
+    if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 10000:
+        return f"an integer of about {int(v.bit_length() * 0.30103)} digits"
+    return repr(v)
+
+
 def check_mapping(d, known, source, part=""):
     """``d`` must be a dict whose keys are all in ``known``."""
     where = f" in {part}" if part else ""
@@ -91,25 +99,25 @@ class ModelConfig:
 
     # -- checks -----------------------------------------------------------------
     def validate(self):
-        def pos_int(name, v):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ConfigError(f"config: {name} must be a positive integer, got {v!r}")
+        def pos_int(name, v, hi):
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= hi:
+                raise ConfigError(f"config: {name} must be an integer in [1, {hi}], got {shown(v)}")
 
         def non_neg(name, v):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 or v == float("inf"):
                 raise ConfigError(f"config: {name} must be a finite number >= 0, got {v!r}")
 
-        pos_int("input_size", self.input_size)
+        pos_int("input_size", self.input_size, 1000)           # a 1000 x 1000 face is 1 MB already
         if isinstance(self.crop, bool) or not isinstance(self.crop, (int, float)) or not 0 < self.crop <= 1:
             raise ConfigError(f"config: crop must be a fraction of the image side in (0, 1], got {self.crop!r}")
-        pos_int("pool", self.pool)
-        pos_int("dense_units", self.dense_units)
+        pos_int("pool", self.pool, 1000)
+        pos_int("dense_units", self.dense_units, 65536)
         if len(self.conv_filters) == 0 or len(self.conv_filters) != len(self.conv_kernels):
             raise ConfigError(f"config: conv_filters {list(self.conv_filters)} and conv_kernels "
                               f"{list(self.conv_kernels)} must be non-empty lists of the same length")
         for k, (f, kk) in enumerate(zip(self.conv_filters, self.conv_kernels)):
-            pos_int(f"conv_filters[{k}]", f)
-            pos_int(f"conv_kernels[{k}]", kk)
+            pos_int(f"conv_filters[{k}]", f, 4096)
+            pos_int(f"conv_kernels[{k}]", kk, 1000)
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) \
                 or not 0 <= self.dropout < 1:
             raise ConfigError(f"config: dropout must be a rate in [0, 1), got {self.dropout!r}")

@@ -170,8 +170,10 @@ def _store(name, probe):
 
 
 def _estimate(layer, x_shape, w_shape, pad, dtype, need_dx, xp=np):
-    if layer not in _PROBES and xp is not np:
-        _PROBES[layer] = _probe(x_shape, w_shape, pad, dtype, need_dx, xp)      # a device: re-timed, not stored
+    if xp is not np:                                  # a device: timed at this very batch size, never stored
+        layer = (layer, x_shape[0])
+        if layer not in _PROBES:
+            _PROBES[layer] = _probe(x_shape, w_shape, pad, dtype, need_dx, xp)
     if layer not in _PROBES:
         name = json.dumps(layer)
         stored = _stored().get(name)

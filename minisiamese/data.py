@@ -389,12 +389,15 @@ def load_images(data_dir, keys, cache_dir=None, size=IMAGE_SIZE, where=None, cro
 def person_images(data_dir, people, size=IMAGE_SIZE, crop=1.0):
     """[(name, num)] of every image of each person: from lfw2/<Person>/<Person>_NNNN.jpg,
     or from a packed bundle that holds every image of them (``pack --people-of``)."""
-    bundle = _bundle_for(data_dir, [], size, crop)
+    people = sorted(people)
+    if not people:
+        return []
+    bundle = _bundle_for(data_dir, [(people[0], 1)], size, crop)     # names other-size bundles, if only those
     if bundle:
         return _bundle_person_images(bundle, people)
     root = images_root(data_dir)
     keys = []
-    for person in sorted(people):
+    for person in people:
         folder = os.path.join(root, person)
         try:
             names = os.listdir(folder)
@@ -410,20 +413,37 @@ def person_images(data_dir, people, size=IMAGE_SIZE, crop=1.0):
     return keys
 
 
+def _read_bundle(path):
+    """A face bundle's arrays, checked: ``keys`` (U,) "Name/num" strings, ``images``
+    (U, S, S) uint8 and, when present, ``people`` (P,) names; else a DataError."""
+    arrays = load_arrays(path)
+    keys, images, people = arrays.get("keys"), arrays.get("images"), arrays.get("people", np.array([], str))
+    if (keys is None or images is None or images.dtype != np.uint8 or images.ndim != 3 or keys.ndim != 1
+            or keys.dtype.kind != "U" or len(keys) != len(images) or people.ndim != 1
+            or (len(people) and people.dtype.kind != "U")):
+        raise DataError(f"{path}: not a face bundle written by 'minisiamese pack'")
+    return arrays
+
+
+_BUNDLE_KEY = re.compile(r"(.+)/(\d+)")
+
+
 def _bundle_person_images(path, people):
     """person_images from a bundle: only people it marks as complete (every image packed)."""
-    arrays = load_arrays(path)
+    arrays = _read_bundle(path)
     complete = set(arrays["people"].tolist()) if "people" in arrays else set()
     lacking = sorted(set(people) - complete)
     if lacking:
         raise DataError(f"{path}: does not hold every image of {lacking[0]}" +
                         (f" (nor of {len(lacking) - 1} other people)" if len(lacking) > 1 else "") +
                         "; drawing pairs from identities needs them: pack with --people-of pairsDevTrain.txt")
-    keys = []
+    wanted, keys = set(people), []
     for text in arrays["keys"].tolist():
-        name, _, num = text.rpartition("/")
-        if name in people:
-            keys.append((name, int(num)))
+        m = _BUNDLE_KEY.fullmatch(text)
+        if m is None:
+            raise DataError(f"{path}: bad image key {text[:80]!r} (expected Name/number)")
+        if m.group(1) in wanted:
+            keys.append((m.group(1), int(m.group(2))))
     return sorted(keys)
 
 
@@ -432,9 +452,7 @@ def _key_text(key):
 
 
 def _from_bundle(path, keys, where):
-    arrays = load_arrays(path)
-    if "keys" not in arrays or "images" not in arrays or arrays["images"].dtype != np.uint8:
-        raise DataError(f"{path}: not a face bundle written by 'minisiamese pack'")
+    arrays = _read_bundle(path)
     row = {k: i for i, k in enumerate(arrays["keys"].tolist())}
     missing = [k for k in keys if _key_text(k) not in row]
     if missing:
@@ -459,8 +477,11 @@ def pack_faces(data_dir, out_dir, pairs_files, cache_dir=None, size=IMAGE_SIZE, 
             seen.add(key)
             keys.append(key)
 
+    def located(name):                                  # a path, or a file name inside data_dir
+        return name if os.path.exists(name) else os.path.join(data_dir, name)
+
     for name in pairs_files:
-        src = name if os.path.exists(name) else os.path.join(data_dir, name)
+        src = located(name)
         for p in read_pairs(src):
             add((p.name1, p.num1))
             add((p.name2, p.num2))
@@ -468,8 +489,7 @@ def pack_faces(data_dir, out_dir, pairs_files, cache_dir=None, size=IMAGE_SIZE, 
         if os.path.exists(dst) and os.path.samefile(src, dst):
             raise DataError(f"{src}: packing it into {out_dir} would copy it over itself; give a new folder")
         sources.append((src, dst))
-    people = sorted(set().union(*(people_in(read_pairs(name if os.path.exists(name) else os.path.join(data_dir, name)))
-                                  for name in people_of)))
+    people = sorted(set().union(*(people_in(read_pairs(located(name))) for name in people_of)))
     for key in person_images(data_dir, people, size, crop):
         add(key)
     images = load_images(data_dir, keys, cache_dir, size, crop=crop)     # (U, size, size) uint8

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 
 from .augment import AugmentConfig
-from .config import ConfigError, ModelConfig, check_mapping
+from .config import ConfigError, ModelConfig, check_mapping, shown
 
 
 PAIR_SOURCES = {"listed": "image-restricted", "identities": "unrestricted"}   # source -> LFW protocol
@@ -60,15 +60,12 @@ class TrainConfig:
             raise ConfigError(f"train.monitor must be one of {list(MONITORS)}, got {self.monitor!r}")
         if self.pairs not in PAIR_SOURCES:
             raise ConfigError(f"train.pairs must be one of {list(PAIR_SOURCES)}, got {self.pairs!r}")
-        if isinstance(self.pairs_per_epoch, bool) or not isinstance(self.pairs_per_epoch, int) \
-                or self.pairs_per_epoch < 0:
-            raise ConfigError(f"train.pairs_per_epoch must be an integer >= 0, got {self.pairs_per_epoch!r}")
-        for name in ("epochs", "batch_size", "patience", "oneshot_way", "monitor_window"):
+        for name, lo, hi in (("pairs_per_epoch", 0, 10 ** 7), ("max_pairs", 0, 10 ** 7), ("epochs", 1, 10 ** 5),
+                             ("batch_size", 1, 65536), ("patience", 1, 10 ** 5), ("oneshot_way", 1, 1000),
+                             ("monitor_window", 1, 1000)):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ConfigError(f"train.{name} must be a positive integer, got {v!r}")
-        if isinstance(self.max_pairs, bool) or not isinstance(self.max_pairs, int) or self.max_pairs < 0:
-            raise ConfigError(f"train.max_pairs must be an integer >= 0, got {self.max_pairs!r}")
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise ConfigError(f"train.{name} must be an integer in [{lo}, {hi}], got {shown(v)}")
         for name, lo, hi in (("lr", 0, 1), ("beta1", 0, 1), ("beta2", 0, 1), ("eps", 0, 1),
                              ("val_fraction", 0, 1)):
             v = getattr(self, name)

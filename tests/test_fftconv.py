@@ -177,6 +177,8 @@ def test_auto_on_a_device_times_both_on_the_whole_batch_and_stores_nothing(cp, r
     assert d["reason"].startswith("forward + backward timed on 6 (im2col) and 6 (fft) images")
     assert not os.path.exists(convplan.store_path())
     assert rel_error(out, ops.conv2d_forward(x, w, None, 1, 0, algo="im2col")[0]) < 1e-12
+    ops.conv2d_forward(cp.asarray(x[:4]), cp.asarray(w), None, 1, 0, algo="auto")
+    assert [a[0][0] for a in seen] == [6, 4]                     # another batch size is timed anew, not scaled
 
 
 def test_probe_timings_are_kept_per_machine_so_auto_decides_the_same_later(monkeypatch, tmp_path):

@@ -255,8 +255,10 @@ def test_presets_and_bad_configs():
     assert ModelConfig.preset("dropout").dropout == 0.1
     with pytest.raises(ConfigError, match="unknown model preset 'huge'"):
         ModelConfig.preset("huge")
-    for kwargs, msg in [({"dense_units": 0}, "dense_units must be a positive integer, got 0"),
+    for kwargs, msg in [({"dense_units": 0}, r"dense_units must be an integer in \[1, 65536\], got 0"),
                         ({"dense_units": 4.5}, "dense_units"),
+                        ({"dense_units": 10 ** 5000}, r"dense_units must be an integer in \[1, 65536\]"),
+                        ({"input_size": 1001}, r"input_size must be an integer in \[1, 1000\], got 1001"),
                         ({"dropout": 1.0}, r"dropout must be a rate in \[0, 1\), got 1.0"),
                         ({"l2_conv": -1e-3}, "l2_conv must be a finite number >= 0"),
                         ({"init": "he"}, "init must be one of"),
@@ -273,7 +275,7 @@ def test_config_from_dict_and_json():
     assert ModelConfig.from_json(cfg.to_json()) == cfg
     with pytest.raises(ConfigError, match=r"my.json: unknown key\(s\) \['dense'\]"):
         ModelConfig.from_dict({"dense": 5}, source="my.json")
-    with pytest.raises(ConfigError, match="my.json: dense_units must be a positive integer, got '4096'"):
+    with pytest.raises(ConfigError, match=r"my.json: dense_units must be an integer in \[1, 65536\], got '4096'"):
         ModelConfig.from_dict({"dense_units": "4096"}, source="my.json")
     with pytest.raises(ConfigError, match="not valid JSON"):
         ModelConfig.from_json("{dense_units: 1}")

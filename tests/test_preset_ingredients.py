@@ -197,6 +197,32 @@ def test_a_bundle_packed_with_people_of_stands_in_for_the_folders_when_drawing_i
     assert runs[0]["loss"] == runs[1]["loss"] and runs[0]["val_auc"] == runs[1]["val_auc"]
 
 
+@pytest.mark.parametrize("damage, expected", [
+    (lambda a: a.pop("keys"), "not a face bundle"),
+    (lambda a: a.update(keys=np.array(["Person_Aa/x1"] + a["keys"].tolist()[1:])), "bad image key 'Person_Aa/x1'"),
+    (lambda a: a.update(people=a["people"].reshape(-1, 1)), "not a face bundle"),
+    (lambda a: a.pop("people"), "does not hold every image of Person_"),           # a bundle from before --people-of
+])
+def test_a_damaged_or_older_bundle_is_named_when_drawing_identities(people_dataset, tmp_path, damage, expected):
+    from minisiamese.fileio import load_arrays, save_arrays
+    out = str(tmp_path / "b")
+    pack_faces(people_dataset, out, ["pairsDevTrain.txt"], str(tmp_path / "c"), 24, people_of=["pairsDevTrain.txt"])
+    path = os.path.join(out, "faces-24.npz")
+    arrays = load_arrays(path)
+    damage(arrays)
+    save_arrays(path, arrays)
+    people = people_in(read_pairs(os.path.join(people_dataset, "pairsDevTrain.txt")))
+    with pytest.raises(DataError, match=f"faces-24.npz: {expected}" if expected[0] != "d" else expected):
+        person_images(out, people, 24)
+
+
+def test_a_bundle_of_another_size_is_named_when_drawing_identities(people_dataset, tmp_path):
+    out = str(tmp_path / "b")
+    pack_faces(people_dataset, out, ["pairsDevTrain.txt"], str(tmp_path / "c"), 24, people_of=["pairsDevTrain.txt"])
+    with pytest.raises(DataError, match="holds the face bundle.*faces-24.npz, but the model needs faces-30.npz"):
+        person_images(out, ["Person_Aa"], 30)
+
+
 def test_pack_people_of_on_the_command_line(people_dataset, tmp_path, capsys):
     out = str(tmp_path / "b")
     assert cli.main(["pack", "--data-dir", people_dataset, "--out", out, "--cache-dir", str(tmp_path / "c"),

@@ -100,7 +100,7 @@ def test_the_monitored_figure_is_the_mean_over_the_window():
 
 @pytest.mark.parametrize("bad", [0, -1, 2.5, True, "3"])
 def test_a_monitor_window_must_be_a_positive_integer(tmp_path, bad):
-    with pytest.raises(ConfigError, match="train.monitor_window must be a positive integer"):
+    with pytest.raises(ConfigError, match="train.monitor_window must be an integer in \\[1, 1000\\]"):
         config(tmp_path, monitor_window=bad)
 
 
@@ -275,7 +275,7 @@ def test_cli_bad_config_file(tmp_path, capsys, dataset):
     bad = tmp_path / "bad.json"
     bad.write_text('{"model": {"dense_units": -3}}')
     code, _, err = run_cli(["train", "--config", str(bad), "--data-dir", dataset], capsys)
-    assert code == 2 and "bad.json: model: dense_units must be a positive integer, got -3" in err
+    assert code == 2 and "bad.json: model: dense_units must be an integer in [1, 65536], got -3" in err
     bad.write_text('{"train": {"epoch": 3}}')
     code, _, err = run_cli(["train", "--config", str(bad), "--data-dir", dataset], capsys)
     assert code == 2 and "unknown key(s) ['epoch'] in train" in err
