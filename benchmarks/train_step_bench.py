@@ -220,14 +220,15 @@ def main():
         common.append("--default-allocator")
     ours_args = common + ["--impl", "ours"] + (["--profile"] if args.profile else [])
     results = [run_child(here, ours_args)]
-    peer_matches = model_config(args.preset) == model_config("baseline")
-    if not args.no_torch and not peer_matches:
+    if args.no_torch:
+        pass
+    elif model_config(args.preset) != model_config("baseline"):
         print(f"(no PyTorch comparator: its peer is the baseline network, not {args.preset})")
-    if not args.no_torch and peer_matches and torch_available():
+    elif torch_available():
         results.append(run_child(here, common + ["--impl", "torch"]))
         if args.device == "cpu":
             results.append(run_child(here, common + ["--impl", "torch", "--channels-last"]))
-    elif not args.no_torch and peer_matches:
+    else:
         print("(PyTorch not installed: no comparator; pip install torch to add it)")
 
     ours = results[0]

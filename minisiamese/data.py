@@ -480,16 +480,23 @@ def pack_faces(data_dir, out_dir, pairs_files, cache_dir=None, size=IMAGE_SIZE, 
     def located(name):                                  # a path, or a file name inside data_dir
         return name if os.path.exists(name) else os.path.join(data_dir, name)
 
+    read = {}                                           # path -> its pairs, each file read once
+
+    def pairs_of(path):
+        if path not in read:
+            read[path] = read_pairs(path)
+        return read[path]
+
     for name in pairs_files:
         src = located(name)
-        for p in read_pairs(src):
+        for p in pairs_of(src):
             add((p.name1, p.num1))
             add((p.name2, p.num2))
         dst = os.path.join(out_dir, os.path.basename(src))
         if os.path.exists(dst) and os.path.samefile(src, dst):
             raise DataError(f"{src}: packing it into {out_dir} would copy it over itself; give a new folder")
         sources.append((src, dst))
-    people = sorted(set().union(*(people_in(read_pairs(located(name))) for name in people_of)))
+    people = sorted(set().union(*(people_in(pairs_of(located(name))) for name in people_of)))
     for key in person_images(data_dir, people, size, crop):
         add(key)
     images = load_images(data_dir, keys, cache_dir, size, crop=crop)     # (U, size, size) uint8
