@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .config import ConfigError, shown
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -32,16 +34,16 @@ class AugmentConfig:
 
     def validate(self):
         if self.kind not in ("none", "seed", "koch"):
-            raise ValueError(f"augment: kind must be 'none', 'seed' or 'koch', got {self.kind!r}")
-        if not isinstance(self.copies, int) or isinstance(self.copies, bool) or self.copies < 0:
-            raise ValueError(f"augment: copies must be an integer >= 0, got {self.copies!r}")
+            raise ConfigError(f"augment: kind must be 'none', 'seed' or 'koch', got {shown(self.kind)}")
+        if not isinstance(self.copies, int) or isinstance(self.copies, bool) or not 0 <= self.copies <= 1000:
+            raise ConfigError(f"augment: copies must be an integer in [0, 1000], got {shown(self.copies)}")
         for name in ("flip", "mirror"):
             if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"augment: {name} must be true or false, got {getattr(self, name)!r}")
+                raise ConfigError(f"augment: {name} must be true or false, got {shown(getattr(self, name))}")
         for name in ("rotation", "zoom", "contrast"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
-                raise ValueError(f"augment: {name} must be in [0, 1], got {v!r}")
+                raise ConfigError(f"augment: {name} must be in [0, 1], got {shown(v)}")
 
 
 def _reflect(i, n):

@@ -15,11 +15,15 @@ class ConfigError(ValueError):
 
 
 def shown(v):
-    """repr(v) for an error message; an integer too long for Python to print
-    (over 4,300 digits) is described instead of crashing the message."""
+    """repr(v) for an error message.  An integer too long for Python to print
+    (over 4,300 digits), alone or inside a list, is described instead of
+    crashing the message."""
     if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 10000:
         return f"an integer of about {int(v.bit_length() * 0.30103)} digits"
-    return repr(v)
+    try:
+        return repr(v)
+    except ValueError:                                   # a list or dict holding such an integer
+        return f"a {type(v).__name__} holding an integer too long to print"
 
 
 def check_mapping(d, known, source, part=""):
@@ -93,7 +97,7 @@ class ModelConfig:
         if isinstance(algo, str):
             algo = (algo,) * len(self.conv_filters)
         elif not isinstance(algo, (list, tuple)):
-            raise ConfigError(f"config: conv_algo must be one of {list(ALGOS)} or a list of them, got {algo!r}")
+            raise ConfigError(f"config: conv_algo must be one of {list(ALGOS)} or a list of them, got {shown(algo)}")
         object.__setattr__(self, "conv_algo", tuple(algo))
         self.validate()
 
@@ -105,11 +109,11 @@ class ModelConfig:
 
         def non_neg(name, v):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 or v == float("inf"):
-                raise ConfigError(f"config: {name} must be a finite number >= 0, got {v!r}")
+                raise ConfigError(f"config: {name} must be a finite number >= 0, got {shown(v)}")
 
         pos_int("input_size", self.input_size, 1000)           # a 1000 x 1000 face is 1 MB already
         if isinstance(self.crop, bool) or not isinstance(self.crop, (int, float)) or not 0 < self.crop <= 1:
-            raise ConfigError(f"config: crop must be a fraction of the image side in (0, 1], got {self.crop!r}")
+            raise ConfigError(f"config: crop must be a fraction of the image side in (0, 1], got {shown(self.crop)}")
         pos_int("pool", self.pool, 1000)
         pos_int("dense_units", self.dense_units, 65536)
         if len(self.conv_filters) == 0 or len(self.conv_filters) != len(self.conv_kernels):
@@ -120,31 +124,31 @@ class ModelConfig:
             pos_int(f"conv_kernels[{k}]", kk, 1000)
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) \
                 or not 0 <= self.dropout < 1:
-            raise ConfigError(f"config: dropout must be a rate in [0, 1), got {self.dropout!r}")
+            raise ConfigError(f"config: dropout must be a rate in [0, 1), got {shown(self.dropout)}")
         non_neg("l2_conv", self.l2_conv)
         non_neg("l2_dense", self.l2_dense)
         if self.init not in INITS:
-            raise ConfigError(f"config: init must be one of {INITS}, got {self.init!r}")
+            raise ConfigError(f"config: init must be one of {INITS}, got {shown(self.init)}")
         if len(self.conv_algo) != len(self.conv_filters):
             raise ConfigError(f"config: conv_algo {list(self.conv_algo)} must name one algorithm per conv layer "
                               f"({len(self.conv_filters)}), or be one name for all")
         for k, algo in enumerate(self.conv_algo):
             if algo not in ALGOS:
                 raise ConfigError(f"config: conv_algo[{k}] (layer conv{k + 1}) must be one of {list(ALGOS)}, "
-                                  f"got {algo!r}")
+                                  f"got {shown(algo)}")
         for name in ("batch_norm", "flip_average"):
             if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"config: {name} must be true or false, got {getattr(self, name)!r}")
+                raise ConfigError(f"config: {name} must be true or false, got {shown(getattr(self, name))}")
         if isinstance(self.bn_momentum, bool) or not isinstance(self.bn_momentum, (int, float)) \
                 or not 0 <= self.bn_momentum < 1:
-            raise ConfigError(f"config: bn_momentum must be in [0, 1), got {self.bn_momentum!r}")
+            raise ConfigError(f"config: bn_momentum must be in [0, 1), got {shown(self.bn_momentum)}")
         if self.embedding_activation not in EMBEDDING_ACTIVATIONS:
             raise ConfigError(f"config: embedding_activation must be one of {list(EMBEDDING_ACTIVATIONS)}, "
-                              f"got {self.embedding_activation!r}")
+                              f"got {shown(self.embedding_activation)}")
         if not isinstance(self.head, tuple) or not self.head or not all(isinstance(f, str) for f in self.head) \
                 or len(set(self.head)) != len(self.head) or any(f not in HEAD_FEATURES for f in self.head):
             raise ConfigError(f"config: head must be a non-empty list of distinct names from {list(HEAD_FEATURES)}, "
-                              f"got {self.head!r}")
+                              f"got {shown(self.head)}")
         self.feature_shape()  # raises when the maps shrink to nothing
 
     def feature_shape(self):
@@ -239,7 +243,7 @@ class ModelConfig:
         check_mapping(d, {f.name for f in dataclasses.fields(cls)}, source)
         for key in ("conv_filters", "conv_kernels"):
             if key in d and not isinstance(d[key], (list, tuple)):
-                raise ConfigError(f"{source}: {key} must be a list of integers, got {d[key]!r}")
+                raise ConfigError(f"{source}: {key} must be a list of integers, got {shown(d[key])}")
         try:
             return cls(**d)
         except ConfigError as exc:

@@ -269,6 +269,26 @@ def test_presets_and_bad_configs():
             ModelConfig(**kwargs)
 
 
+def test_huge_integers_in_any_setting_get_a_one_line_error():
+    """Through the Python API an integer too long for Python to print (over
+    4,300 digits) may reach any setting, alone or inside a list: the message
+    describes it instead of failing while it is formatted."""
+    from minisiamese.runconfig import ExperimentConfig, TrainConfig
+    from minisiamese.augment import AugmentConfig
+    huge = 10 ** 5000
+    cases = [(lambda: ModelConfig(crop=huge), "crop must be a fraction.*an integer of about 5000 digits"),
+             (lambda: ModelConfig(bn_momentum=huge), "bn_momentum must be in"),
+             (lambda: ModelConfig(head=(huge,)), "a tuple holding an integer too long to print"),
+             (lambda: ExperimentConfig(train=TrainConfig(lr=huge)), r"train.lr must be in \(0, 1\)"),
+             (lambda: ExperimentConfig(train=TrainConfig(lr_decay=huge)), "train.lr_decay"),
+             (lambda: ExperimentConfig(augment=AugmentConfig(zoom=huge)), r"augment: zoom must be in \[0, 1\]"),
+             (lambda: ExperimentConfig(augment=AugmentConfig(copies=huge)), r"copies must be an integer in \[0, 1000\]"),
+             (lambda: ExperimentConfig(augment=AugmentConfig(copies=1001)), "got 1001")]
+    for build, msg in cases:
+        with pytest.raises(ConfigError, match=msg):
+            build()
+
+
 def test_config_from_dict_and_json():
     cfg = ModelConfig.from_json(json.dumps({"dense_units": 2048, "dropout": 0.1}))
     assert cfg.dense_units == 2048 and cfg.num_params() == 20_073_281 + 0
