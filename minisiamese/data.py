@@ -413,14 +413,18 @@ def person_images(data_dir, people, size=IMAGE_SIZE, crop=1.0):
     return keys
 
 
-def _read_bundle(path):
+def _read_bundle(path, images=True):
     """A face bundle's arrays, checked: ``keys`` (U,) "Name/num" strings, ``images``
-    (U, S, S) uint8 and, when present, ``people`` (P,) names; else a DataError."""
-    arrays = load_arrays(path)
-    keys, images, people = arrays.get("keys"), arrays.get("images"), arrays.get("people", np.array([], str))
-    if (keys is None or images is None or images.dtype != np.uint8 or images.ndim != 3 or keys.ndim != 1
-            or keys.dtype.kind != "U" or len(keys) != len(images) or people.ndim != 1
-            or (len(people) and people.dtype.kind != "U")):
+    (U, S, S) uint8 (not read when ``images`` is false) and, when present,
+    ``people`` (P,) names; else a DataError."""
+    arrays = load_arrays(path, names=None if images else ("keys", "people"))
+    keys, people = arrays.get("keys"), arrays.get("people", np.array([], str))
+    ok = (keys is not None and keys.ndim == 1 and keys.dtype.kind == "U" and people.ndim == 1
+          and (len(people) == 0 or people.dtype.kind == "U"))
+    if images:
+        faces = arrays.get("images")
+        ok = ok and faces is not None and faces.dtype == np.uint8 and faces.ndim == 3 and len(faces) == len(keys)
+    if not ok:
         raise DataError(f"{path}: not a face bundle written by 'minisiamese pack'")
     return arrays
 
@@ -429,8 +433,9 @@ _BUNDLE_KEY = re.compile(r"(.+)/(\d+)")
 
 
 def _bundle_person_images(path, people):
-    """person_images from a bundle: only people it marks as complete (every image packed)."""
-    arrays = _read_bundle(path)
+    """person_images from a bundle: only people it marks as complete (every image packed).
+    Only its keys and people are read; the images are read once, by load_images."""
+    arrays = _read_bundle(path, images=False)
     complete = set(arrays["people"].tolist()) if "people" in arrays else set()
     lacking = sorted(set(people) - complete)
     if lacking:

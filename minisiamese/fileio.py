@@ -84,8 +84,9 @@ def save_arrays(path, arrays):
     atomic_write(path, lambda f: np.savez(f, **host))
 
 
-def load_arrays(path):
-    """Read every array of an .npz with allow_pickle=False into memory."""
+def load_arrays(path, names=None):
+    """Read the arrays of an .npz with allow_pickle=False into memory: every
+    one, or only those of ``names`` that it holds (the rest are not read)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such file")
@@ -93,6 +94,6 @@ def load_arrays(path):
         raise CheckpointError(f"{path}: not a readable .npz file (not a zip archive, so no .npz)")
     try:
         with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
+            return {k: data[k] for k in data.files if names is None or k in names}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
         raise CheckpointError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc})") from None

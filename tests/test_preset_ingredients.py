@@ -197,6 +197,25 @@ def test_a_bundle_packed_with_people_of_stands_in_for_the_folders_when_drawing_i
     assert runs[0]["loss"] == runs[1]["loss"] and runs[0]["val_auc"] == runs[1]["val_auc"]
 
 
+def test_drawing_identities_from_a_bundle_reads_its_images_once(people_dataset, tmp_path, monkeypatch):
+    """Listing the people's images reads only the bundle's keys and people; the
+    faces themselves (most of the file) are read once, for the pool."""
+    import minisiamese.data as data_mod
+    packed = str(tmp_path / "packed")
+    pack_faces(people_dataset, packed, ["pairsDevTrain.txt"], str(tmp_path / "c"), 24, people_of=["pairsDevTrain.txt"])
+    people = people_in(read_pairs(os.path.join(people_dataset, "pairsDevTrain.txt")))
+    reads, real = [], data_mod.load_arrays
+
+    def spy(path, names=None):
+        arrays = real(path, names)
+        reads.append(sorted(arrays))
+        return arrays
+    monkeypatch.setattr(data_mod, "load_arrays", spy)
+    pool = IdentityPool.load(packed, people, None, 24)
+    assert len(pool.keys) == len(pool.images) > len(people)
+    assert reads == [["keys", "people"], ["images", "keys", "people"]]
+
+
 @pytest.mark.parametrize("damage, expected", [
     (lambda a: a.pop("keys"), "not a face bundle"),
     (lambda a: a.update(keys=np.array(["Person_Aa/x1"] + a["keys"].tolist()[1:])), "bad image key 'Person_Aa/x1'"),
