@@ -12,6 +12,7 @@ exactly as the uninterrupted run would have.
 """
 import dataclasses
 import errno
+import hashlib
 import json
 import os
 import signal
@@ -200,6 +201,7 @@ class Trainer:
         self.history_path = os.path.join(out_dir, "history.json")
         self._stop_requested, self._stop_signal = False, signal.SIGINT
         self.data_digests = {}       # pairs file -> SHA-256: load_data fills it (the pipeline adds the test file)
+        self.faces_digest = None     # SHA-256 of the preprocessed faces trained and validated on (load_data)
 
     # ------------------------------------------------------------------ data
     def load_data(self):
@@ -228,6 +230,11 @@ class Trainer:
         self.log(f"faces: {m.input_size}x{m.input_size}" + (f", the centre {m.crop:g} of each image" if m.crop < 1
                                                                else ", the whole image"))
         self.normalizer = Normalizer.fit(to_unit_float(train_images)) if self.cfg.normalize else Normalizer()
+        # the faces themselves, as read: a resume from another copy of the images (same pairs file) is refused
+        h = hashlib.sha256(full.images.tobytes())
+        if self.pool is not None:
+            h.update(self.pool.images.tobytes())
+        self.faces_digest = h.hexdigest()
 
     # ------------------------------------------------------------------ state
     def _new_state(self, conv_algos=None):
@@ -251,6 +258,7 @@ class Trainer:
                   "best_val": np.array(self.best_val), "best_epoch": np.array(self.best_epoch),
                   "wait": np.array(self.wait), "partial": np.array(json.dumps(partial) if partial else ""),
                   "data": np.array(json.dumps(self.data_digests)),
+                  "faces_digest": np.array(self.faces_digest or ""),
                   "conv_algos": np.array(json.dumps(self.net.conv_algos)),
                   "reference_loss": np.array(np.nan if self.reference_loss is None else self.reference_loss)}
         arrays.update({f"param/{k}": v for k, v in self.net.state_dict().items()})
@@ -327,6 +335,12 @@ class Trainer:
                 raise TrainingError(f"{path}: {os.path.join(self.data_dir, name)} is not the file this run was "
                                     f"trained on (SHA-256 {digest[:12]}..., checkpoint {stored[name][:12]}...); "
                                     f"resume with the same --data-dir, or use a fresh --out")
+        stored_faces = str(a["faces_digest"]) if "faces_digest" in a else ""     # "" in older checkpoints
+        if stored_faces and self.faces_digest and stored_faces != self.faces_digest:
+            raise TrainingError(f"{path}: the faces read from {self.data_dir} are not those this run was trained on "
+                                f"(same pairs file, but the images differ: another copy of them, or a Pillow "
+                                f"that resizes them differently); resume with the same --data-dir, or use a "
+                                f"fresh --out")
 
     # ------------------------------------------------------------------ training
     def _epoch_rows(self, epoch):

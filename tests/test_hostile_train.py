@@ -210,6 +210,29 @@ def test_resume_on_other_pairs_is_refused_naming_the_file(finished, data, tmp_pa
     assert "resume with the same --data-dir" in line
 
 
+def test_resume_on_other_images_under_the_same_pairs_is_refused(finished, data, tmp_path, capsys):
+    """Another copy of the images (say LFW instead of LFW-a: same names, same
+    pairs files): the pairs digests agree, the faces do not; a resume would
+    go on silently on other data."""
+    from PIL import Image, ImageOps
+    argv, out = copy_run(finished, tmp_path)
+    other = str(tmp_path / "other")
+    shutil.copytree(data, other)
+    person = sorted(os.listdir(os.path.join(other, "lfw2")))[0]
+    folder = os.path.join(other, "lfw2", person)
+    for name in os.listdir(folder):                    # every image of one person, mirrored
+        path = os.path.join(folder, name)
+        ImageOps.mirror(Image.open(path)).save(path)
+    argv[argv.index(data)] = other
+    argv[argv.index("--cache-dir") + 1] = str(tmp_path / "cache")
+    assert cli.main(argv + ["--resume", "--epochs", "2"]) == 2
+    line = one_error_line(capsys)
+    assert f"the faces read from {other} are not those this run was trained on" in line
+    argv[argv.index(other)] = data                     # the run's own data: it goes on
+    assert cli.main(argv + ["--resume", "--epochs", "2"]) == 0
+    assert int(load_arrays(os.path.join(out, "checkpoint.npz"))["epoch"]) == 1
+
+
 def test_a_checkpoint_without_data_digests_resumes_with_a_warning(finished, tmp_path, capsys):
     argv, out = copy_run(finished, tmp_path)
     path = os.path.join(out, "checkpoint.npz")
