@@ -255,34 +255,34 @@ def _pair_correct(runs):
     return list(np.mean(correct, axis=0))
 
 
-def comparison_lines(seed_rows, references=("baseline", "best")):
-    """Each preset against each reference preset: the paired t over the ten
-    leak-free View 2 folds (fold scores averaged over each preset's seeds) and
-    a paired bootstrap 95 % interval for the difference in test accuracy."""
+def comparison_lines(seed_rows, references=("baseline", "best"), pairs=(("bn512w", "bn512"),)):
+    """Each preset against each reference preset, then each of ``pairs``
+    (a preset against the one it changes one setting of: bn512w is bn512 with
+    the 3-epoch stop rule): the paired t over the ten leak-free View 2 folds
+    (fold scores averaged over each preset's seeds) and a paired bootstrap
+    95 % interval for the difference in test accuracy."""
     lines = []
-    for ref in references:
-        if ref not in seed_rows:
-            continue
-        for name, runs in seed_rows.items():
-            if name == ref:
-                continue
-            text = f"- **{name}** against **{ref}**"
-            a, b = _fold_means(runs), _fold_means(seed_rows[ref])
-            if a and b and len(a) == len(b):
-                t = paired_t(a, b)
-                verdict = "significant" if abs(t["t"]) >= t_critical(t["df"]) else "not significant"
-                text += (f": leak-free View 2 accuracy {t['diff']:+.3f} (paired t = {t['t']:.2f}, {t['df']} df, "
-                         f"{verdict} at 5 %; better in {t['better']} of {t['n']} folds)")
-            else:
-                text += ": no paired fold test (a run without View 2)"
-            ca, cb = _pair_correct(runs), _pair_correct(seed_rows[ref])
-            if ca and cb and len(ca) == len(cb):
-                d, low, high = bootstrap_diff(ca, cb)
-                text += (f"; test accuracy at each run's validation threshold {d:+.3f}, 95 % bootstrap interval "
-                         f"[{low:+.3f}, {high:+.3f}]")
-            else:
-                text += "; no test-accuracy interval (a run without per-pair test probabilities)"
-            lines.append(text + f" (seeds {sorted(runs)} vs {sorted(seed_rows[ref])}).")
+    todo = [(name, ref) for ref in references if ref in seed_rows for name in seed_rows if name != ref]
+    todo += [(name, ref) for name, ref in pairs if name in seed_rows and ref in seed_rows]
+    for name, ref in todo:
+        runs = seed_rows[name]
+        text = f"- **{name}** against **{ref}**"
+        a, b = _fold_means(runs), _fold_means(seed_rows[ref])
+        if a and b and len(a) == len(b):
+            t = paired_t(a, b)
+            verdict = "significant" if abs(t["t"]) >= t_critical(t["df"]) else "not significant"
+            text += (f": leak-free View 2 accuracy {t['diff']:+.3f} (paired t = {t['t']:.2f}, {t['df']} df, "
+                     f"{verdict} at 5 %; better in {t['better']} of {t['n']} folds)")
+        else:
+            text += ": no paired fold test (a run without View 2)"
+        ca, cb = _pair_correct(runs), _pair_correct(seed_rows[ref])
+        if ca and cb and len(ca) == len(cb):
+            d, low, high = bootstrap_diff(ca, cb)
+            text += (f"; test accuracy at each run's validation threshold {d:+.3f}, 95 % bootstrap interval "
+                     f"[{low:+.3f}, {high:+.3f}]")
+        else:
+            text += "; no test-accuracy interval (a run without per-pair test probabilities)"
+        lines.append(text + f" (seeds {sorted(runs)} vs {sorted(seed_rows[ref])}).")
     return lines
 
 

@@ -101,6 +101,19 @@ def test_a_row_without_view2_gets_the_bootstrap_and_says_it_has_no_fold_test():
     assert "no paired fold test (a run without View 2); test accuracy at each run's validation threshold +0.000" in line
 
 
+def test_a_preset_is_also_compared_with_the_one_it_changes_one_setting_of():
+    """bn512w is bn512 with another stop rule: besides baseline and best, the
+    table pairs it with bn512; no other preset is compared with bn512."""
+    probs = [0.9 if i < 50 else 0.1 for i in range(100)]
+    runs = {name: {0: fake_run(acc, [acc] * 5 + [acc + 0.02] * 5, probs)}
+            for name, acc in (("baseline", 0.68), ("bn512", 0.76), ("bn512w", 0.77))}
+    lines = report.comparison_lines(runs)
+    against = [x.split("**")[1] + " / " + x.split("**")[3] for x in lines]
+    assert against == ["bn512 / baseline", "bn512w / baseline", "bn512w / bn512"]
+    assert "leak-free View 2 accuracy +0.010" in lines[-1] and "(seeds [0] vs [0])" in lines[-1]
+    assert report.comparison_lines(runs, pairs=()) == lines[:2]
+
+
 def test_seed_curves_figure_is_drawn_and_linked_only_with_histories(tmp_path):
     runs = {"baseline": {0: fake_run(0.7, [0.7] * 10, [0.5] * 4), 1: fake_run(0.7, [0.7] * 10, [0.5] * 4)}}
     assert not report.plot_seed_curves(runs, str(tmp_path / "none.png")) and not (tmp_path / "none.png").exists()
