@@ -59,7 +59,8 @@ def _common(p, config=True):
                                         "augment_normalize, dropout, narrow (the seed's six); best (the preset "
                                         "that beats them), best_no_crop, best_listed, best_koch (its "
                                         "ablation); bn512 (batch norm, a 512-d code, a richer head, flip "
-                                        "averaging: the candidate beyond Koch's net)")
+                                        "averaging: the first model beyond Koch's net); bn512w (bn512 stopped "
+                                        "on the mean validation AUC of 3 epochs: the strongest preset)")
         g.add_argument("--config", help="an experiment config JSON file (see docs/configs/)")
         p.add_argument("--epochs", type=int, help="maximum epochs (default: the config's, 25)")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -213,11 +213,30 @@ def ablation_markdown(rows):
             continue
         v = r.get("val", {})
         val = f"{v['accuracy']:.3f} | {v['auc']:.3f}" if v else "| "
-        test = f"{r['accuracy']:.3f} | {r['auc']:.3f} | {r['oneshot']:.3f}" if "accuracy" in r else "not evaluated | |"
+        test = f"{r['accuracy']:.3f} | {r['auc']:.3f} | {_oneshot(r)}" if "accuracy" in r else "not evaluated | |"
         v2 = _pm(r["view2"]["leak_free"], "accuracy") if "view2" in r else ""
         lines.append(f"| {title} | {r.get('protocol', 'image-restricted')} | {val} | {test} | {v2} | "
                      f"{r['epochs_run']} ({r['best_epoch']}) | {r['wall_seconds'] / 60:.0f} min | {r['device']} |")
+    if any("accuracy" in r and _old_draw(r) for r in rows.values()):
+        lines += ["", OLD_DRAW_NOTE]
     return lines + [""]
+
+
+OLD_DRAW_NOTE = ("† one-shot from the task draw used before 2026-12-03, in which a task's 9 distractors could "
+                 "repeat a person (12 of pairsDevTest's 500 tasks did); the weights of these runs were not "
+                 "kept, so they were not re-evaluated. Every run of the seeds table draws 9 distinct people.")
+
+
+def _old_draw(r):
+    """True for results written before one-shot tasks drew 9 distinct distractor
+    people (commit c3aade7): the same change began storing ``test_probs``, so a
+    result without them came from the old draw."""
+    return "test_probs" not in r
+
+
+def _oneshot(r):
+    """A row's one-shot figure, marked † when it comes from the old task draw."""
+    return f"{r['oneshot']:.3f}" + ("†" if _old_draw(r) else "")
 
 
 def _sd(values):
@@ -304,7 +323,8 @@ def seeds_markdown(seed_rows, figure=None):
              "Each preset trained with several seeds (`python3 cli.py experiments --only NAME --seeds 0 1 2`; "
              "a seed changes the initialisation, the train/validation split, the shuffling, the pairs drawn "
              "and the one-shot tasks). Figures are mean ± sample standard deviation over the seeds; one-shot is "
-             "500 10-way tasks with 9 distinct distractor people; View 2 leak-free is the mean over its 10 folds. "
+             "500 10-way tasks with 9 distinct distractor people; View 2 leak-free is the mean over its 10 folds, and "
+             "in brackets the standard error over the 10 folds of the seed-averaged fold scores (LFW's convention). "
              "Kept in `docs/results/seeds/NAME-sSEED.json`. *device*: where the runs trained, cpu (NumPy) or gpu "
              "(CuPy); both compute in float32, so a GPU run follows the same protocol but not the same "
              "trajectory as the CPU run of its seed (a -gpu row is its own set of draws).", ""]
@@ -318,6 +338,9 @@ def seeds_markdown(seed_rows, figure=None):
         v2 = [r["view2"]["leak_free"] for r in rs if "view2" in r]
         v2acc = _sd([v["accuracy_mean"] for v in v2]) if len(v2) == len(rs) else "n/a"
         v2auc = _sd([v["auc_mean"] for v in v2]) if len(v2) == len(rs) else "n/a"
+        folds = _fold_means(runs)
+        if folds:                                       # LFW's convention, on the seed-averaged fold scores
+            v2acc += f" (SE {mean_se(folds)[1]:.3f})"
         epochs = ", ".join(f"{r['epochs_run']} ({r['best_epoch']})" for r in rs)
         minutes = ", ".join(f"{r['wall_seconds'] / 60:.0f}" for r in rs)
         devices = ", ".join(sorted({r.get("device", "cpu") for r in rs}))
@@ -378,12 +401,14 @@ def results_markdown(rows, command, figures_rel=None, discussion=None, selection
         if r is None:
             lines.append(f"| {title} | not run yet | | | | | | {cfg.model.num_params():,} | | | |")
             continue
-        lines.append(f"| {title} | {r['accuracy']:.3f} | {r['oneshot']:.3f} | {r['recall']:.3f} | "
+        lines.append(f"| {title} | {r['accuracy']:.3f} | {_oneshot(r)} | {r['recall']:.3f} | "
                      f"{r['precision']:.3f} | {r['auc']:.3f} | {r['epochs_run']} ({r['best_epoch']}) | "
                      f"{r['parameters']:,} | {r['wall_seconds'] / 60:.0f} min | {r['device']} | {plan_text(r)} |")
     lines.append(f"| *seed report, best per column* | {SEED_BEST['accuracy']:.3f} | {SEED_BEST['oneshot']:.3f} | "
                  f"{SEED_BEST['recall']:.3f} | {SEED_BEST['precision']:.3f} | {SEED_BEST['auc']:.3f} | | "
                  f"38,951,745 | | | |")
+    if any(_old_draw(r) for n, r in rows.items() if n in EXPERIMENTS):
+        lines += ["", OLD_DRAW_NOTE]
     lines.append("")
     for name, r in rows.items():
         if r.get("warning"):

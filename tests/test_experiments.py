@@ -21,6 +21,11 @@ def committed_rows():
     return {f[:-5]: json.load(open(os.path.join(KEPT, f))) for f in os.listdir(KEPT) if f.endswith(".json")}
 
 
+def oneshot(r):
+    """A row's one-shot cell: marked † when the result predates distinct distractors (no test_probs)."""
+    return f"{r['oneshot']:.3f}" + ("" if "test_probs" in r else "†")
+
+
 def test_regenerating_without_runs_keeps_every_committed_row(tmp_path, capsys):
     """A fresh checkout: no runs/, the committed docs/results/*.json only.
     Running an experiment that finished elsewhere skips it (no training), and
@@ -39,11 +44,11 @@ def test_regenerating_without_runs_keeps_every_committed_row(tmp_path, capsys):
     for n, r in rows.items():
         row = next(line for line in table.splitlines() if line.startswith(f"| {ex.TITLES[n]} |"))
         if n in ex.EXPERIMENTS:
-            assert f"| {r['accuracy']:.3f} | {r['oneshot']:.3f} | {r['recall']:.3f} | {r['precision']:.3f} | " \
+            assert f"| {r['accuracy']:.3f} | {oneshot(r)} | {r['recall']:.3f} | {r['precision']:.3f} | " \
                    f"{r['auc']:.3f} |" in row, row
         else:                                                                   # an ablation row
             assert f"| {r['val']['accuracy']:.3f} | {r['val']['auc']:.3f} | {r['accuracy']:.3f} | " \
-                   f"{r['auc']:.3f} | {r['oneshot']:.3f} |" in row, row
+                   f"{r['auc']:.3f} | {oneshot(r)} |" in row, row
     missing = set(ex.EXPERIMENTS) - set(rows)                                 # seed rows with no run
     assert ("not run yet" in table) == bool(missing), sorted(missing)
 
@@ -63,7 +68,11 @@ def test_a_finished_run_is_kept_with_its_history(tmp_path):
     assert saved["history"] == history and "model" not in saved and saved["accuracy"] == 0.6
     assert ex.collect(str(tmp_path / "empty"), str(kept))["dropout"] == saved          # runs/ gone: still there
     table = ex.results_markdown(rows, "cmd")
-    assert "| + dropout 10 % | 0.600 | 0.300 |" in table and "| fft: conv2 |" in table
+    assert "| + dropout 10 % | 0.600 | 0.300† |" in table and "| fft: conv2 |" in table
+    assert ex.OLD_DRAW_NOTE in table                                   # a result without test_probs: the old draw
+    rows["dropout"]["test_probs"] = [0.5, 0.5]
+    table = ex.results_markdown(rows, "cmd")
+    assert "| + dropout 10 % | 0.600 | 0.300 |" in table and ex.OLD_DRAW_NOTE not in table
     assert ex.plot_val_curves(rows, str(tmp_path / "curves.png")) and os.path.getsize(tmp_path / "curves.png") > 0
 
 

@@ -83,6 +83,8 @@ def test_seeds_table_and_paired_comparisons(tmp_path):
     assert sorted(p.name for p in (tmp_path / "kept").iterdir())[0] == "baseline-s0.json"   # kept for git
     table = "\n".join(report.seeds_markdown(rows))
     assert "| best | unrestricted | 0, 1 | cpu | 0.850 ± 0.000 | 0.850 ± 0.000 |" in table
+    se = np.std(base_folds, ddof=1) / np.sqrt(10)                  # of the seed-averaged folds: base + 0.055
+    assert f"| {np.mean(base_folds) + 0.055:.3f} ± 0.007 (SE {se:.3f}) |" in table
     on_gpu = {**rows, "best": {**rows["best"], 1: {**rows["best"][1], "device": "gpu"}}}
     assert "| best | unrestricted | 0, 1 | cpu, gpu | 0.850" in "\n".join(report.seeds_markdown(on_gpu))
     line = next(x for x in table.splitlines() if x.startswith("- **best** against **baseline**"))
