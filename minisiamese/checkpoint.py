@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from .config import ConfigError, ModelConfig
+from .config import ConfigError, ModelConfig, shown
 from .fileio import CheckpointError, load_arrays, save_arrays
 
 FORMAT = "minisiamese-weights-1"           # model.npz, best.npz
@@ -34,7 +34,17 @@ def read_model_file(path):
     except (KeyError, ValueError, RecursionError, ConfigError) as exc:   # ValueError: bad JSON, a too-long number
         raise CheckpointError(f"{path}: bad stored config ({exc})") from None
     params = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
-    expected = config.state_shapes()                  # parameters and batch norm's running statistics
+    check_params(path, config, params)
+    extra = {k[len("extra/"):]: v for k, v in arrays.items() if k.startswith("extra/")}
+    return config, params, extra
+
+
+def check_params(path, config, params):
+    """``params`` (name -> array) must be exactly what ``config``'s network
+    holds -- its parameters and batch norm's running statistics -- each of its
+    shape, finite floating point; else a CheckpointError naming ``path`` and
+    the array."""
+    expected = config.state_shapes()
     for name, shape in expected.items():
         if name not in params:
             raise CheckpointError(f"{path}: parameter {name} is missing")
@@ -48,5 +58,51 @@ def read_model_file(path):
     unexpected = sorted(set(params) - set(expected))
     if unexpected:
         raise CheckpointError(f"{path}: unexpected parameters {unexpected}")
-    extra = {k[len("extra/"):]: v for k, v in arrays.items() if k.startswith("extra/")}
-    return config, params, extra
+
+
+# ----------------------------------------------------------------------------- the training checkpoint
+def damaged(path, what):
+    """The error for a training checkpoint whose array ``what`` cannot be right."""
+    return CheckpointError(f"{path}: damaged training checkpoint ({what}); continue from a copy, or start "
+                           f"again with --overwrite")
+
+
+def stored_int(arrays, key, path, lo, hi):
+    """A checkpoint's 0-d integer ``key`` in [lo, hi]."""
+    v = arrays.get(key)
+    if v is None:
+        raise damaged(path, f"{key} is missing")
+    if v.shape != () or v.dtype.kind not in "iu" or not lo <= int(v) <= hi:
+        raise damaged(path, f"{key} must be an integer in [{lo}, {hi}], got {shown(v.tolist())}")
+    return int(v)
+
+
+def stored_float(arrays, key, path, default=None, nan=False):
+    """A checkpoint's 0-d number ``key`` (inf allowed; NaN only when ``nan``)."""
+    v = arrays.get(key)
+    if v is None:
+        if default is None:
+            raise damaged(path, f"{key} is missing")
+        return default
+    if v.shape != () or v.dtype.kind not in "iuf" or (np.isnan(v) and not nan):
+        raise damaged(path, f"{key} must be a number, got {shown(v.tolist())}")
+    return float(v)
+
+
+def stored_json(arrays, key, path, kind, default=None):
+    """A checkpoint's JSON text ``key``, decoded to a ``kind`` (list or dict); ``default`` when absent or ''."""
+    v = arrays.get(key)
+    if v is None or (v.shape == () and v.dtype.kind == "U" and str(v) == "" and default is not None):
+        if default is None:
+            raise damaged(path, f"{key} is missing")
+        return default
+    if v.shape != () or v.dtype.kind != "U":
+        raise damaged(path, f"{key} must be JSON text")
+    try:
+        out = json.loads(str(v))
+    except (ValueError, RecursionError):
+        raise damaged(path, f"{key} is not valid JSON") from None
+    if not isinstance(out, kind):
+        raise damaged(path, f"{key} must be a JSON {'list' if kind is list else 'object'}, got "
+                            f"{type(out).__name__}")
+    return out

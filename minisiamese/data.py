@@ -603,5 +603,15 @@ class Normalizer:
         return {"norm_mean": np.array(self.mean), "norm_std": np.array(self.std)}
 
     @classmethod
-    def from_extra(cls, extra):
-        return cls(float(extra.get("norm_mean", 0.0)), float(extra.get("norm_std", 1.0)))
+    def from_extra(cls, extra, source="model file"):
+        """From the arrays ``to_extra`` wrote (absent: the identity); a mean that
+        is not finite or a std that is not finite and > 0 is a CheckpointError
+        naming ``source``."""
+        try:
+            mean, std = float(extra.get("norm_mean", 0.0)), float(extra.get("norm_std", 1.0))
+        except (TypeError, ValueError):
+            raise CheckpointError(f"{source}: norm_mean and norm_std must be numbers") from None
+        if not (np.isfinite(mean) and np.isfinite(std) and std > 0):
+            raise CheckpointError(f"{source}: bad normalisation (norm_mean {mean!r}, norm_std {std!r}): the mean "
+                                  f"must be finite, the std finite and > 0")
+        return cls(mean, std)

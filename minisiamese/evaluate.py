@@ -40,8 +40,11 @@ def load_trained(path, device="cpu", flip_average=None):
         raise CheckpointError(_not_a_model(path) or str(exc)) from None
     if flip_average is not None:
         net.config = net.config.replace(flip_average=bool(flip_average))
-    threshold = float(extra["threshold"]) if "threshold" in extra else 0.5
-    return net, Normalizer.from_extra(extra), threshold
+    threshold = extra.get("threshold", np.array(0.5))
+    if threshold.shape != () or threshold.dtype.kind != "f" or not 0 <= float(threshold) <= 1:
+        raise CheckpointError(f"{path}: its decision threshold must be a probability in [0, 1], "
+                              f"got {threshold.tolist()!r:.80}")
+    return net, Normalizer.from_extra(extra, source=path), float(threshold)
 
 
 class Embeddings:

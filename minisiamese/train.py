@@ -15,6 +15,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -27,7 +28,7 @@ from .checkpoint import TRAIN_FORMAT
 from . import convplan
 from .augment import augment_batch
 from .backend import get_backend, to_numpy
-from .config import ConfigError
+from .config import ConfigError, shown
 from .data import DataError, Normalizer, check_data_dir, file_digest, load_pairset, people_in, to_unit_float
 from .fileio import CheckpointError, load_arrays, save_arrays, write_json, write_text
 from .losses import bce_with_logits_forward
@@ -40,6 +41,34 @@ from .runconfig import MONITORS, ExperimentConfig
 from .runlock import run_lock
 
 DIVERGENCE_FACTOR = 10       # a training loss this many times the first one stops the run
+
+
+HISTORY_NUMBERS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "val_auc")   # what training reads back
+
+
+def _number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_partial(p, epoch, path):
+    """Where an interrupted epoch stopped: the epoch after the last finished one,
+    its step and running sums, and the two generators' states."""
+    ints = {"epoch": (epoch + 1, epoch + 1), "step": (0, 2 ** 62), "correct": (0, 2 ** 62), "seen": (0, 2 ** 62)}
+    for key, (lo, hi) in ints.items():
+        v = p.get(key)
+        if not (isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi):
+            raise ckpt.damaged(path, f"partial.{key} must be an integer in [{lo}, {hi}], got {shown(v)}")
+    for key in ("loss", "seconds"):
+        if not _number(p.get(key)):
+            raise ckpt.damaged(path, f"partial.{key} must be a number, got {shown(p.get(key))}")
+    for key in ("aug_rng", "dropout_rng"):
+        text = p.get(key)
+        try:
+            if not isinstance(text, str):
+                raise TypeError
+            _set_rng_state(np.random.default_rng(), text)           # on a throwaway generator
+        except (TypeError, ValueError, KeyError, RecursionError):
+            raise ckpt.damaged(path, f"partial.{key} is not a NumPy generator's state") from None
 
 
 class TrainingError(RuntimeError):
@@ -287,7 +316,7 @@ class Trainer:
             raise CheckpointError(f"{path}: not a minisiamese training checkpoint")
         try:
             stored = ExperimentConfig.from_dict(json.loads(str(a["config"])), source=f"{path}: config")
-        except (ConfigError, ValueError, RecursionError) as exc:   # ValueError: bad JSON, a too-long number
+        except (ConfigError, ValueError, RecursionError, KeyError) as exc:   # ValueError: bad JSON, a long number
             raise CheckpointError(f"{path}: bad stored config ({exc})") from None
         # the one setting a resume may change: more (or fewer) epochs continue the same run
         stored = stored.replace(train=dataclasses.replace(stored.train, epochs=self.cfg.train.epochs))
@@ -296,27 +325,62 @@ class Trainer:
             raise TrainingError(f"{path}: this checkpoint was written for a different configuration "
                                 f"({'; '.join(differences)}); resume with the same settings (only --epochs may "
                                 f"change), or use a fresh --out")
-        if int(a["seed"]) != self.seed:
-            raise TrainingError(f"{path}: written with --seed {int(a['seed'])}, not {self.seed}")
+        seed = ckpt.stored_int(a, "seed", path, 0, 2 ** 32 - 1)
+        if seed != self.seed:
+            raise TrainingError(f"{path}: written with --seed {seed}, not {self.seed}")
         self._check_data(a)
         # the algorithm of each conv layer ("conv_plan" in checkpoints written before it was renamed)
-        algos = next((str(a[k]) for k in ("conv_algos", "conv_plan") if k in a), None)
-        try:
-            self._new_state(json.loads(algos) if algos is not None else None)
-        except ValueError as exc:                     # JSONDecodeError too
-            raise CheckpointError(f"{path}: bad stored conv plan ({exc})") from None
-        self.net.load_state_dict({k[6:]: v for k, v in a.items() if k.startswith("param/")}, source=path)
-        self.opt.load_state_dict({k[4:]: v for k, v in a.items() if k.startswith("opt/")}, self.xp)
-        self.history = json.loads(str(a["history"]))
-        self.start_epoch = int(a["epoch"]) + 1
-        self.best_val, self.best_epoch, self.wait = float(a["best_val"]), int(a["best_epoch"]), int(a["wait"])
-        self.normalizer = Normalizer.from_extra(a)
-        ref = float(a["reference_loss"]) if "reference_loss" in a else float("nan")
+        key = next((k for k in ("conv_algos", "conv_plan") if k in a), None)
+        algos = ckpt.stored_json(a, key, path, list) if key else None
+        if algos is not None and (len(algos) != len(self.cfg.model.conv_filters)
+                                  or not all(isinstance(x, str) and x in convplan.ALGOS for x in algos)):
+            raise ckpt.damaged(path, f"{key} must name one of {list(convplan.ALGOS)} per conv layer, "
+                                     f"got {shown(algos)}")
+        self._new_state(algos)
+        params = {k[6:]: v for k, v in a.items() if k.startswith("param/")}
+        ckpt.check_params(path, self.cfg.model, params)
+        self.net.load_state_dict(params, source=path)
+        self._load_optimizer(a)
+        epoch = ckpt.stored_int(a, "epoch", path, -1, 10 ** 5)
+        self.history = ckpt.stored_json(a, "history", path, list)
+        if len(self.history) != epoch + 1 or not all(
+                isinstance(h, dict) and all(_number(h.get(k, 0)) for k in HISTORY_NUMBERS) and "loss" in h
+                for h in self.history):
+            raise ckpt.damaged(path, f"history must hold one record of numbers per finished epoch ({epoch + 1})")
+        self.start_epoch = epoch + 1
+        self.best_val = ckpt.stored_float(a, "best_val", path)
+        self.best_epoch = ckpt.stored_int(a, "best_epoch", path, -1, epoch)
+        self.wait = ckpt.stored_int(a, "wait", path, 0, 10 ** 5)
+        self.normalizer = Normalizer.from_extra(a, source=path)
+        ref = ckpt.stored_float(a, "reference_loss", path, default=float("nan"), nan=True)
         self.reference_loss = None if np.isnan(ref) else ref
-        partial = str(a["partial"]) if "partial" in a else ""
-        if partial:
-            self.partial = json.loads(partial)
+        self.partial = ckpt.stored_json(a, "partial", path, dict, default={}) or None
+        if self.partial:
+            _check_partial(self.partial, epoch, path)
             self.start_epoch = self.partial["epoch"]
+
+    def _load_optimizer(self, a):
+        """Adam's state from the checkpoint: its step count, learning-rate scale
+        and, once it has taken a step, both moments of every trained parameter
+        (batch norm's running statistics have none)."""
+        params = self.net.params
+        state = {k[4:]: v for k, v in a.items() if k.startswith("opt/")}
+        path = self.checkpoint_path
+        t = ckpt.stored_int(a, "opt/t", path, 0, 2 ** 62)
+        lr_scale = ckpt.stored_float(a, "opt/lr_scale", path)
+        if not 0 < lr_scale <= 1:
+            raise ckpt.damaged(path, f"opt/lr_scale must be in (0, 1], got {lr_scale!r}")
+        for moment in ("m", "v"):
+            names = {k[2:] for k in state if k.startswith(f"{moment}/")}
+            if names != (set(params) if t else set()):
+                raise ckpt.damaged(path, f"opt/{moment}/ must hold one array per parameter after step {t}")
+            for name in names:
+                m = state[f"{moment}/{name}"]
+                if m.shape != params[name].shape or m.dtype.kind != "f" or not np.isfinite(m).all() \
+                        or (moment == "v" and (m < 0).any()):
+                    raise ckpt.damaged(path, f"opt/{moment}/{name} must be finite floating point of shape "
+                                             f"{params[name].shape}")
+        self.opt.load_state_dict(state, self.xp)
 
     def _check_data(self, a):
         """Refuse to continue a run on other data: the pairs files must be those it was trained on."""
@@ -325,17 +389,19 @@ class Trainer:
             self.log(f"warning: {path} does not record which data it was trained on (an older checkpoint); "
                      f"resuming without checking --data-dir")
             return
-        try:
-            stored = json.loads(str(a["data"]))
-            stored = dict(stored)
-        except (ValueError, TypeError):
-            raise CheckpointError(f"{path}: damaged record of the data it was trained on") from None
+        stored = ckpt.stored_json(a, "data", path, dict)
+        if not all(isinstance(v, str) for v in stored.values()):
+            raise ckpt.damaged(path, "data must map each pairs file to its SHA-256 text")
         for name, digest in self.data_digests.items():
             if name in stored and stored[name] != digest:
                 raise TrainingError(f"{path}: {os.path.join(self.data_dir, name)} is not the file this run was "
                                     f"trained on (SHA-256 {digest[:12]}..., checkpoint {stored[name][:12]}...); "
                                     f"resume with the same --data-dir, or use a fresh --out")
-        stored_faces = str(a["faces_digest"]) if "faces_digest" in a else ""     # "" in older checkpoints
+        stored_faces = a.get("faces_digest", np.array(""))                      # absent in older checkpoints
+        if stored_faces.shape != () or stored_faces.dtype.kind != "U" \
+                or not re.fullmatch(r"(|[0-9a-f]{64})", str(stored_faces)):
+            raise ckpt.damaged(path, "faces_digest must be a SHA-256 in hex")
+        stored_faces = str(stored_faces)
         if stored_faces and self.faces_digest and stored_faces != self.faces_digest:
             raise TrainingError(f"{path}: the faces read from {self.data_dir} are not those this run was trained on "
                                 f"(same pairs file, but the images differ: another copy of them, or a Pillow "

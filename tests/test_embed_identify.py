@@ -128,3 +128,20 @@ def test_identify_cli(tmp_path, faces, model_file, capsys):
     damaged.write_bytes(b"PK\x03\x04 truncated")
     assert cli.main(["identify", query, "--gallery", str(bad), "--checkpoint", str(damaged)]) == 2
     assert "damaged.npz" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, expected", [
+    ({"norm_std": np.array(0.0)}, r"bad normalisation \(norm_mean 0.0, norm_std 0.0\)"),
+    ({"norm_mean": np.array(np.nan)}, "bad normalisation"),
+    ({"norm_std": np.array("x")}, "norm_mean and norm_std must be numbers"),
+    ({"threshold": np.array(1.5)}, r"decision threshold must be a probability in \[0, 1\], got 1.5"),
+    ({"threshold": np.array([0.5, 0.5])}, "decision threshold must be a probability"),
+])
+def test_a_model_file_with_bad_preprocessing_or_threshold_is_named(tmp_path, extra, expected):
+    """What travels with the weights (normalisation, the decision threshold) is
+    checked on load like the weights: one CheckpointError naming the file."""
+    from minisiamese import CheckpointError
+    path = str(tmp_path / "model.npz")
+    save_model(path, SiameseNet(CFG, seed=0), extra=extra)
+    with pytest.raises(CheckpointError, match=re.escape(path) + ": .*" + expected):
+        load_trained(path, "cpu")

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 import cli
@@ -231,6 +232,46 @@ def test_resume_on_other_images_under_the_same_pairs_is_refused(finished, data, 
     argv[argv.index(other)] = data                     # the run's own data: it goes on
     assert cli.main(argv + ["--resume", "--epochs", "2"]) == 0
     assert int(load_arrays(os.path.join(out, "checkpoint.npz"))["epoch"]) == 1
+
+
+def _first(a, prefix):
+    return sorted(k for k in a if k.startswith(prefix))[0]
+
+
+@pytest.mark.parametrize("damage, expected", [
+    (lambda a: a.pop("seed"), "seed is missing"),
+    (lambda a: a.update(seed=np.array("x")), r"seed must be an integer in \[0, 4294967295\], got 'x'"),
+    (lambda a: a.update(epoch=np.array(-7)), r"epoch must be an integer in \[-1, 100000\], got -7"),
+    (lambda a: a.update(epoch=np.array(10 ** 15)), "epoch must be an integer"),
+    (lambda a: a.update(history=np.array("[{")), "history is not valid JSON"),
+    (lambda a: a.update(history=np.array("[1, 2, 3]")), "history must hold one record of numbers per finished"),
+    (lambda a: a.update(partial=np.array('{"step": 1}')), r"partial.epoch must be an integer in \[1, 1\], got None"),
+    (lambda a: a.update(best_val=np.array("x")), "best_val must be a number"),
+    (lambda a: a.update(data=np.array('{"pairsDevTrain.txt": 5}')), "data must map each pairs file"),
+    (lambda a: a.update(conv_algos=np.array("5")), "conv_algos must be a JSON list, got int"),
+    (lambda a: a.pop(_first(a, "param/")), r"parameter \S+ is missing"),
+    (lambda a: a.update({_first(a, "param/"): np.full_like(a[_first(a, "param/")], np.nan)}),
+     r"parameter \S+ is not finite floating point"),
+    (lambda a: a.pop(_first(a, "opt/m/")), "opt/m/ must hold one array per parameter after step"),
+    (lambda a: a.update({_first(a, "opt/v/"): np.zeros(3)}), "opt/v/.* must be finite floating point of shape"),
+    (lambda a: a.update({"opt/lr_scale": np.array(7.0)}), r"opt/lr_scale must be in \(0, 1\]"),
+    (lambda a: a.update(norm_std=np.array(0.0)), "bad normalisation .*norm_std 0.0"),
+    (lambda a: a.update(faces_digest=np.array(5)), "faces_digest must be a SHA-256 in hex"),
+])
+def test_a_damaged_checkpoint_is_one_line_naming_the_array(finished, tmp_path, capsys, damage, expected):
+    """Each array of checkpoint.npz is checked before the run goes on: a damaged
+    one is one error line naming the file and the array, not a traceback from
+    deep inside, and nothing is written (the checkpoint stays as it was)."""
+    argv, out = copy_run(finished, tmp_path)
+    path = os.path.join(out, "checkpoint.npz")
+    arrays = load_arrays(path)
+    damage(arrays)
+    save_arrays(path, arrays)
+    before = open(path, "rb").read()
+    assert cli.main(argv + ["--resume", "--epochs", "2"]) == 2
+    line = one_error_line(capsys)
+    assert re.search(f"{re.escape(path)}: (damaged training checkpoint \\()?" + expected, line), line
+    assert open(path, "rb").read() == before
 
 
 def test_a_checkpoint_without_data_digests_resumes_with_a_warning(finished, tmp_path, capsys):
