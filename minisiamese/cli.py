@@ -308,10 +308,13 @@ def cmd_evaluate(args):
 
 def cmd_experiments(args):
     from minisiamese.pipeline import run_experiment
-    from minisiamese.report import seed_run_name, selected, write_report
+    from minisiamese.report import check_report_inputs, seed_run_name, selected, write_report
     from minisiamese.runconfig import ABLATION, EXPERIMENTS
     kept = os.path.join(os.path.dirname(args.results) or ".", "results")    # docs/results/NAME.json, kept in git
     log = lambda m: print(m, flush=True)                                    # noqa: E731
+    runs = [seed_run_name(n, s) for n in selected(args.only) for s in args.seeds] if args.seeds else \
+        list(selected(args.only))
+    check_report_inputs(args.out, args.results, set(runs), args.force)                  # before any training
     for name in selected(args.only):
         if args.seeds:
             for seed in args.seeds:

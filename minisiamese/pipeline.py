@@ -11,7 +11,7 @@ import time
 
 from . import oneshot
 from .backend import device_name, get_backend
-from .config import ConfigError
+from .config import ConfigError, shown
 from .data import (DataError, check_data_dir, check_disjoint, file_digest, load_pairset, pairset_from_pairs,
                    read_pairs, read_pairs_folds)
 from .evaluate import evaluate_folds, evaluate_pairset, load_trained, refuse_run_folder, train_people
@@ -176,6 +176,66 @@ def _write_results(out_dir, res):
     write_json(os.path.join(out_dir, RESULT_FILE), res)
 
 
+def _number(v, none=False):
+    return (v is None and none) or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def check_results(res, path):
+    """A results.json (or its kept copy under docs/results/) holds what the
+    report reads from it, of the right types; else a DataError naming the file
+    and the field.  Returns ``res``."""
+    def bad(what):
+        return DataError(f"{path}: damaged results ({what}); restore it (git checkout, for a kept copy) or delete "
+                         f"it to run again")
+    if not isinstance(res, dict):
+        raise bad(f"expected a JSON object, got {type(res).__name__}")
+    needed = ("wall_seconds", "epochs_run", "best_epoch") + (
+        ("accuracy", "oneshot", "recall", "precision", "auc", "parameters") if "accuracy" in res else ())
+    for key in needed:
+        if not _number(res.get(key)):
+            raise bad(f"{key} must be a number, got {shown(res.get(key))}"[:300])
+    for key, parts in (("tuned", ("threshold", "accuracy", "precision", "recall")), ("val", ("accuracy", "auc"))):
+        if key in res and not (isinstance(res[key], dict) and all(_number(res[key].get(k)) for k in parts)):
+            raise bad(f"{key} must be an object of numbers {list(parts)}")
+    if "view2" in res:
+        v = res["view2"]
+        for part in (v, v.get("leak_free") if isinstance(v, dict) else None):
+            folds = part.get("folds") if isinstance(part, dict) else None
+            if not (isinstance(folds, list) and folds and _number(part.get("accuracy_mean"))
+                    and _number(part.get("auc_mean")) and _number(part.get("pairs"))
+                    and all(isinstance(f, dict) and _number(f.get("accuracy"), True) and _number(f.get("auc"), True)
+                            for f in folds)):
+                raise bad("view2 and view2.leak_free must each hold accuracy_mean, auc_mean, pairs and per-fold "
+                          "accuracy and auc")
+    for key in ("history", "test_probs", "test_labels", "conv_plan"):
+        if key in res and not isinstance(res[key], list):
+            raise bad(f"{key} must be a list")
+    if not all(isinstance(h, dict) and all(_number(x, True) for x in h.values())
+               for h in res.get("history", [])):
+        raise bad("history must be a list of objects of numbers")
+    for key in ("test_probs", "test_labels"):
+        if not all(_number(x) for x in res.get(key, [])):
+            raise bad(f"{key} must be a list of numbers")
+    if not all(isinstance(c, dict) and isinstance(c.get("layer"), str) and isinstance(c.get("algo"), str)
+               for c in res.get("conv_plan", [])):
+        raise bad("conv_plan must be a list of {layer, algo}")
+    for key in ("device", "protocol", "warning"):
+        if key in res and not isinstance(res[key], str):
+            raise bad(f"{key} must be text")
+    return res
+
+
+def read_results(path):
+    """A results.json read and checked (:func:`check_results`); a DataError naming it otherwise."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            res = json.load(f)
+    except (OSError, ValueError, RecursionError) as exc:                # ValueError: bad JSON or UTF-8
+        raise DataError(f"{path}: cannot read the results ({str(exc)[:200]}); restore it (git checkout, for a "
+                        f"kept copy) or delete it to run again") from None
+    return check_results(res, path)
+
+
 def run_experiment(name, config, out_root, data_dir, device, seed, cache_dir, log=print, force=False,
                    progress=True, kept_dir=None):
     """Train + evaluate one experiment in out_root/name; skip it when it has
@@ -185,13 +245,9 @@ def run_experiment(name, config, out_root, data_dir, device, seed, cache_dir, lo
     for path in (os.path.join(out_dir, RESULT_FILE), os.path.join(kept_dir, f"{name}.json") if kept_dir else None):
         if path and os.path.exists(path) and not force:
             try:
-                with open(path) as f:
-                    res = json.load(f)
-                if not isinstance(res, dict):
-                    raise ValueError("not a JSON object")
-            except (OSError, ValueError, RecursionError) as exc:
-                raise DataError(f"{path}: the finished run's results are damaged ({exc}); delete the file to "
-                                f"train {name} again, or pass --force") from None
+                res = read_results(path)
+            except DataError as exc:
+                raise DataError(f"{exc} (or pass --force to train {name} again)") from None
             log(f"[{name}] finished before ({path}; {res.get('device')}, {res.get('wall_seconds', 0):.0f}s): skipped")
             return res
     log(f"[{name}] training in {out_dir}")

@@ -8,8 +8,9 @@ import time
 import numpy as np
 
 from .config import ConfigError
+from .data import DataError
 from .fileio import write_text
-from .pipeline import RESULT_FILE
+from .pipeline import RESULT_FILE, check_results, read_results
 from .plots import pyplot, save_figure
 from .runconfig import ABLATION, BEST, EXPERIMENTS, SEED_BEST, TITLES
 from .stats import bootstrap_diff, mean_se, paired_t, sample_sd, t_critical
@@ -30,19 +31,58 @@ def copy_figures(rows, out_root, dest_root):
                 shutil.copyfile(src, os.path.join(dest_root, name, fig))
 
 
-def _keep(run_dir, kept):
-    """A finished run's results with its training history and without its model
-    path (a path on the machine that ran it), written to ``kept`` when given."""
-    with open(os.path.join(run_dir, RESULT_FILE)) as f:
-        res = json.load(f)
+def _finished(run_dir):
+    """A finished run's results with its training history and without its
+    model path (a path on the machine that ran it), read and checked."""
+    res = read_results(os.path.join(run_dir, RESULT_FILE))
     history = os.path.join(run_dir, "history.json")
     if os.path.exists(history):
-        with open(history) as f:
-            res["history"] = json.load(f)
+        try:
+            with open(history, encoding="utf-8") as f:
+                res["history"] = json.load(f)
+        except (OSError, ValueError, RecursionError) as exc:
+            raise DataError(f"{history}: cannot read the training history ({str(exc)[:200]})") from None
+        check_results(res, history)
     res.pop("model", None)
+    return res
+
+
+def _keep(run_dir, kept):
+    """:func:`_finished`, written to ``kept`` when given -- only once checked, so
+    a damaged run folder never replaces a good kept copy."""
+    res = _finished(run_dir)
     if kept:
         write_text(kept, json.dumps(res, indent=1, sort_keys=True) + "\n")
     return res
+
+
+def check_report_inputs(out_root, results_path, selected=(), force=False):
+    """Read, without writing anything, every file :func:`write_report` will
+    read: the run folders' results and histories, the kept copies and the
+    notes.  ``experiments`` calls it before training, so a damaged file is
+    named at once, not after hours of training.  The ``selected`` runs are
+    skipped with ``force`` (they are to be trained again); otherwise their
+    errors say that --force would."""
+    kept = os.path.join(os.path.dirname(results_path) or ".", "results")
+    run_dirs = [os.path.join(out_root, name) for name in TITLES]
+    for folder in (os.path.join(out_root, "sel"), os.path.join(out_root, "seeds")):
+        if os.path.isdir(folder):
+            run_dirs += [os.path.join(folder, name) for name in sorted(os.listdir(folder))]
+    kept_files = [os.path.join(folder, fname) for folder in (kept, os.path.join(kept, "selection"),
+                                                             os.path.join(kept, "seeds"))
+                  if os.path.isdir(folder) for fname in sorted(os.listdir(folder)) if fname.endswith(".json")]
+    reads = [(os.path.basename(d), _finished, d) for d in run_dirs if os.path.isfile(os.path.join(d, RESULT_FILE))]
+    reads += [(os.path.basename(f)[:-5], read_results, f) for f in kept_files]
+    for name, read, path in reads:
+        if name in selected and force:
+            continue
+        try:
+            read(path)
+        except DataError as exc:
+            raise DataError(f"{exc} (or pass --force to train {name} again)" if name in selected else str(exc)) \
+                from None
+    for text in (os.path.join(kept, "discussion.md"), os.path.join(kept, "selection", "notes.md")):
+        _read_optional(text)
 
 
 def collect(out_root, kept_dir=None):
@@ -57,8 +97,7 @@ def collect(out_root, kept_dir=None):
         if os.path.exists(path):
             rows[name] = _keep(os.path.join(out_root, name), kept)
         elif kept and os.path.exists(kept):
-            with open(kept) as f:
-                rows[name] = json.load(f)
+            rows[name] = read_results(kept)
     return rows
 
 
@@ -72,15 +111,13 @@ def _collect_folder(runs_dir, kept_dir, wanted):
             path = os.path.join(runs_dir, name, RESULT_FILE)
             if not os.path.isfile(path):
                 continue
-            with open(path) as f:
-                res = json.load(f)
+            res = read_results(path)
             if wanted(res):
                 _keep(os.path.join(runs_dir, name), os.path.join(kept_dir, f"{name}.json"))
     if os.path.isdir(kept_dir):
         for fname in sorted(os.listdir(kept_dir)):
             if fname.endswith(".json"):
-                with open(os.path.join(kept_dir, fname)) as f:
-                    rows[fname[:-5]] = json.load(f)
+                rows[fname[:-5]] = read_results(os.path.join(kept_dir, fname))
     return rows
 
 
@@ -453,8 +490,11 @@ def selected(names):
 def _read_optional(path):
     if not os.path.isfile(path):
         return None
-    with open(path, encoding="utf-8") as f:
-        return f.read()
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, ValueError) as exc:                                # ValueError: not UTF-8
+        raise DataError(f"{path}: cannot read it as UTF-8 text ({str(exc)[:200]})") from None
 
 
 def write_report(out_root, results_path, command):

@@ -5,11 +5,14 @@ import os
 import shutil
 
 import numpy as np
+import pytest
 
 import cli
 from fixtures import make_dataset
 from minisiamese import ModelConfig, SiameseNet
+from minisiamese import pipeline
 from minisiamese import report as ex
+from minisiamese.data import DataError
 from minisiamese.evaluate import evaluate_folds, train_people
 from minisiamese.data import Normalizer
 
@@ -114,7 +117,8 @@ def test_selection_runs_are_kept_and_tabled_with_their_changes(tmp_path):
     config["augment"]["kind"] = "seed"
     val = {"loss": 0.61, "accuracy": 0.7, "auc": 0.77, "pairs": 440}
     for name, res in (("nocrop", {"val": val, "config": config}),
-                      ("tested", {"val": val, "config": config, "accuracy": 0.7})):    # not validation-only
+                      ("tested", {"val": val, "config": config, "accuracy": 0.7, "oneshot": 0.3, "recall": 0.7,
+                                  "precision": 0.7, "auc": 0.8, "parameters": 10})):    # not validation-only
         (runs / name).mkdir(parents=True)
         res.update({"protocol": "unrestricted", "epochs_run": 9, "best_epoch": 4, "wall_seconds": 600,
                     "device": "cpu", "model": "/x/model.npz"})
@@ -131,3 +135,46 @@ def test_selection_runs_are_kept_and_tabled_with_their_changes(tmp_path):
     page = ex.results_markdown({}, "cmd", figures_rel="figs", selection=rows, selection_notes="Crop helps.")
     assert "(figs/selection.png)" in page and "Crop helps." in page
     assert ex.plot_val_curves(rows, str(tmp_path / "sel.png"), keys=("val_loss", "val_accuracy", "val_auc"))
+
+
+@pytest.mark.parametrize("where, damage", [
+    ("narrow.json", b'{"accuracy": 0.6'),                                  # truncated
+    ("narrow.json", b"[]"),
+    ("narrow.json", b"{}"),
+    ("narrow.json", b'{"accuracy": "x", "wall_seconds": 1, "epochs_run": 1, "best_epoch": 1}'),
+    ("seeds/baseline-s0.json", b'{"acc'),
+    ("discussion.md", b"\xff\xfe"),
+])
+def test_a_damaged_kept_file_is_named_before_any_training(tmp_path, capsys, monkeypatch, where, damage):
+    """Every file the report will read is read first: a damaged one is one line
+    naming it, before the hours of training (which used to end in a traceback
+    when the table was written)."""
+    monkeypatch.setattr(pipeline, "train_and_evaluate", lambda *a, **k: pytest.fail("trained before checking"))
+    docs = tmp_path / "docs"
+    shutil.copytree(KEPT, docs / "results")
+    (docs / "results" / "dropout.json").unlink()                          # dropout would train
+    (docs / "results" / where).write_bytes(damage)
+    code = cli.main(["experiments", "--only", "dropout", "--out", str(tmp_path / "runs"), "--results",
+                     str(docs / "results.md"), "--data-dir", str(tmp_path / "no-data"), "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith(f"error: {docs / 'results' / where}: ") and "\n" not in err, err
+    assert not (docs / "results.md").exists()
+
+
+def test_a_damaged_run_folder_never_replaces_its_kept_copy(tmp_path, capsys):
+    docs = tmp_path / "docs"
+    shutil.copytree(KEPT, docs / "results")
+    good = (docs / "results" / "baseline.json").read_bytes()
+    run = tmp_path / "runs" / "baseline"
+    run.mkdir(parents=True)
+    res = json.loads(good)
+    res["accuracy"] = "x"
+    (run / "results.json").write_text(json.dumps(res))
+    code = cli.main(["experiments", "--only", "narrow", "--out", str(tmp_path / "runs"), "--results",
+                     str(docs / "results.md"), "--data-dir", str(tmp_path / "no-data"), "--device", "cpu"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and f"{run / 'results.json'}: damaged results (accuracy must be a number, got 'x')" in err
+    assert (docs / "results" / "baseline.json").read_bytes() == good
+    with pytest.raises(DataError, match="damaged results"):                  # the report itself refuses it too
+        ex.write_report(str(tmp_path / "runs"), str(docs / "results.md"), "cmd")
+    assert (docs / "results" / "baseline.json").read_bytes() == good

@@ -57,11 +57,12 @@ def test_bootstrap_interval_covers_the_difference_and_shrinks_with_more_pairs():
 
 def fake_run(acc, folds, probs):
     leak = {"folds": [{"accuracy": f, "auc": f + 0.05} for f in folds], "accuracy_mean": float(np.mean(folds)),
-            "auc_mean": float(np.mean(folds)) + 0.05}
-    return {"accuracy": acc, "tuned": {"threshold": 0.5, "accuracy": acc}, "auc": acc + 0.05, "oneshot": acc / 2,
+            "auc_mean": float(np.mean(folds)) + 0.05, "pairs": 100}
+    return {"accuracy": acc, "tuned": {"threshold": 0.5, "accuracy": acc, "precision": acc, "recall": acc},
+            "auc": acc + 0.05, "oneshot": acc / 2, "recall": acc, "precision": acc, "parameters": 10,
             "epochs_run": 10, "best_epoch": 7,
             "wall_seconds": 600, "protocol": "unrestricted", "test_probs": probs,
-            "view2": {"leak_free": leak}}
+            "view2": {**leak, "leak_free": leak}}
 
 
 def test_seeds_table_and_paired_comparisons(tmp_path):
