@@ -31,7 +31,7 @@ def check_mapping(d, known, source, part=""):
     where = f" in {part}" if part else ""
     if not isinstance(d, dict):
         raise ConfigError(f"{source}: expected an object of config keys{where}, got {type(d).__name__}")
-    unknown = sorted(set(d) - set(known))
+    unknown = sorted(k if isinstance(k, str) else shown(k) for k in d if k not in known)
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) {unknown}{where}; known keys are {sorted(known)}")
 
@@ -89,8 +89,10 @@ class ModelConfig:
 
     def __post_init__(self):
         # tuples even when built from JSON lists
-        object.__setattr__(self, "conv_filters", tuple(self.conv_filters))
-        object.__setattr__(self, "conv_kernels", tuple(self.conv_kernels))
+        for name in ("conv_filters", "conv_kernels"):
+            if not isinstance(getattr(self, name), (list, tuple)):
+                raise ConfigError(f"config: {name} must be a list of integers, got {shown(getattr(self, name))}")
+            object.__setattr__(self, name, tuple(getattr(self, name)))
         if isinstance(self.head, (list, tuple)):
             object.__setattr__(self, "head", tuple(self.head))
         algo = self.conv_algo
@@ -117,8 +119,8 @@ class ModelConfig:
         pos_int("pool", self.pool, 1000)
         pos_int("dense_units", self.dense_units, 65536)
         if len(self.conv_filters) == 0 or len(self.conv_filters) != len(self.conv_kernels):
-            raise ConfigError(f"config: conv_filters {list(self.conv_filters)} and conv_kernels "
-                              f"{list(self.conv_kernels)} must be non-empty lists of the same length")
+            raise ConfigError(f"config: conv_filters {shown(list(self.conv_filters))} and conv_kernels "
+                              f"{shown(list(self.conv_kernels))} must be non-empty lists of the same length")
         for k, (f, kk) in enumerate(zip(self.conv_filters, self.conv_kernels)):
             pos_int(f"conv_filters[{k}]", f, 4096)
             pos_int(f"conv_kernels[{k}]", kk, 1000)
@@ -130,7 +132,7 @@ class ModelConfig:
         if self.init not in INITS:
             raise ConfigError(f"config: init must be one of {INITS}, got {shown(self.init)}")
         if len(self.conv_algo) != len(self.conv_filters):
-            raise ConfigError(f"config: conv_algo {list(self.conv_algo)} must name one algorithm per conv layer "
+            raise ConfigError(f"config: conv_algo {shown(list(self.conv_algo))} must name one algorithm per conv layer "
                               f"({len(self.conv_filters)}), or be one name for all")
         for k, algo in enumerate(self.conv_algo):
             if algo not in ALGOS:

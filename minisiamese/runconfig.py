@@ -56,10 +56,15 @@ class TrainConfig:
     monitor_window: int = 1
 
     def validate(self):
-        if self.monitor not in MONITORS:
+        if not isinstance(self.monitor, str) or self.monitor not in MONITORS:
             raise ConfigError(f"train.monitor must be one of {list(MONITORS)}, got {shown(self.monitor)}")
-        if self.pairs not in PAIR_SOURCES:
+        if not isinstance(self.pairs, str) or self.pairs not in PAIR_SOURCES:
             raise ConfigError(f"train.pairs must be one of {list(PAIR_SOURCES)}, got {shown(self.pairs)}")
+        for name in ("train_pairs", "test_pairs"):
+            v = getattr(self, name)
+            if not isinstance(v, str) or not v.strip() or "\0" in v:
+                raise ConfigError(f"train.{name} must be the name of a pairs file in the data folder, got "
+                                  f"{shown(v)}")
         for name, lo, hi in (("pairs_per_epoch", 0, 10 ** 7), ("max_pairs", 0, 10 ** 7), ("epochs", 1, 10 ** 5),
                              ("batch_size", 1, 65536), ("patience", 1, 10 ** 5), ("oneshot_way", 1, 1000),
                              ("monitor_window", 1, 1000)):
@@ -195,6 +200,7 @@ SEED_BEST = {"accuracy": 0.670, "oneshot": 0.252, "recall": 0.692, "precision": 
 def with_settings(cfg, settings):
     """``cfg`` with each "part.key=value" (or "normalize=value") of ``settings`` applied, validated."""
     d = cfg.to_dict()
+    touched = set()
     for item in settings:
         key, sep, text = item.partition("=")
         path = key.strip().split(".")
@@ -209,6 +215,10 @@ def with_settings(cfg, settings):
             d[path[0]][path[1]] = value
         else:
             d[path[0]] = value
+        touched.add(tuple(path))
+    algos = d["model"]["conv_algo"]
+    if ("model", "conv_algo") not in touched and len(set(algos)) == 1:
+        d["model"]["conv_algo"] = algos[0]        # one algorithm for every layer, however many --set asks for
     return ExperimentConfig.from_dict(d, source="--set")
 
 

@@ -283,7 +283,12 @@ def test_huge_integers_in_any_setting_get_a_one_line_error():
              (lambda: ExperimentConfig(train=TrainConfig(lr_decay=huge)), "train.lr_decay"),
              (lambda: ExperimentConfig(augment=AugmentConfig(zoom=huge)), r"augment: zoom must be in \[0, 1\]"),
              (lambda: ExperimentConfig(augment=AugmentConfig(copies=huge)), r"copies must be an integer in \[0, 1000\]"),
-             (lambda: ExperimentConfig(augment=AugmentConfig(copies=1001)), "got 1001")]
+             (lambda: ExperimentConfig(augment=AugmentConfig(copies=1001)), "got 1001"),
+             (lambda: ModelConfig(conv_filters=[huge], conv_kernels=[3, 3]), "a list holding an integer too long"),
+             (lambda: ModelConfig(conv_algo=[huge]), "conv_algo a list holding an integer too long"),
+             (lambda: ModelConfig(conv_filters=5), "conv_filters must be a list of integers, got 5"),
+             (lambda: ModelConfig.from_dict({huge: 1}), r"unknown key\(s\) \['an integer of about 5000 digits'\]"),
+             (lambda: ModelConfig.from_dict({1: 1, "a": 2}), r"unknown key\(s\) \['1', 'a'\]")]
     for build, msg in cases:
         with pytest.raises(ConfigError, match=msg):
             build()
@@ -309,3 +314,24 @@ def test_a_negative_running_variance_is_refused(tmp_path):
     save_model(tmp_path / "m.npz", net)
     with pytest.raises(CheckpointError, match="m.npz: bn2.var, a running variance, has negative values"):
         read_model_file(tmp_path / "m.npz")
+
+
+def test_set_rejects_settings_of_the_wrong_type_and_follows_a_new_layer_count():
+    """--set values that are not of their setting's type are named (an unhashable
+    list used to be a TypeError); a preset's one conv algorithm follows a
+    --set that changes how many conv layers there are."""
+    from minisiamese.runconfig import build_config
+    for setting, msg in [("train.monitor=[1]", r"train.monitor must be one of \['val_loss', 'val_auc'\], got \[1\]"),
+                         ('train.pairs={"a": 1}', "train.pairs must be one of"),
+                         ("train.train_pairs=[1]", "train.train_pairs must be the name of a pairs file"),
+                         ("train.test_pairs=5", "train.test_pairs must be the name of a pairs file in the data folder, got 5"),
+                         ('train.test_pairs=" "', "train.test_pairs must be the name")]:
+        with pytest.raises(ConfigError, match=msg):
+            build_config(settings=[setting])
+    cfg = build_config(settings=["model.conv_filters=[4, 8]", "model.conv_kernels=[5, 3]", "model.input_size=24"])
+    assert cfg.model.conv_algo == ("auto", "auto")
+    cfg = build_config("bn512", settings=["model.conv_filters=[4]", "model.conv_kernels=[5]", "model.input_size=24"])
+    assert cfg.model.conv_algo == ("auto",) and cfg.model.batch_norm                  # the rest of the preset kept
+    with pytest.raises(ConfigError, match=r"conv_algo \['fft'\] must name one algorithm per conv layer \(2\)"):
+        build_config(settings=["model.conv_filters=[4, 8]", "model.conv_kernels=[5, 3]", "model.input_size=24",
+                               'model.conv_algo=["fft"]'])
