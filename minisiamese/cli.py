@@ -267,6 +267,8 @@ def _check_args(args):
     _check_input("--config", opts.get("config"))
     for path in pairs if isinstance(pairs, list) else [pairs]:
         _check_input("--pairs", path, opts.get("data_dir"))
+    for path in opts.get("people_of") or []:
+        _check_input("--people-of", path, opts.get("data_dir"))
 
 
 def _config(args, preset=None):
@@ -382,10 +384,10 @@ def _check_seed(option, value):
     """``value`` (a string or int) as an int in [0, MAX_SEED], what the generators and the checkpoints
     hold; else a ConfigError naming ``option``."""
     from minisiamese.config import ConfigError
-    try:
-        seed = int(value)
-    except ValueError:                   # not an integer (or one of over 4300 digits)
-        seed = None
+    text = str(value)
+    # plain ASCII digits only: int() also takes "1_0", " 7" and other scripts' digits, which would
+    # silently run another seed than the one the user meant; a seed has at most 10 digits
+    seed = int(text) if len(text) <= 10 and text.isascii() and text.isdigit() else None
     if seed is None or not 0 <= seed <= MAX_SEED:
         raise ConfigError(f"{option} must be an integer in [0, {MAX_SEED}], got {value}")
     return seed

@@ -360,7 +360,7 @@ def load_images(data_dir, keys, cache_dir=None, size=IMAGE_SIZE, where=None, cro
     where = where or {}
     bundle, inner = _bundle_for(data_dir, keys, size, crop), os.path.join(data_dir, "lfw2")
     if bundle:
-        return _from_bundle(bundle, keys, where)
+        return _from_bundle(bundle, keys, where, size)
     paths = [image_path(data_dir, n, k) for n, k in keys]
     h = hashlib.sha256(f"{PREPROCESS_VERSION}:{preprocess_tag(size, crop)}".encode())
     note = "" if os.path.isdir(inner) else f"; there is no {inner}, so images are looked for directly in {data_dir}"
@@ -429,7 +429,7 @@ def _read_bundle(path, images=True):
     return arrays
 
 
-_BUNDLE_KEY = re.compile(r"(.+)/(\d+)")
+_BUNDLE_KEY = re.compile(r"(.+)/(\d{1,9})")          # LFW numbers its images 0001, 0002, ...
 
 
 def _bundle_person_images(path, people):
@@ -456,8 +456,11 @@ def _key_text(key):
     return f"{key[0]}/{key[1]}"
 
 
-def _from_bundle(path, keys, where):
+def _from_bundle(path, keys, where, size):
     arrays = _read_bundle(path)
+    if arrays["images"].shape[1:] != (size, size):
+        raise DataError(f"{path}: holds {arrays['images'].shape[1]}x{arrays['images'].shape[2]} faces, not the "
+                        f"{size}x{size} its name promises; pack it again")
     row = {k: i for i, k in enumerate(arrays["keys"].tolist())}
     missing = [k for k in keys if _key_text(k) not in row]
     if missing:
@@ -498,6 +501,10 @@ def pack_faces(data_dir, out_dir, pairs_files, cache_dir=None, size=IMAGE_SIZE, 
             add((p.name1, p.num1))
             add((p.name2, p.num2))
         dst = os.path.join(out_dir, os.path.basename(src))
+        clash = next((s for s, d in sources if d == dst and not os.path.samefile(s, src)), None)
+        if clash:
+            raise DataError(f"{src}: has the same name as {clash}, and both would be copied to {dst}; give "
+                            f"pairs files of different names")
         if os.path.exists(dst) and os.path.samefile(src, dst):
             raise DataError(f"{src}: packing it into {out_dir} would copy it over itself; give a new folder")
         sources.append((src, dst))

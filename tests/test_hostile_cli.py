@@ -62,6 +62,9 @@ def pack_args(f, out, *extra):
     ("evaluate", "--seed", "-1", "--seed must be an integer in [0, 4294967295], got -1"),
     ("evaluate", "--seed", str(2 ** 32), f"--seed must be an integer in [0, 4294967295], got {2 ** 32}"),
     ("evaluate", "--seed", "9" * 30, "--seed must be an integer in [0, 4294967295], got 999"),
+    ("evaluate", "--seed", "1_0", "--seed must be an integer in [0, 4294967295], got 1_0"),     # int() reads 10
+    ("evaluate", "--seed", "\u0663", "--seed must be an integer in [0, 4294967295], got \u0663"),  # int() reads 3
+    ("evaluate", "--seed", " 7", "--seed must be an integer in [0, 4294967295], got  7"),
     ("identify", "--threshold", "nan", "--threshold must be in [0, 1], got nan (a probability)"),
     ("identify", "--threshold", "inf", "--threshold must be in [0, 1], got inf"),
     ("identify", "--threshold", "2", "--threshold must be in [0, 1], got 2.0"),
@@ -314,3 +317,37 @@ def test_a_model_file_whose_stored_config_cannot_be_read_is_named(files, tmp_pat
     save_arrays(str(bad), arrays)
     refused(capsys, ["verify", files["query"], files["query"], "--checkpoint", str(bad), "--device", "cpu"],
             f"{bad}: bad stored config")
+
+
+def test_pack_refuses_a_pipe_for_people_of_and_two_pairs_files_of_one_name(files, tmp_path, capsys):
+    """--people-of is checked like --pairs (a named pipe used to hang pack), and
+    two pairs files of the same name are refused instead of one silently
+    overwriting the other in the bundle's folder."""
+    fifo = str(tmp_path / "fifo")
+    os.mkfifo(fifo)
+    refused(capsys, pack_args(files, str(tmp_path / "a"), "--people-of", fifo),
+            f"--people-of {fifo!r}: not a regular file (a named pipe or device)")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "pairsDevTest.txt").write_bytes(open(os.path.join(files["data"], "pairsDevTrain.txt"), "rb").read())
+    refused(capsys, pack_args(files, str(tmp_path / "b"), "--pairs", "pairsDevTest.txt",
+                              str(other / "pairsDevTest.txt")),
+            f"{other / 'pairsDevTest.txt'}: has the same name as {os.path.join(files['data'], 'pairsDevTest.txt')}")
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_bundle_with_faces_of_another_size_than_its_name_is_named(files, tmp_path, capsys):
+    from minisiamese.fileio import load_arrays
+    out = tmp_path / "packed"
+    assert cli.main(pack_args(files, str(out), "--size", "24", "--pairs", "pairsDevTest.txt")) == 0
+    capsys.readouterr()
+    arrays = load_arrays(out / "faces-24.npz")
+    arrays["images"] = np.zeros((len(arrays["keys"]), 30, 30), np.uint8)
+    save_arrays(str(out / "faces-24.npz"), arrays)
+    argv = evaluate_args(files)
+    argv[argv.index("--data-dir") + 1] = str(out)
+    model = str(tmp_path / "m24.npz")
+    save_model(model, SiameseNet(ModelConfig(input_size=24, conv_filters=(2,), conv_kernels=(3,), dense_units=4),
+                                 seed=0))
+    argv[argv.index("--checkpoint") + 1] = model
+    refused(capsys, argv, f"{out / 'faces-24.npz'}: holds 30x30 faces, not the 24x24 its name promises")

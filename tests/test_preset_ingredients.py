@@ -219,6 +219,8 @@ def test_drawing_identities_from_a_bundle_reads_its_images_once(people_dataset, 
 @pytest.mark.parametrize("damage, expected", [
     (lambda a: a.pop("keys"), "not a face bundle"),
     (lambda a: a.update(keys=np.array(["Person_Aa/x1"] + a["keys"].tolist()[1:])), "bad image key 'Person_Aa/x1'"),
+    (lambda a: a.update(keys=np.array(["Person_Aa/" + "9" * 5000] + a["keys"].tolist()[1:])),
+     "bad image key 'Person_Aa/999"),                                     # int() of it used to raise
     (lambda a: a.update(people=a["people"].reshape(-1, 1)), "not a face bundle"),
     (lambda a: a.pop("people"), "does not hold every image of Person_"),           # a bundle from before --people-of
 ])
