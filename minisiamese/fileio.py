@@ -34,6 +34,18 @@ def _umask():
     return mask
 
 
+def remove_leftovers(directory):
+    """Remove the temporary files (``.tmp-*``) that an :func:`atomic_write`
+    killed mid-way (SIGKILL, a power cut) left in ``directory``; only call it
+    while holding the folder's run lock, so no live write owns them.  Returns
+    the names removed."""
+    names = [n for n in os.listdir(directory) if n.startswith(".tmp-")
+             and os.path.isfile(os.path.join(directory, n))] if os.path.isdir(directory) else []
+    for name in names:
+        os.remove(os.path.join(directory, name))
+    return sorted(names)
+
+
 def atomic_write(path, write):
     """Call ``write(fileobj)`` on a temporary file beside ``path``, fsync it, then
     rename it over ``path``: a crash leaves either the old file or the new one,
@@ -89,7 +101,8 @@ def load_arrays(path, names=None):
     one, or only those of ``names`` that it holds (the rest are not read)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: no such file")
+        raise CheckpointError(f"{path}: " + ("not a regular file (a folder, pipe or device)" if os.path.exists(path)
+                                             else "no such file"))
     if not zipfile.is_zipfile(path):          # else np.load would try to unpickle it and say so
         raise CheckpointError(f"{path}: not a readable .npz file (not a zip archive, so no .npz)")
     try:

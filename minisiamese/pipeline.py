@@ -60,8 +60,10 @@ def _check_folder(path, what):
         raise TrainingError(f"{path}: cannot write the {what} there ({why})") from None
 
 
-def _refuse_a_used_folder(out_dir):
-    """Never start over silently where a run's work is: a finished run, or one stopped with a checkpoint."""
+def _refuse_a_used_folder(out_dir, resume=False):
+    """Never start over silently where a run's work is: a finished run, or one
+    stopped with a checkpoint.  ``resume``: --resume was given, but there is no
+    checkpoint.npz to continue from."""
     held = [name for name in (RESULT_FILE, "model.npz") if os.path.exists(os.path.join(out_dir, name))]
     checkpoint = os.path.join(out_dir, "checkpoint.npz")
     if held:
@@ -70,6 +72,9 @@ def _refuse_a_used_folder(out_dir):
         what = f"a run {checkpoint_progress(checkpoint)} ({checkpoint})"
     else:
         return
+    if resume:
+        raise TrainingError(f"{out_dir} holds {what} but no checkpoint.npz to resume from; choose another "
+                            f"--out, or pass --overwrite to start over")
     raise TrainingError(f"{out_dir} holds {what}; continue it with --resume, choose another --out, "
                         f"or pass --overwrite to start over")
 
@@ -78,7 +83,7 @@ def _fit(trainer, resume, overwrite, log):
     """Train, once the data is checked; a folder that holds a run is refused, or
     with ``overwrite`` its files are removed first."""
     if not overwrite and not (resume and os.path.exists(trainer.checkpoint_path)):
-        _refuse_a_used_folder(trainer.out_dir)        # --resume with nothing to resume must not overwrite either
+        _refuse_a_used_folder(trainer.out_dir, resume)  # --resume with nothing to resume must not overwrite either
     old = [path for path in (os.path.join(trainer.out_dir, name) for name in RUN_FILES) if os.path.exists(path)]
     if overwrite and old:
         log(f"--overwrite: starting over, removing {', '.join(old)}")

@@ -30,7 +30,7 @@ from .augment import augment_batch
 from .backend import get_backend, to_numpy
 from .config import ConfigError, shown
 from .data import DataError, Normalizer, check_data_dir, file_digest, load_pairset, people_in, to_unit_float
-from .fileio import CheckpointError, load_arrays, save_arrays, write_json, write_text
+from .fileio import CheckpointError, load_arrays, remove_leftovers, save_arrays, write_json, write_text
 from .losses import bce_with_logits_forward
 from .metrics import best_threshold, roc_auc
 from .model import SiameseNet
@@ -514,6 +514,10 @@ class Trainer:
     def _fit(self, resume):
         if not hasattr(self, "trainset"):
             self.load_data()
+        leftovers = remove_leftovers(self.out_dir)          # the run lock is held: no live write owns them
+        if leftovers:
+            self.log(f"removed {len(leftovers)} temporary file(s) left by a write that was killed: "
+                     f"{', '.join(leftovers)}")
         if resume and os.path.exists(self.checkpoint_path):
             self._load_checkpoint()
             where = (f"at epoch {self.partial['epoch'] + 1}, step {self.partial['step'] + 1}" if self.partial

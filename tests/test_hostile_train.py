@@ -78,7 +78,8 @@ def test_resume_with_nothing_to_resume_does_not_overwrite_a_finished_run(finishe
     os.remove(os.path.join(out, "checkpoint.npz"))
     model = open(os.path.join(out, "model.npz"), "rb").read()
     assert cli.main(argv + ["--resume"]) == 2
-    assert f"{out} holds a finished run (results.json, model.npz)" in one_error_line(capsys)
+    assert f"{out} holds a finished run (results.json, model.npz) but no checkpoint.npz to resume from; choose " \
+           f"another --out, or pass --overwrite" in one_error_line(capsys)
     assert open(os.path.join(out, "model.npz"), "rb").read() == model
 
 
@@ -384,3 +385,15 @@ def test_a_full_disk_during_a_checkpoint_save_keeps_the_last_good_one(finished, 
     assert one_error_line(capsys) == f"error: {path}: {why}; the last good state is kept in {path}"
     assert open(path, "rb").read() == good and int(load_arrays(path)["epoch"]) == 0
     assert not [name for name in os.listdir(out) if name.startswith(".tmp-")]
+
+
+def test_resume_removes_what_a_killed_checkpoint_write_left(finished, tmp_path, capsys):
+    """A SIGKILL during a checkpoint write leaves its temporary file (a full
+    checkpoint's size); the next run in the folder, holding the lock, removes it."""
+    argv, out = copy_run(finished, tmp_path)
+    leftover = os.path.join(out, ".tmp-abc123checkpoint.npz")
+    open(leftover, "wb").write(b"half a checkpoint")
+    assert cli.main(argv + ["--resume", "--epochs", "2"]) == 0
+    assert not os.path.exists(leftover)
+    assert "removed 1 temporary file(s) left by a write that was killed: .tmp-abc123checkpoint.npz" in \
+        capsys.readouterr().out
