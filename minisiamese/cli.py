@@ -71,8 +71,16 @@ def _common(p, config=True):
                        help="use a stratified subset of this many pairs of each pairs file (quick runs)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser (and, through add_subparsers, its subcommands') with
+    its error line clipped like every other: a value pasted by mistake can be huge."""
+
+    def error(self, message):
+        super().error(_clipped(message))
+
+
 def build_parser():
-    p = argparse.ArgumentParser(prog="minisiamese", description=__doc__,
+    p = _Parser(prog="minisiamese", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 

@@ -75,7 +75,7 @@ class TrainConfig:
                              ("val_fraction", 0, 1)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo < v < hi:
-                if not (name in ("beta1",) and v == 0):
+                if not (name == "beta1" and isinstance(v, (int, float)) and v == 0):
                     raise ConfigError(f"train.{name} must be in ({lo}, {hi}), got {shown(v)}")
         if isinstance(self.lr_decay, bool) or not isinstance(self.lr_decay, (int, float)) \
                 or not 0 < self.lr_decay <= 1:
@@ -90,6 +90,9 @@ class ExperimentConfig:
     normalize: bool = False          # featurewise centre / divide by std, fitted on training images
 
     def __post_init__(self):
+        for name, klass in (("model", ModelConfig), ("train", TrainConfig), ("augment", AugmentConfig)):
+            if not isinstance(getattr(self, name), klass):
+                raise ConfigError(f"{name} must be a {klass.__name__}, got {type(getattr(self, name)).__name__}")
         self.train.validate()
         self.augment.validate()
         if not isinstance(self.normalize, bool):
@@ -232,6 +235,8 @@ def build_config(preset=None, config_file=None, settings=(), epochs=None, batch_
     changes = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size), ("max_pairs", max_pairs))
                if v is not None}
     for k, v in changes.items():
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ConfigError(f"--{k.replace('_', '-')} must be an integer, got {shown(v)}")
         if v < (0 if k == "max_pairs" else 1):
             raise ConfigError(f"--{k.replace('_', '-')} must be {'>= 0' if k == 'max_pairs' else '>= 1'}, got {v}")
     if changes:

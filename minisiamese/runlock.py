@@ -35,7 +35,12 @@ class run_lock:
         if fcntl is None:
             _held[self.key] = [None, 1]
             return self
-        fd = os.open(os.path.join(self.folder, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
+        path = os.path.join(self.folder, LOCK_NAME)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except OSError as exc:                             # a folder, a dangling link, no permission...
+            raise RunFolderBusy(f"{path}: cannot open this run folder's lock file ({exc.strerror or exc}); "
+                                f"remove it if no run is using the folder, or choose another --out") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -351,3 +351,13 @@ def test_a_bundle_with_faces_of_another_size_than_its_name_is_named(files, tmp_p
                                  seed=0))
     argv[argv.index("--checkpoint") + 1] = model
     refused(capsys, argv, f"{out / 'faces-24.npz'}: holds 30x30 faces, not the 24x24 its name promises")
+
+
+def test_an_argparse_error_on_a_huge_value_is_clipped_too(files, tmp_path, capsys):
+    """argparse's own errors (an --epochs of 5,000 digits, not an int it can
+    read) are cut like the library's, not printed whole."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "--data-dir", files["data"], "--out", str(tmp_path / "r"), "--epochs", "9" * 5000])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "argument --epochs: invalid int value" in err
+    assert "characters left out" in err and len(err.splitlines()[-1]) < cli.ERROR_CHARS + 100

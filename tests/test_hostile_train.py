@@ -397,3 +397,13 @@ def test_resume_removes_what_a_killed_checkpoint_write_left(finished, tmp_path, 
     assert not os.path.exists(leftover)
     assert "removed 1 temporary file(s) left by a write that was killed: .tmp-abc123checkpoint.npz" in \
         capsys.readouterr().out
+
+
+def test_a_lock_file_that_cannot_be_opened_is_named_as_the_run_lock(finished, tmp_path, capsys):
+    argv, out = copy_run(finished, tmp_path)
+    lock = os.path.join(out, ".lock")
+    if os.path.exists(lock):
+        os.remove(lock)
+    os.mkdir(lock)                                     # a folder where the lock file goes
+    assert cli.main(argv + ["--resume", "--epochs", "2"]) == 2
+    assert f"{lock}: cannot open this run folder's lock file (Is a directory)" in one_error_line(capsys)

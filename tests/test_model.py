@@ -332,6 +332,13 @@ def test_set_rejects_settings_of_the_wrong_type_and_follows_a_new_layer_count():
     assert cfg.model.conv_algo == ("auto", "auto")
     cfg = build_config("bn512", settings=["model.conv_filters=[4]", "model.conv_kernels=[5]", "model.input_size=24"])
     assert cfg.model.conv_algo == ("auto",) and cfg.model.batch_norm                  # the rest of the preset kept
+    from minisiamese.runconfig import ExperimentConfig, TrainConfig
+    for build, msg in [(lambda: ExperimentConfig(model="x"), "model must be a ModelConfig, got str"),
+                       (lambda: ExperimentConfig(train={}), "train must be a TrainConfig, got dict"),
+                       (lambda: build_config(epochs="3"), "--epochs must be an integer, got '3'"),
+                       (lambda: ExperimentConfig(train=TrainConfig(beta1=np.zeros(3))), r"train.beta1 must be in")]:
+        with pytest.raises(ConfigError, match=msg):
+            build()
     with pytest.raises(ConfigError, match=r"conv_algo \['fft'\] must name one algorithm per conv layer \(2\)"):
         build_config(settings=["model.conv_filters=[4, 8]", "model.conv_kernels=[5, 3]", "model.input_size=24",
                                'model.conv_algo=["fft"]'])
