@@ -441,7 +441,9 @@ def _bundle_person_images(path, people):
     if lacking:
         raise DataError(f"{path}: does not hold every image of {lacking[0]}" +
                         (f" (nor of {len(lacking) - 1} other people)" if len(lacking) > 1 else "") +
-                        "; drawing pairs from identities needs them: pack with --people-of pairsDevTrain.txt")
+                        "; drawing pairs from identities (and pack --people-of) needs every image of them: pack "
+                        "them from the image folders with --people-of and their pairs file (pairsDevTrain.txt for "
+                        "training)")
     wanted, keys = set(people), []
     for text in arrays["keys"].tolist():
         m = _BUNDLE_KEY.fullmatch(text)
