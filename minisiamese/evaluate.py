@@ -41,7 +41,8 @@ def load_trained(path, device="cpu", flip_average=None):
     if flip_average is not None:
         net.config = net.config.replace(flip_average=bool(flip_average))
     threshold = extra.get("threshold", np.array(0.5))
-    if threshold.shape != () or threshold.dtype.kind != "f" or not 0 <= float(threshold) <= 1:
+    # best_threshold may place it a hair outside [0, 1] (below the lowest or above the highest probability)
+    if threshold.shape != () or threshold.dtype.kind != "f" or not -1e-3 <= float(threshold) <= 1 + 1e-3:
         raise CheckpointError(f"{path}: its decision threshold must be a probability in [0, 1], "
                               f"got {threshold.tolist()!r:.80}")
     return net, Normalizer.from_extra(extra, source=path), float(threshold)

@@ -7,6 +7,7 @@ Ctrl-C leaves either the old file or the new one, never half of one.
 """
 import json
 import os
+import re
 import tempfile
 import zipfile
 
@@ -34,16 +35,18 @@ def _umask():
     return mask
 
 
-def remove_leftovers(directory):
-    """Remove the temporary files (``.tmp-*``) that an :func:`atomic_write`
-    killed mid-way (SIGKILL, a power cut) left in ``directory``; only call it
-    while holding the folder's run lock, so no live write owns them.  Returns
-    the names removed."""
-    names = [n for n in os.listdir(directory) if n.startswith(".tmp-")
+def remove_leftovers(directory, names):
+    """Remove the temporary files that an :func:`atomic_write` of one of
+    ``names`` (file names in ``directory``) left when it was killed mid-way
+    (SIGKILL, a power cut): ``.tmp-`` + mkstemp's 8 characters + the name.
+    Only call it while holding the folder's run lock, so no live write of those
+    files owns them.  Returns the names removed."""
+    pattern = re.compile(r"\.tmp-[a-z0-9_]{8}(" + "|".join(map(re.escape, names)) + ")")
+    found = [n for n in os.listdir(directory) if pattern.fullmatch(n)
              and os.path.isfile(os.path.join(directory, n))] if os.path.isdir(directory) else []
-    for name in names:
+    for name in found:
         os.remove(os.path.join(directory, name))
-    return sorted(names)
+    return sorted(found)
 
 
 def atomic_write(path, write):

@@ -206,8 +206,9 @@ def check_results(res, path):
         v = res["view2"]
         for part in (v, v.get("leak_free") if isinstance(v, dict) else None):
             folds = part.get("folds") if isinstance(part, dict) else None
-            if not (isinstance(folds, list) and folds and _number(part.get("accuracy_mean"))
-                    and _number(part.get("auc_mean")) and _number(part.get("pairs"))
+            if not (isinstance(folds, list) and _number(part.get("accuracy_mean"), True)       # None: a subset
+                    and _number(part.get("auc_mean"), True) and _number(part.get("pairs"))     # with no pair or
+                    and (folds or part.get("pairs") == 0)                                      # one class only
                     and all(isinstance(f, dict) and _number(f.get("accuracy"), True) and _number(f.get("auc"), True)
                             for f in folds)):
                 raise bad("view2 and view2.leak_free must each hold accuracy_mean, auc_mean, pairs and per-fold "
@@ -230,14 +231,18 @@ def check_results(res, path):
     return res
 
 
-def read_results(path):
-    """A results.json read and checked (:func:`check_results`); a DataError naming it otherwise."""
+def read_results(path, runs_only=False):
+    """A results.json read and checked (:func:`check_results`); a DataError naming
+    it otherwise.  With ``runs_only``, the results of something other than a
+    training run (``evaluate --out`` writes no ``epochs_run``) give None."""
     try:
         with open(path, encoding="utf-8") as f:
             res = json.load(f)
     except (OSError, ValueError, RecursionError) as exc:                # ValueError: bad JSON or UTF-8
         raise DataError(f"{path}: cannot read the results ({str(exc)[:200]}); restore it (git checkout, for a "
                         f"kept copy) or delete it to run again") from None
+    if runs_only and isinstance(res, dict) and "epochs_run" not in res:
+        return None
     return check_results(res, path)
 
 

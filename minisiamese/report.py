@@ -31,10 +31,14 @@ def copy_figures(rows, out_root, dest_root):
                 shutil.copyfile(src, os.path.join(dest_root, name, fig))
 
 
-def _finished(run_dir):
+def _finished(run_dir, runs_only=False):
     """A finished run's results with its training history and without its
-    model path (a path on the machine that ran it), read and checked."""
-    res = read_results(os.path.join(run_dir, RESULT_FILE))
+    model path (a path on the machine that ran it), read and checked; with
+    ``runs_only``, None for a folder that holds no training run's results
+    (``evaluate --out`` there)."""
+    res = read_results(os.path.join(run_dir, RESULT_FILE), runs_only)
+    if res is None:
+        return None
     history = os.path.join(run_dir, "history.json")
     if os.path.exists(history):
         try:
@@ -64,20 +68,21 @@ def check_report_inputs(out_root, results_path, selected=(), force=False):
     skipped with ``force`` (they are to be trained again); otherwise their
     errors say that --force would."""
     kept = os.path.join(os.path.dirname(results_path) or ".", "results")
-    run_dirs = [os.path.join(out_root, name) for name in TITLES]
-    for folder in (os.path.join(out_root, "sel"), os.path.join(out_root, "seeds")):
+    run_dirs = [(os.path.join(out_root, name), False) for name in TITLES]
+    for folder in (os.path.join(out_root, "sel"), os.path.join(out_root, "seeds")):   # other results skipped
         if os.path.isdir(folder):
-            run_dirs += [os.path.join(folder, name) for name in sorted(os.listdir(folder))]
+            run_dirs += [(os.path.join(folder, name), True) for name in sorted(os.listdir(folder))]
     kept_files = [os.path.join(folder, fname) for folder in (kept, os.path.join(kept, "selection"),
                                                              os.path.join(kept, "seeds"))
                   if os.path.isdir(folder) for fname in sorted(os.listdir(folder)) if fname.endswith(".json")]
-    reads = [(os.path.basename(d), _finished, d) for d in run_dirs if os.path.isfile(os.path.join(d, RESULT_FILE))]
-    reads += [(os.path.basename(f)[:-5], read_results, f) for f in kept_files]
+    reads = [(os.path.basename(d), lambda d=d, only=only: _finished(d, only), d) for d, only in run_dirs
+             if os.path.isfile(os.path.join(d, RESULT_FILE))]
+    reads += [(os.path.basename(f)[:-5], lambda f=f: read_results(f), f) for f in kept_files]
     for name, read, path in reads:
         if name in selected and force:
             continue
         try:
-            read(path)
+            read()
         except DataError as exc:
             raise DataError(f"{exc} (or pass --force to train {name} again)" if name in selected else str(exc)) \
                 from None
@@ -111,8 +116,8 @@ def _collect_folder(runs_dir, kept_dir, wanted):
             path = os.path.join(runs_dir, name, RESULT_FILE)
             if not os.path.isfile(path):
                 continue
-            res = read_results(path)
-            if wanted(res):
+            res = read_results(path, runs_only=True)
+            if res is not None and wanted(res):
                 _keep(os.path.join(runs_dir, name), os.path.join(kept_dir, f"{name}.json"))
     if os.path.isdir(kept_dir):
         for fname in sorted(os.listdir(kept_dir)):
@@ -285,9 +290,10 @@ def _sd(values):
 
 
 def _fold_means(runs, part="accuracy"):
-    """Leak-free View 2 per-fold ``part``, averaged over a preset's seeds (None when a run lacks View 2)."""
+    """Leak-free View 2 per-fold ``part``, averaged over a preset's seeds (None when a run lacks View 2,
+    a fold lacks the figure, or the runs have different folds)."""
     folds = [[f[part] for f in r["view2"]["leak_free"]["folds"]] for r in runs.values() if "view2" in r]
-    if len(folds) != len(runs):
+    if len(folds) != len(runs) or len({len(f) for f in folds}) != 1 or any(None in f for f in folds):
         return None
     return [sum(col) / len(col) for col in zip(*folds)]
 
@@ -373,10 +379,12 @@ def seeds_markdown(seed_rows, figure=None):
     for name, runs in seed_rows.items():
         rs = list(runs.values())
         v2 = [r["view2"]["leak_free"] for r in rs if "view2" in r]
-        v2acc = _sd([v["accuracy_mean"] for v in v2]) if len(v2) == len(rs) else "n/a"
-        v2auc = _sd([v["auc_mean"] for v in v2]) if len(v2) == len(rs) else "n/a"
+        whole = len(v2) == len(rs)
+        v2acc = _sd([v["accuracy_mean"] for v in v2]) if whole and all(v["accuracy_mean"] is not None for v in v2) \
+            else "n/a"
+        v2auc = _sd([v["auc_mean"] for v in v2]) if whole and all(v["auc_mean"] is not None for v in v2) else "n/a"
         folds = _fold_means(runs)
-        if folds:                                       # LFW's convention, on the seed-averaged fold scores
+        if folds and len(folds) > 1 and v2acc != "n/a":        # LFW's convention: SE over the folds
             v2acc += f" (SE {mean_se(folds)[1]:.3f})"
         epochs = ", ".join(f"{r['epochs_run']} ({r['best_epoch']})" for r in rs)
         minutes = ", ".join(f"{r['wall_seconds'] / 60:.0f}" for r in rs)

@@ -43,6 +43,8 @@ from .runlock import run_lock
 DIVERGENCE_FACTOR = 10       # a training loss this many times the first one stops the run
 
 
+RUN_WRITES = ("checkpoint.npz", "best.npz", "model.npz", "history.json", "config.json")   # a Trainer's files
+RESOLVED_ALGOS = tuple(a for a in convplan.ALGOS if a != "auto")      # what a run's fixed plan names
 HISTORY_NUMBERS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "val_auc")   # what training reads back
 
 
@@ -325,7 +327,7 @@ class Trainer:
             raise TrainingError(f"{path}: this checkpoint was written for a different configuration "
                                 f"({'; '.join(differences)}); resume with the same settings (only --epochs may "
                                 f"change), or use a fresh --out")
-        seed = ckpt.stored_int(a, "seed", path, 0, 2 ** 32 - 1)
+        seed = ckpt.stored_int(a, "seed", path, 0, 2 ** 64 - 1)
         if seed != self.seed:
             raise TrainingError(f"{path}: written with --seed {seed}, not {self.seed}")
         self._check_data(a)
@@ -333,8 +335,8 @@ class Trainer:
         key = next((k for k in ("conv_algos", "conv_plan") if k in a), None)
         algos = ckpt.stored_json(a, key, path, list) if key else None
         if algos is not None and (len(algos) != len(self.cfg.model.conv_filters)
-                                  or not all(isinstance(x, str) and x in convplan.ALGOS for x in algos)):
-            raise ckpt.damaged(path, f"{key} must name one of {list(convplan.ALGOS)} per conv layer, "
+                                  or not all(isinstance(x, str) and x in RESOLVED_ALGOS for x in algos)):
+            raise ckpt.damaged(path, f"{key} must name one of {list(RESOLVED_ALGOS)} per conv layer, "
                                      f"got {shown(algos)}")
         self._new_state(algos)
         params = {k[6:]: v for k, v in a.items() if k.startswith("param/")}
@@ -368,8 +370,8 @@ class Trainer:
         path = self.checkpoint_path
         t = ckpt.stored_int(a, "opt/t", path, 0, 2 ** 62)
         lr_scale = ckpt.stored_float(a, "opt/lr_scale", path)
-        if not 0 < lr_scale <= 1:
-            raise ckpt.damaged(path, f"opt/lr_scale must be in (0, 1], got {lr_scale!r}")
+        if not 0 <= lr_scale <= 1:                         # 0 once a steep decay underflows
+            raise ckpt.damaged(path, f"opt/lr_scale must be in [0, 1], got {lr_scale!r}")
         for moment in ("m", "v"):
             names = {k[2:] for k in state if k.startswith(f"{moment}/")}
             if names != (set(params) if t else set()):
@@ -514,7 +516,7 @@ class Trainer:
     def _fit(self, resume):
         if not hasattr(self, "trainset"):
             self.load_data()
-        leftovers = remove_leftovers(self.out_dir)          # the run lock is held: no live write owns them
+        leftovers = remove_leftovers(self.out_dir, RUN_WRITES)  # the run lock is held: no live write owns them
         if leftovers:
             self.log(f"removed {len(leftovers)} temporary file(s) left by a write that was killed: "
                      f"{', '.join(leftovers)}")

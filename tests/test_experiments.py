@@ -178,3 +178,22 @@ def test_a_damaged_run_folder_never_replaces_its_kept_copy(tmp_path, capsys):
     with pytest.raises(DataError, match="damaged results"):                  # the report itself refuses it too
         ex.write_report(str(tmp_path / "runs"), str(docs / "results.md"), "cmd")
     assert (docs / "results" / "baseline.json").read_bytes() == good
+
+
+def test_results_the_pipeline_writes_for_odd_data_and_other_commands_pass_the_checks(tmp_path):
+    """View 2 parts with no pair or one class (None means, no folds) are
+    results the pipeline writes itself; an ``evaluate --out`` folder under
+    sel/ is not a training run and is left out, not called damaged."""
+    res = json.load(open(os.path.join(KEPT, "seeds", "bn512w-s0.json")))
+    res["view2"]["leak_free"] = {"accuracy_mean": None, "auc_mean": None, "pairs": 0, "folds": []}
+    assert pipeline.check_results(res, "x.json") is res
+    res["view2"]["leak_free"] = {"accuracy_mean": 0.7, "auc_mean": None, "pairs": 4,
+                                 "folds": [{"accuracy": 0.7, "auc": None}]}
+    assert pipeline.check_results(res, "x.json") is res
+    table = "\n".join(ex.seeds_markdown({"p": {0: res}}))
+    assert "| p | unrestricted | 0 | cpu |" in table and "| 0.700 | n/a |" in table
+    other = tmp_path / "runs" / "sel" / "evaluated"
+    other.mkdir(parents=True)
+    (other / "results.json").write_text(json.dumps({"accuracy": 0.7, "pairs_file": "pairsDevTest.txt"}))
+    ex.check_report_inputs(str(tmp_path / "runs"), str(tmp_path / "docs" / "results.md"))
+    assert ex.collect_selection(str(tmp_path / "runs" / "sel"), str(tmp_path / "kept")) == {}

@@ -241,7 +241,7 @@ def _first(a, prefix):
 
 @pytest.mark.parametrize("damage, expected", [
     (lambda a: a.pop("seed"), "seed is missing"),
-    (lambda a: a.update(seed=np.array("x")), r"seed must be an integer in \[0, 4294967295\], got 'x'"),
+    (lambda a: a.update(seed=np.array("x")), r"seed must be an integer in \[0, 18446744073709551615\], got 'x'"),
     (lambda a: a.update(epoch=np.array(-7)), r"epoch must be an integer in \[-1, 100000\], got -7"),
     (lambda a: a.update(epoch=np.array(10 ** 15)), "epoch must be an integer"),
     (lambda a: a.update(history=np.array("[{")), "history is not valid JSON"),
@@ -250,12 +250,14 @@ def _first(a, prefix):
     (lambda a: a.update(best_val=np.array("x")), "best_val must be a number"),
     (lambda a: a.update(data=np.array('{"pairsDevTrain.txt": 5}')), "data must map each pairs file"),
     (lambda a: a.update(conv_algos=np.array("5")), "conv_algos must be a JSON list, got int"),
+    (lambda a: a.update(conv_algos=np.array(json.dumps(["auto"] * len(json.loads(str(a["conv_algos"])))))),
+     r"conv_algos must name one of \['im2col', 'fft'\] per conv layer"),
     (lambda a: a.pop(_first(a, "param/")), r"parameter \S+ is missing"),
     (lambda a: a.update({_first(a, "param/"): np.full_like(a[_first(a, "param/")], np.nan)}),
      r"parameter \S+ is not finite floating point"),
     (lambda a: a.pop(_first(a, "opt/m/")), "opt/m/ must hold one array per parameter after step"),
     (lambda a: a.update({_first(a, "opt/v/"): np.zeros(3)}), "opt/v/.* must be finite floating point of shape"),
-    (lambda a: a.update({"opt/lr_scale": np.array(7.0)}), r"opt/lr_scale must be in \(0, 1\]"),
+    (lambda a: a.update({"opt/lr_scale": np.array(7.0)}), r"opt/lr_scale must be in \[0, 1\], got 7.0"),
     (lambda a: a.update(norm_std=np.array(0.0)), "bad normalisation .*norm_std 0.0"),
     (lambda a: a.update(faces_digest=np.array(5)), "faces_digest must be a SHA-256 in hex"),
 ])
@@ -391,11 +393,13 @@ def test_resume_removes_what_a_killed_checkpoint_write_left(finished, tmp_path, 
     """A SIGKILL during a checkpoint write leaves its temporary file (a full
     checkpoint's size); the next run in the folder, holding the lock, removes it."""
     argv, out = copy_run(finished, tmp_path)
-    leftover = os.path.join(out, ".tmp-abc123checkpoint.npz")
+    leftover = os.path.join(out, ".tmp-abc_1234checkpoint.npz")
     open(leftover, "wb").write(b"half a checkpoint")
+    mine = os.path.join(out, ".tmp-notes.txt")                     # not a run file's temporary: kept
+    open(mine, "w").write("a user's file")
     assert cli.main(argv + ["--resume", "--epochs", "2"]) == 0
-    assert not os.path.exists(leftover)
-    assert "removed 1 temporary file(s) left by a write that was killed: .tmp-abc123checkpoint.npz" in \
+    assert not os.path.exists(leftover) and os.path.exists(mine)
+    assert "removed 1 temporary file(s) left by a write that was killed: .tmp-abc_1234checkpoint.npz" in \
         capsys.readouterr().out
 
 
