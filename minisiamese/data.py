@@ -118,10 +118,10 @@ def _read_lines(path):
 
 
 def _int_field(path, lineno, value, what):
-    try:
-        n = int(value)
-    except ValueError:
-        raise DataError(f"{path}:{lineno}: {what} must be an integer, got {value!r}") from None
+    # plain ASCII digits only (int() also reads "1_0" as 10, and other scripts' digits); at most 9 of them
+    if not (value.isascii() and value.isdigit() and len(value) <= 9):
+        raise DataError(f"{path}:{lineno}: {what} must be an integer, got {value[:40]!r}")
+    n = int(value)
     if n < 1:
         raise DataError(f"{path}:{lineno}: {what} must be >= 1, got {n}")
     return n

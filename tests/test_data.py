@@ -41,6 +41,9 @@ def test_crlf_bom_and_trailing_blank_lines_are_accepted(tmp_path):
     ("1\nA\t1\t2\nA\t1\tB\n", r"pairs.txt:3: expected 'name1 i name2 j'"),
     ("1\nA\tx\t2\nA\t1\tB\t2\n", r"pairs.txt:2: image number must be an integer, got 'x'"),
     ("1\nA\t0\t2\nA\t1\tB\t2\n", r"pairs.txt:2: image number must be >= 1, got 0"),
+    ("1\nA\t1_0\t2\nA\t1\tB\t2\n", r"pairs.txt:2: image number must be an integer, got '1_0'"),   # int(): 10
+    ("1\nA\t\u0663\t2\nA\t1\tB\t2\n", r"pairs.txt:2: image number must be an integer, got '\u0663'"),
+    ("1\nA\t-1\t2\nA\t1\tB\t2\n", r"pairs.txt:2: image number must be an integer, got '-1'"),
     ("1\nA\t1\t2\nA\t1\tB\t2\nC\t1\t2\n", r"pairs.txt:4: 1 line\(s\) beyond"),
 ])
 def test_malformed_files_name_file_and_line(tmp_path, text, message):
