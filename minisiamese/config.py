@@ -26,6 +26,11 @@ def shown(v):
         return f"a {type(v).__name__} holding an integer too long to print"
 
 
+def is_number(v, none=False):
+    """An int or float as JSON gives it (a bool is not one); None too when ``none``."""
+    return (v is None and none) or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
 def check_mapping(d, known, source, part=""):
     """``d`` must be a dict whose keys are all in ``known``."""
     where = f" in {part}" if part else ""

@@ -11,7 +11,7 @@ import time
 
 from . import oneshot
 from .backend import device_name, get_backend
-from .config import ConfigError, shown
+from .config import ConfigError, is_number, shown
 from .data import (DataError, check_data_dir, check_disjoint, file_digest, load_pairset, pairset_from_pairs,
                    read_pairs, read_pairs_folds)
 from .evaluate import evaluate_folds, evaluate_pairset, load_trained, refuse_run_folder, train_people
@@ -181,10 +181,6 @@ def _write_results(out_dir, res):
     write_json(os.path.join(out_dir, RESULT_FILE), res)
 
 
-def _number(v, none=False):
-    return (v is None and none) or (isinstance(v, (int, float)) and not isinstance(v, bool))
-
-
 def check_results(res, path):
     """A results.json (or its kept copy under docs/results/) holds what the
     report reads from it, of the right types; else a DataError naming the file
@@ -197,30 +193,30 @@ def check_results(res, path):
     needed = ("wall_seconds", "epochs_run", "best_epoch") + (
         ("accuracy", "oneshot", "recall", "precision", "auc", "parameters") if "accuracy" in res else ())
     for key in needed:
-        if not _number(res.get(key)):
+        if not is_number(res.get(key)):
             raise bad(f"{key} must be a number, got {shown(res.get(key))}"[:300])
     for key, parts in (("tuned", ("threshold", "accuracy", "precision", "recall")), ("val", ("accuracy", "auc"))):
-        if key in res and not (isinstance(res[key], dict) and all(_number(res[key].get(k)) for k in parts)):
+        if key in res and not (isinstance(res[key], dict) and all(is_number(res[key].get(k)) for k in parts)):
             raise bad(f"{key} must be an object of numbers {list(parts)}")
     if "view2" in res:
         v = res["view2"]
         for part in (v, v.get("leak_free") if isinstance(v, dict) else None):
             folds = part.get("folds") if isinstance(part, dict) else None
-            if not (isinstance(folds, list) and _number(part.get("accuracy_mean"), True)       # None: a subset
-                    and _number(part.get("auc_mean"), True) and _number(part.get("pairs"))     # with no pair or
-                    and (folds or part.get("pairs") == 0)                                      # one class only
-                    and all(isinstance(f, dict) and _number(f.get("accuracy"), True) and _number(f.get("auc"), True)
+            if not (isinstance(folds, list) and is_number(part.get("accuracy_mean"), True)    # None: a subset
+                    and is_number(part.get("auc_mean"), True) and is_number(part.get("pairs"))  # with no pair or
+                    and (folds or part.get("pairs") == 0)                                       # one class only
+                    and all(isinstance(f, dict) and is_number(f.get("accuracy"), True) and is_number(f.get("auc"), True)
                             for f in folds)):
                 raise bad("view2 and view2.leak_free must each hold accuracy_mean, auc_mean, pairs and per-fold "
                           "accuracy and auc")
     for key in ("history", "test_probs", "test_labels", "conv_plan"):
         if key in res and not isinstance(res[key], list):
             raise bad(f"{key} must be a list")
-    if not all(isinstance(h, dict) and all(_number(x, True) for x in h.values())
+    if not all(isinstance(h, dict) and all(is_number(x, True) for x in h.values())
                for h in res.get("history", [])):
         raise bad("history must be a list of objects of numbers")
     for key in ("test_probs", "test_labels"):
-        if not all(_number(x) for x in res.get(key, [])):
+        if not all(is_number(x) for x in res.get(key, [])):
             raise bad(f"{key} must be a list of numbers")
     if not all(isinstance(c, dict) and isinstance(c.get("layer"), str) and isinstance(c.get("algo"), str)
                for c in res.get("conv_plan", [])):

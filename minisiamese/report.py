@@ -379,10 +379,8 @@ def seeds_markdown(seed_rows, figure=None):
     for name, runs in seed_rows.items():
         rs = list(runs.values())
         v2 = [r["view2"]["leak_free"] for r in rs if "view2" in r]
-        whole = len(v2) == len(rs)
-        v2acc = _sd([v["accuracy_mean"] for v in v2]) if whole and all(v["accuracy_mean"] is not None for v in v2) \
-            else "n/a"
-        v2auc = _sd([v["auc_mean"] for v in v2]) if whole and all(v["auc_mean"] is not None for v in v2) else "n/a"
+        v2acc, v2auc = (_sd([v[key] for v in v2]) if len(v2) == len(rs) and all(v[key] is not None for v in v2)
+                        else "n/a" for key in ("accuracy_mean", "auc_mean"))
         folds = _fold_means(runs)
         if folds and len(folds) > 1 and v2acc != "n/a":        # LFW's convention: SE over the folds
             v2acc += f" (SE {mean_se(folds)[1]:.3f})"

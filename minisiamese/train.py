@@ -28,7 +28,7 @@ from .checkpoint import TRAIN_FORMAT
 from . import convplan
 from .augment import augment_batch
 from .backend import get_backend, to_numpy
-from .config import ConfigError, shown
+from .config import ConfigError, is_number, shown
 from .data import DataError, Normalizer, check_data_dir, file_digest, load_pairset, people_in, to_unit_float
 from .fileio import CheckpointError, load_arrays, remove_leftovers, save_arrays, write_json, write_text
 from .losses import bce_with_logits_forward
@@ -48,10 +48,6 @@ RESOLVED_ALGOS = tuple(a for a in convplan.ALGOS if a != "auto")      # what a r
 HISTORY_NUMBERS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "val_auc")   # what training reads back
 
 
-def _number(v):
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 def _check_partial(p, epoch, path):
     """Where an interrupted epoch stopped: the epoch after the last finished one,
     its step and running sums, and the two generators' states."""
@@ -61,7 +57,7 @@ def _check_partial(p, epoch, path):
         if not (isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi):
             raise ckpt.damaged(path, f"partial.{key} must be an integer in [{lo}, {hi}], got {shown(v)}")
     for key in ("loss", "seconds"):
-        if not _number(p.get(key)):
+        if not is_number(p.get(key)):
             raise ckpt.damaged(path, f"partial.{key} must be a number, got {shown(p.get(key))}")
     for key in ("aug_rng", "dropout_rng"):
         text = p.get(key)
@@ -346,7 +342,7 @@ class Trainer:
         epoch = ckpt.stored_int(a, "epoch", path, -1, 10 ** 5)
         self.history = ckpt.stored_json(a, "history", path, list)
         if len(self.history) != epoch + 1 or not all(
-                isinstance(h, dict) and all(_number(h.get(k, 0)) for k in HISTORY_NUMBERS) and "loss" in h
+                isinstance(h, dict) and all(is_number(h.get(k, 0)) for k in HISTORY_NUMBERS) and "loss" in h
                 for h in self.history):
             raise ckpt.damaged(path, f"history must hold one record of numbers per finished epoch ({epoch + 1})")
         self.start_epoch = epoch + 1
