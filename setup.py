@@ -13,9 +13,10 @@ setup(
     description="A from-scratch NumPy/CuPy Siamese conv net (Koch et al. 2015) for one-shot face verification on LFW-a",
     # The CUDA sources stay in the repository's top-level kernels/ and ship inside
     # the package as minisiamese/kernels/*.cu (minisiamese.gpu looks in both places).
-    packages=["minisiamese", "minisiamese.kernels"],
+    packages=["minisiamese", "minisiamese.kernels", "minisiamese.pretrained"],
     package_dir={"minisiamese.kernels": "kernels"},
-    package_data={"minisiamese.kernels": ["*.cu"]},
+    # the shipped model (its SHA-256 is checked at every load) and its card
+    package_data={"minisiamese.kernels": ["*.cu"], "minisiamese.pretrained": ["*.npz", "MODEL_CARD.md"]},
     entry_points={"console_scripts": ["minisiamese = minisiamese.cli:main"]},
     python_requires=">=3.9",
     # NumPy 2: float32 FFTs (complex64, not complex128) and out= in numpy.fft

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 
+from .calibration import check_platt
 from .config import ConfigError, ModelConfig, shown
 from .fileio import CheckpointError, load_arrays, save_arrays
 
@@ -16,9 +17,12 @@ TRAIN_FORMAT = "minisiamese-train-1"       # checkpoint.npz: the whole training 
 def save_model(path, net, extra=None):
     """Weights + config (+ optional extra arrays, e.g. normalisation stats).
     ``param/NAME`` holds every array of the network's state dict: the trained
-    parameters and, with batch norm, its running statistics."""
+    parameters and, with batch norm, its running statistics;
+    ``extra/calibration`` the net's calibration [a, c] when it has one."""
     arrays = {"format": np.array(FORMAT), "config": np.array(net.config.to_json())}
     arrays.update({f"param/{k}": v for k, v in net.state_dict().items()})
+    if getattr(net, "calibration", None) is not None:                      # [a, c] (minisiamese.calibration)
+        arrays["extra/calibration"] = np.asarray(net.calibration, dtype=np.float64)
     for k, v in (extra or {}).items():
         arrays[f"extra/{k}"] = v
     save_arrays(path, arrays)
@@ -36,6 +40,11 @@ def read_model_file(path):
     params = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
     check_params(path, config, params)
     extra = {k[len("extra/"):]: v for k, v in arrays.items() if k.startswith("extra/")}
+    if "calibration" in extra:
+        try:
+            extra["calibration"] = check_platt(extra["calibration"], path)
+        except ValueError as exc:
+            raise CheckpointError(str(exc)) from None
     return config, params, extra
 
 

@@ -143,8 +143,8 @@ def build_parser():
                                    "the model's input size.")
     v.add_argument("image1")
     v.add_argument("image2")
-    v.add_argument("--checkpoint", default=os.path.join("runs", "baseline", "model.npz"),
-                   help=f"model.npz written by train (default: {_here(os.path.join('runs', 'baseline', 'model.npz'))})")
+    v.add_argument("--checkpoint", help="model.npz written by train (default: the model that ships with "
+                                        "minisiamese, bn512w seed 0, calibrated: minisiamese/pretrained/MODEL_CARD.md)")
     v.add_argument("--device", choices=["cpu", "gpu", "auto"], default="auto")
     v.add_argument("--debug", action="store_true")
 
@@ -157,11 +157,12 @@ def build_parser():
                                    "checkpoint and image content under --cache-dir.")
     i.add_argument("queries", nargs="+", metavar="QUERY", help="query image(s)")
     i.add_argument("--gallery", required=True, help="gallery folder")
-    i.add_argument("--checkpoint", default=os.path.join("runs", "baseline", "model.npz"),
-                   help=f"model.npz written by train (default: {_here(os.path.join('runs', 'baseline', 'model.npz'))})")
+    i.add_argument("--checkpoint", help="model.npz written by train (default: the model that ships with "
+                                        "minisiamese, bn512w seed 0, calibrated: minisiamese/pretrained/MODEL_CARD.md)")
     i.add_argument("--top", type=int, default=5, help="people to list per query (default: %(default)s)")
     i.add_argument("--threshold", type=float,
-                   help="answer 'unknown' below this probability (default: the model's, chosen on validation)")
+                   help="answer 'unknown' below this probability (default: 0.5 for a calibrated model, else the "
+                        "threshold the model's training chose on validation)")
     i.add_argument("--figure", help="write a PNG of each query beside its top people")
     i.add_argument("--device", choices=["cpu", "gpu", "auto"], default="auto")
     i.add_argument("--cache-dir", default=cache_root(), help=_cache_help("gallery embeddings"))
@@ -342,26 +343,50 @@ def cmd_experiments(args):
           f"results kept in {kept})")
 
 
+def _trained_for_use(args, images):
+    """(net, normalizer, decision threshold, checkpoint path, say) for verify
+    and identify; ``say()`` prints, once the answer is ready, one line naming
+    the model that answers and, when ``images`` are unlike LFW-a's frames, one
+    line saying so (on stderr: stdout keeps the answers, for scripts; an error
+    stays the only line)."""
+    from minisiamese import pretrained
+    from minisiamese.data import unlike_lfw_a
+    from minisiamese.evaluate import decision_threshold, load_trained
+    checkpoint = args.checkpoint or pretrained.model_path()
+    net, normalizer, threshold = load_trained(checkpoint, args.device)
+    rule = decision_threshold(net, threshold)
+    what = pretrained.DESCRIPTION if not args.checkpoint else checkpoint
+    how = "calibrated: 'same' at p >= 0.5" if net.calibration is not None else \
+        f"uncalibrated: 'same' at p >= {rule:.3f}, its validation threshold"
+
+    def say():
+        print(f"model: {what}; {how}; it expects faces aligned and cropped as LFW-a's (250x250 grayscale)",
+              file=sys.stderr)
+        odd = [note for note in map(unlike_lfw_a, images) if note]
+        if odd:
+            print(f"note: {len(odd)} image(s) unlike LFW-a's frames ({'; '.join(odd[:3])}"
+                  f"{'; ...' if len(odd) > 3 else ''}); answering anyway, but a face not aligned as LFW-a's makes "
+                  "the answer unreliable", file=sys.stderr)
+    return net, normalizer, rule, checkpoint, say
+
+
 def cmd_verify(args):
-    from minisiamese.data import load_faces
-    from minisiamese.evaluate import load_trained
-    net, normalizer, threshold = load_trained(args.checkpoint, args.device)
-    x1, x2 = load_faces([args.image1], net.config), load_faces([args.image2], net.config)
-    p = float(net.predict_proba(normalizer(x1), normalizer(x2))[0])
-    verdict = "same person" if p >= threshold else "different people"
-    print(f"{p:.4f}  ({verdict} at threshold {threshold:.3f})")
+    from minisiamese.identify import verify_pair
+    net, normalizer, rule, _, say = _trained_for_use(args, [args.image1, args.image2])
+    r = verify_pair(net, normalizer, args.image1, args.image2, rule)
+    say()
+    print(f"{r['p']:.4f}  ({'same person' if r['same'] else 'different people'} at threshold {rule:.3f})")
 
 
 def cmd_identify(args):
-    from minisiamese.evaluate import load_trained
     from minisiamese.identify import Gallery, identify, plot_identification
-    net, normalizer, threshold = load_trained(args.checkpoint, args.device)
+    net, normalizer, threshold, checkpoint, say = _trained_for_use(args, args.queries)
     threshold = threshold if args.threshold is None else args.threshold
-    gallery = Gallery(net, normalizer, args.gallery, args.checkpoint, args.cache_dir)
-    people = len(set(gallery.people))
-    print(f"gallery {args.gallery}: {people} people, {len(gallery.paths)} images "
+    gallery = Gallery(net, normalizer, args.gallery, checkpoint, args.cache_dir)
+    results = identify(net, normalizer, gallery, args.queries, min(args.top, len(set(gallery.people))), threshold)
+    say()
+    print(f"gallery {args.gallery}: {len(set(gallery.people))} people, {len(gallery.paths)} images "
           f"({gallery.embedded} embedded now, {len(gallery.paths) - gallery.embedded} from the cache)")
-    results = identify(net, normalizer, gallery, args.queries, min(args.top, people), threshold)
     for r in results:
         ranked = "  ".join(f"{k}. {person} {p:.3f}" for k, (person, p) in enumerate(r["top"], 1))
         answer = r["answer"] or f"unknown (best {r['top'][0][1]:.3f} < threshold {threshold:.3f})"

@@ -326,6 +326,24 @@ def load_image(path, size=IMAGE_SIZE, crop=1.0):
     return np.asarray(gray, dtype=np.uint8)
 
 
+LFW_A_FRAME = 250       # LFW-a's images: 250x250 grayscale, the face aligned and centred by the deep funneling
+
+
+def unlike_lfw_a(path):
+    """How an image file differs from an LFW-a frame (its size, colour), as a
+    short text, or None when it looks like one; read from the header only.
+    Whether its face is aligned as LFW-a's are, no header can say."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with open_regular(path) as f, Image.open(f) as im:
+            (width, height), mode = im.size, im.mode
+    except (OSError, DataError, ValueError, SyntaxError, UnidentifiedImageError):
+        return None                                           # load_image names what is wrong with it
+    odd = ([] if (width, height) == (LFW_A_FRAME, LFW_A_FRAME) else [f"{width}x{height}"]) + \
+        ([] if mode in ("L", "LA", "1", "I", "F") or mode.startswith("I;16") else ["colour"])
+    return f"{os.path.basename(path)}: {', '.join(odd)}" if odd else None
+
+
 def load_faces(paths, config):
     """(N, 1, S, S) float32 in [0, 1]: image files as the model with ModelConfig
     ``config`` takes them (its input_size and crop)."""

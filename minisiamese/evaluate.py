@@ -3,6 +3,7 @@ import os
 
 import numpy as np
 
+from . import calibration as cal
 from . import metrics, oneshot, plots, stats
 from .backend import to_numpy
 from .checkpoint import TRAIN_FORMAT
@@ -32,8 +33,11 @@ def _not_a_model(path):
 
 def load_trained(path, device="cpu", flip_average=None):
     """(net, normalizer, threshold) from a model.npz written by training.
-    ``flip_average`` (True/False) overrides the model's own setting, to measure
-    what test-time flip averaging does; None keeps it."""
+    ``threshold`` is the one chosen on validation, on the probabilities the net
+    gives (through its calibration, when it has one: :func:`decision_threshold`
+    says which rule decides).  ``flip_average`` (True/False) overrides the
+    model's own setting, to measure what test-time flip averaging does; None
+    keeps it."""
     try:
         net, extra = load_model(path, backend=device, with_extra=True)
     except CheckpointError as exc:
@@ -45,7 +49,14 @@ def load_trained(path, device="cpu", flip_average=None):
     if threshold.shape != () or threshold.dtype.kind != "f" or not -1e-3 <= float(threshold) <= 1 + 1e-3:
         raise CheckpointError(f"{path}: its decision threshold must be a probability in [0, 1], "
                               f"got {threshold.tolist()!r:.80}")
-    return net, Normalizer.from_extra(extra, source=path), float(threshold)
+    return net, Normalizer.from_extra(extra, source=path), cal.map_threshold(float(threshold), net.calibration)
+
+
+def decision_threshold(net, threshold):
+    """The rule a model decides "same person" by: p >= 0.5 when its
+    probabilities are calibrated, else p >= the threshold chosen on validation
+    (models trained without ``train.calibrate``)."""
+    return 0.5 if net.calibration is not None else threshold
 
 
 class Embeddings:
@@ -73,6 +84,11 @@ class Embeddings:
                for i in range(0, len(a), batch_size)]
         return np.concatenate(out) if out else np.zeros(0)
 
+    def logits(self, i1, i2):
+        """The head's logits (before any calibration) for the pairs (i1[n], i2[n]), as NumPy float64."""
+        a, b = self.where[np.asarray(i1)], self.where[np.asarray(i2)]
+        return self.net.head_logits(self.h[a], self.h[b])
+
     def l1(self, i1, i2):
         """L1 distance between the codes of rows i1[n] and i2[n], as NumPy."""
         a, b = self.where[np.asarray(i1)], self.where[np.asarray(i2)]
@@ -88,6 +104,21 @@ def calibration(labels, probs, distances):
             "code_l1_on_same": mean(distances, 1), "code_l1_on_different": mean(distances, 0)}
 
 
+def calibration_figures(net, labels, probs, logits=None, threshold=None):
+    """ECE and Brier score of the probabilities a model gives, the accuracy at
+    0.5 and (``threshold``) at its validation threshold; for a calibrated model
+    with ``logits``, the same of its raw sigmoid under ``before_calibration``."""
+    y = np.asarray(labels)
+    acc = lambda p, t: float(np.mean((p >= t) == (y == 1))) if len(y) else None          # noqa: E731
+    res = dict(cal.summary(y, probs), accuracy_at_half=acc(probs, 0.5)) if len(y) else {}
+    if threshold is not None and len(y):
+        res["accuracy_at_threshold"] = acc(probs, threshold)
+    if net.calibration is not None and logits is not None and len(y):
+        raw = cal.sigmoid(logits)
+        res["before_calibration"] = dict(cal.summary(y, raw), accuracy_at_half=acc(raw, 0.5))
+    return res
+
+
 def predict(net, normalizer, pairset, batch_size=128):
     """Probabilities for every pair of ``pairset``: each distinct image is
     embedded once, then every pair is scored from the embeddings."""
@@ -101,7 +132,8 @@ def evaluate_pairset(net, normalizer, pairset, threshold=0.5, n_way=10, seed=0, 
     tasks = oneshot.build_tasks(pairset, n_way, seed) if oneshot_tasks else []
     needed = [pairset.idx1, pairset.idx2] + [t.candidates for t in tasks]   # anchors are idx1 rows
     emb = Embeddings(net, normalizer, pairset, np.concatenate(needed), batch_size)
-    p = emb.probs(pairset.idx1, pairset.idx2)
+    z = emb.logits(pairset.idx1, pairset.idx2) if net.calibration is not None else None
+    p = emb.probs(pairset.idx1, pairset.idx2) if z is None else cal.apply_platt(z, net.calibration)
     y = pairset.labels
     res = {"pairs": int(len(y))}
     res.update(metrics.binary_metrics(y, p, 0.5))
@@ -109,6 +141,10 @@ def evaluate_pairset(net, normalizer, pairset, threshold=0.5, n_way=10, seed=0, 
     res["tuned"] = tuned
     res["auc"] = metrics.roc_auc(y, p)
     res["calibration"] = calibration(y, p, emb.l1(pairset.idx1, pairset.idx2))
+    figures = calibration_figures(net, y, p, z)
+    res.update(ece=figures["ece"], brier=figures["brier"])
+    if "before_calibration" in figures:
+        res["before_calibration"] = figures["before_calibration"]
     res["constant_output"] = metrics.is_constant(p)
     if res["constant_output"]:
         res["warning"] = (f"the model outputs (almost) the same probability {p.mean():.4f} for every pair: "
@@ -124,9 +160,19 @@ def evaluate_pairset(net, normalizer, pairset, threshold=0.5, n_way=10, seed=0, 
         fpr, tpr, _ = metrics.roc_curve(y, p)
         plots.plot_roc(fpr, tpr, res["auc"], os.path.join(figures_dir, "roc.png"))
         plots.plot_pair_extremes(pairset, p, os.path.join(figures_dir, "pairs.png"))
+        plot_reliability(net, y, p, z, os.path.join(figures_dir, "reliability.png"), "reliability on the test pairs")
         if oneshot_tasks:
             plots.plot_oneshot(tasks, scores, chosen, pairset, os.path.join(figures_dir, "oneshot.png"))
     return res, p
+
+
+def plot_reliability(net, labels, probs, logits, path, title):
+    """The reliability diagram of a model's probabilities (and of its raw
+    sigmoid, when it is calibrated and ``logits`` are given)."""
+    curves = {"calibrated" if net.calibration is not None else "model": (labels, probs)}
+    if net.calibration is not None and logits is not None:
+        curves["raw sigmoid"] = (labels, cal.sigmoid(logits))
+    plots.plot_reliability(curves, path, title)
 
 
 def _fold_summary(labels, probs, fold):
@@ -152,23 +198,37 @@ def _fold_summary(labels, probs, fold):
     return res
 
 
-def evaluate_folds(net, normalizer, data_dir, path, cache_dir=None, batch_size=128, exclude_people=None):
+def evaluate_folds(net, normalizer, data_dir, path, cache_dir=None, batch_size=128, exclude_people=None,
+                   threshold=None, figures_dir=None):
     """View 2 protocol: accuracy per fold with the threshold chosen on the other
     nine folds (the model itself is not retrained), and AUC per fold.  Every
-    face of the file is embedded once.
+    face of the file is embedded once.  Each part also holds the calibration
+    figures of all its pairs together (:func:`calibration_figures`: ECE, Brier,
+    accuracy at 0.5 and at ``threshold``, the model's validation threshold).
 
     ``exclude_people``: the people a model trained on (pairsDevTrain's share
     people with View 2).  Then the result also holds ``leak_free``: the same
-    protocol on the pairs that involve none of them."""
+    protocol on the pairs that involve none of them; with ``figures_dir``, its
+    reliability diagram is written there."""
     folds = read_pairs_folds(path)
     pairs = [p for f in folds for p in f]
     fold = np.repeat(np.arange(len(folds)), [len(f) for f in folds])
     s = pairset_from_pairs(data_dir, pairs, path, cache_dir, net.config.input_size, net.config.crop)
-    probs = predict(net, normalizer, s, batch_size)
+    emb = Embeddings(net, normalizer, s, np.concatenate([s.idx1, s.idx2]), batch_size)
+    z = emb.logits(s.idx1, s.idx2) if net.calibration is not None else None
+    probs = emb.probs(s.idx1, s.idx2) if z is None else cal.apply_platt(z, net.calibration)
     res = _fold_summary(s.labels, probs, fold)
+    res.update(calibration_figures(net, s.labels, probs, z, threshold))
     if exclude_people is not None:
-        clean = np.array([p.name1 not in exclude_people and p.name2 not in exclude_people for p in pairs])
+        clean = np.array([p.name1 not in exclude_people and p.name2 not in exclude_people for p in pairs], dtype=bool)
         res["leak_free"] = _fold_summary(s.labels[clean], probs[clean], fold[clean])
+        res["leak_free"].update(calibration_figures(net, s.labels[clean], probs[clean],
+                                                    None if z is None else z[clean], threshold))
+        if figures_dir and clean.any():
+            os.makedirs(figures_dir, exist_ok=True)
+            plot_reliability(net, s.labels[clean], probs[clean], None if z is None else z[clean],
+                             os.path.join(figures_dir, "reliability_view2_leak_free.png"),
+                             "reliability on View 2, leak-free pairs")
     return res
 
 
@@ -196,7 +256,8 @@ def evaluate_model_file(model_path, data_dir, pairs="pairsDevTest.txt", device="
     check_data_dir(data_dir, needs=())
     path = pairs if os.path.exists(pairs) else os.path.join(data_dir, pairs)
     if is_view2_file(path):
-        res = evaluate_folds(net, normalizer, data_dir, path, cache_dir, batch_size, train_people(data_dir))
+        res = evaluate_folds(net, normalizer, data_dir, path, cache_dir, batch_size, train_people(data_dir), threshold,
+                             os.path.join(out_dir, "figures") if out_dir else None)
     else:
         pairset = load_pairset(data_dir, path, cache_dir, net.config.input_size, net.config.crop)
         try:

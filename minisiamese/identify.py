@@ -107,6 +107,14 @@ class Gallery:
         return sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
+def verify_pair(net, normalizer, path1, path2, threshold=0.5):
+    """Whether two face images show the same person: {"p": probability,
+    "same": p >= threshold, "threshold"}."""
+    x1, x2 = load_faces([path1], net.config), load_faces([path2], net.config)
+    p = float(net.predict_proba(normalizer(x1), normalizer(x2))[0])
+    return {"p": p, "same": p >= threshold, "threshold": threshold}
+
+
 def identify(net, normalizer, gallery, queries, top=5, threshold=0.5, batch_size=128):
     """For each query image path: {"query", "top": [(person, p)] (top-K),
     "answer": the best person, or None ("unknown") when their p < threshold}."""

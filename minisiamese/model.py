@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from . import convplan, losses, ops
+from . import calibration, convplan, losses, ops
 from .backend import get_backend, to_numpy
 from .checkpoint import read_model_file
 from .config import ModelConfig
@@ -71,6 +71,7 @@ class SiameseNet:
         self.rng = self.xp.random.default_rng(seed + 1)   # dropout masks
         self.n_conv = len(self.config.conv_filters)
         self.conv_algos = None       # the fixed algorithms ["im2col" | "fft", ...] of the plan (see fix_conv_plan)
+        self.calibration = None      # [a, c]: score() gives sigmoid(a z + c) (minisiamese.calibration); None: sigmoid(z)
 
     # ------------------------------------------------------------------ parameters
     def state_dict(self):
@@ -271,10 +272,10 @@ class SiameseNet:
             return self.xp.zeros((0, self.config.dense_units), dtype=self.dtype)
         return out[0] if len(out) == 1 else self.xp.concatenate(out)
 
-    def score(self, h1, h2):
-        """(N,) probabilities (NumPy) that embeddings h1[n] and h2[n] (N, U), from
-        :meth:`embed`, show the same person: the head, sigmoid(d w + b) on the
-        comparisons d of ``config.head`` (Koch's: d = |h1 - h2|)."""
+    def _head(self, h1, h2):
+        """The head's logits z = d w + b (N,) on the backend, for embeddings
+        h1[n] and h2[n] (N, U): d are the comparisons of ``config.head``
+        (Koch's: d = |h1 - h2|)."""
         xp = self.xp
         h1, h2 = xp.asarray(h1, dtype=self.dtype), xp.asarray(h2, dtype=self.dtype)
         U = self.config.dense_units
@@ -283,7 +284,21 @@ class SiameseNet:
                              f"{tuple(h2.shape)}")
         d, _ = ops.head_features_forward(h1, h2, self.config.head)
         z, _ = ops.dense_forward(d, self.params["out.w"], self.params["out.b"])
-        return to_numpy(ops.sigmoid(z[:, 0]))
+        return z[:, 0]
+
+    def head_logits(self, h1, h2):
+        """(N,) logits (NumPy float64) that embeddings h1[n] and h2[n] from
+        :meth:`embed` show the same person, before any calibration."""
+        return to_numpy(self._head(h1, h2)).astype(np.float64)
+
+    def score(self, h1, h2):
+        """(N,) probabilities (NumPy) that embeddings h1[n] and h2[n] (N, U), from
+        :meth:`embed`, show the same person: sigmoid(z) of the head's logits,
+        or sigmoid(a z + c) (float64) when the model has a calibration fitted on
+        validation pairs (:mod:`minisiamese.calibration`)."""
+        if self.calibration is None:
+            return to_numpy(ops.sigmoid(self._head(h1, h2)))
+        return calibration.apply_platt(self.head_logits(h1, h2), self.calibration)
 
     def predict_proba(self, x1, x2, batch_size=128):
         """(N,) probabilities that each pair shows the same person (eval mode),
@@ -337,9 +352,11 @@ class SiameseNet:
 
 def load_model(path, backend="cpu", dtype=np.float32, with_extra=False):
     """A SiameseNet with the weights and config stored in ``path`` (a model.npz
-    written by :func:`minisiamese.checkpoint.save_model`), validated; with
-    ``with_extra`` also the file's extra arrays (threshold, normalisation)."""
+    written by :func:`minisiamese.checkpoint.save_model`), validated, with its
+    calibration when the file has one; with ``with_extra`` also the file's
+    extra arrays (threshold, normalisation, calibration)."""
     config, params, extra = read_model_file(path)
     net = SiameseNet(config, backend=backend, dtype=dtype)
     net.load_state_dict(params, source=os.fspath(path))
+    net.calibration = extra.get("calibration")                    # checked by read_model_file
     return (net, extra) if with_extra else net

@@ -11,6 +11,7 @@ import time
 
 from . import oneshot
 from .backend import device_name, get_backend
+from .calibration import map_threshold
 from .config import ConfigError, is_number, shown
 from .data import (DataError, check_data_dir, check_disjoint, file_digest, load_pairset, pairset_from_pairs,
                    read_pairs, read_pairs_folds)
@@ -131,7 +132,8 @@ def _train_and_evaluate(config, out_dir, data_dir, device, seed, cache_dir, resu
     os.makedirs(figures, exist_ok=True)
     if history:
         plot_history(history, os.path.join(figures, "history.png"))
-    res, probs = evaluate_pairset(trainer.net, trainer.normalizer, testset, trainer.threshold,
+    threshold = map_threshold(trainer.threshold, trainer.net.calibration)    # on the probabilities the net gives
+    res, probs = evaluate_pairset(trainer.net, trainer.normalizer, testset, threshold,
                                   config.train.oneshot_way, seed, config.train.batch_size, figures_dir=figures)
     # every test pair's probability and label, in file order: paired comparisons of runs (a bootstrap) need them
     res["test_probs"] = [round(float(v), 5) for v in probs]
@@ -139,7 +141,8 @@ def _train_and_evaluate(config, out_dir, data_dir, device, seed, cache_dir, resu
     if view2:
         log("View 2 (pairs.txt, 10 folds): full, and leak-free (no person of the training pairs)")
         res["view2"] = evaluate_folds(trainer.net, trainer.normalizer, data_dir, view2, cache_dir,
-                                      config.train.batch_size, train_people(data_dir, config.train.train_pairs))
+                                      config.train.batch_size, train_people(data_dir, config.train.train_pairs),
+                                      threshold, figures)
     res.update(_run_facts(config, trainer, history, device, seed, experiment))
     # all epochs (also those of earlier, resumed invocations) plus this evaluation
     res["wall_seconds"] = res["train_seconds"] + time.time() - t_eval

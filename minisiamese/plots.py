@@ -49,6 +49,30 @@ def plot_roc(fpr, tpr, auc, path):
     save_figure(fig, path, dpi=110)
 
 
+def plot_reliability(curves, path, title):
+    """Reliability diagram: per equal-width bin of p(same), the fraction of
+    same-person pairs against the mean p, one line per entry of ``curves``
+    ({label: (labels, probabilities)}), with each curve's ECE in its label and
+    the bins' pair counts below."""
+    from .calibration import ece, reliability
+    plt = pyplot()
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(4.8, 6), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    ax.plot([0, 1], [0, 1], "--", color="grey", lw=0.8, label="perfectly calibrated")
+    for (label, (y, p)), colour in zip(curves.items(), ("tab:red", VAL_COLOUR, TRAIN_COLOUR)):
+        count, mean_p, freq = reliability(y, p)
+        used = count > 0
+        ax.plot(mean_p[used], freq[used], "o-", color=colour, label=f"{label} (ECE {ece(y, p):.3f})")
+        hist.hist(np.asarray(p), bins=len(count), range=(0, 1), histtype="step", color=colour)
+    ax.set_ylabel("fraction of same-person pairs")
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(alpha=0.3)
+    hist.set_xlabel("p(same)")
+    hist.set_ylabel("pairs")
+    fig.tight_layout()
+    save_figure(fig, path, dpi=110)
+
+
 def plot_pair_extremes(pairset, p, path, k=4):
     """Rows: the worst false negatives, the worst false positives, the most
     confident correct same-person pairs; each pair with its probability."""

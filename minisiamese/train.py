@@ -25,7 +25,7 @@ import numpy as np
 
 from . import checkpoint as ckpt
 from .checkpoint import TRAIN_FORMAT
-from . import convplan
+from . import calibration, convplan
 from .augment import augment_batch
 from .backend import get_backend, to_numpy
 from .config import ConfigError, is_number, shown
@@ -198,18 +198,19 @@ class Progress:
 
 
 def val_loss_and_acc(net, pairset, normalizer, batch_size):
-    """Mean BCE + L2 penalty (as the training loss is defined) and accuracy at 0.5."""
-    probs, losses_, n = [], 0.0, len(pairset)
+    """Mean BCE + L2 penalty (as the training loss is defined), accuracy at 0.5,
+    and the (N,) logits z of every pair (NumPy float64; p = sigmoid(z))."""
+    logits, losses_, n = [], 0.0, len(pairset)
     xp = net.xp
     for i in range(0, n, batch_size):
         x1, x2, y = pairset.batch(np.arange(i, min(n, i + batch_size)))
         z = net.logits(normalizer(x1), normalizer(x2))
         loss, _ = bce_with_logits_forward(z, xp.asarray(y, dtype=z.dtype))
         losses_ += float(loss) * len(y)
-        probs.append(sigmoid(to_numpy(z).astype(np.float64)))
-    p = np.concatenate(probs)
+        logits.append(to_numpy(z).astype(np.float64))
+    z = np.concatenate(logits)
     penalty = float(net.l2_penalty()[0])
-    return losses_ / n + penalty, float(np.mean((p >= 0.5) == (pairset.labels == 1))), p
+    return losses_ / n + penalty, float(np.mean((sigmoid(z) >= 0.5) == (pairset.labels == 1))), z
 
 
 class Trainer:
@@ -316,13 +317,15 @@ class Trainer:
             stored = ExperimentConfig.from_dict(json.loads(str(a["config"])), source=f"{path}: config")
         except (ConfigError, ValueError, RecursionError, KeyError) as exc:   # ValueError: bad JSON, a long number
             raise CheckpointError(f"{path}: bad stored config ({exc})") from None
-        # the one setting a resume may change: more (or fewer) epochs continue the same run
-        stored = stored.replace(train=dataclasses.replace(stored.train, epochs=self.cfg.train.epochs))
+        # the settings a resume may change: more (or fewer) epochs continue the same run; calibration acts
+        # after the last epoch, so a finished run resumed with it on is calibrated (older runs: issue 36)
+        stored = stored.replace(train=dataclasses.replace(stored.train, epochs=self.cfg.train.epochs,
+                                                          calibrate=self.cfg.train.calibrate))
         differences = config_differences(stored.to_dict(), self.cfg.to_dict())
         if differences:
             raise TrainingError(f"{path}: this checkpoint was written for a different configuration "
-                                f"({'; '.join(differences)}); resume with the same settings (only --epochs may "
-                                f"change), or use a fresh --out")
+                                f"({'; '.join(differences)}); resume with the same settings (only --epochs and "
+                                f"train.calibrate may change), or use a fresh --out")
         seed = ckpt.stored_int(a, "seed", path, 0, 2 ** 64 - 1)
         if seed != self.seed:
             raise TrainingError(f"{path}: written with --seed {seed}, not {self.seed}")
@@ -546,8 +549,8 @@ class Trainer:
                 break
             t_epoch = time.perf_counter() - (self.partial["seconds"] if self.partial else 0.0)
             loss, acc, _ = self._train_epoch(epoch)
-            val_loss, val_acc, p = val_loss_and_acc(self.net, self.valset, self.normalizer, t.batch_size)
-            val_auc = roc_auc(self.valset.labels, p)
+            val_loss, val_acc, z = val_loss_and_acc(self.net, self.valset, self.normalizer, t.batch_size)
+            val_auc = roc_auc(self.valset.labels, sigmoid(z))
             if not np.isfinite(val_loss):
                 raise TrainingError(f"epoch {epoch + 1}: validation loss is not finite; the last good "
                                     f"state is kept in {self.checkpoint_path}")
@@ -575,14 +578,30 @@ class Trainer:
                          f"restoring the weights of epoch {self.best_epoch + 1}")
 
     def _finish(self):
-        """Restore the best weights, choose the decision threshold on validation, write model.npz."""
+        """Restore the best weights, choose the decision threshold on validation,
+        fit the calibration there (``train.calibrate``), write model.npz."""
         if os.path.exists(self.best_path):
             _, params, _ = ckpt.read_model_file(self.best_path)
             self.net.load_state_dict(params, source=self.best_path)
-        loss, acc, p = val_loss_and_acc(self.net, self.valset, self.normalizer, self.cfg.train.batch_size)
-        self.threshold = best_threshold(self.valset.labels, p)
-        self.val_result = {"loss": loss, "accuracy": acc, "auc": roc_auc(self.valset.labels, p),
-                           "pairs": len(self.valset)}
+        loss, acc, z = val_loss_and_acc(self.net, self.valset, self.normalizer, self.cfg.train.batch_size)
+        y, p = self.valset.labels, sigmoid(z)
+        self.threshold = best_threshold(y, p)
+        self.val_result = {"loss": loss, "accuracy": acc, "auc": roc_auc(y, p), "pairs": len(self.valset),
+                           **calibration.summary(y, p)}
+        self.net.calibration = None
+        if self.cfg.train.calibrate:
+            try:
+                self.net.calibration = calibration.fit_platt(z, y)
+            except ValueError as exc:
+                self.log(f"not calibrated: {exc}; the model keeps its raw probabilities and its threshold")
+            else:
+                q = calibration.apply_platt(z, self.net.calibration)
+                self.val_result["calibrated"] = {"platt": self.net.calibration.tolist(), **calibration.summary(y, q),
+                                                 "accuracy": float(np.mean((q >= 0.5) == (y == 1)))}
+                self.log(f"calibration on the validation pairs: p = sigmoid({self.net.calibration[0]:.4g} z "
+                         f"{self.net.calibration[1]:+.4g}); ECE {self.val_result['ece']:.3f} -> "
+                         f"{self.val_result['calibrated']['ece']:.3f}, accuracy at 0.5 {acc:.3f} -> "
+                         f"{self.val_result['calibrated']['accuracy']:.3f}")
         self._write(ckpt.save_model, self.model_path, self.net, extra=dict(
             self.normalizer.to_extra(), threshold=np.array(self.threshold),
             best_epoch=np.array(self.best_epoch), experiment=np.array(self.cfg.to_json())))

@@ -1,0 +1,201 @@
+"""Calibration (issue 36): Platt's fit checked against central differences and
+its optimality conditions, ECE and Brier on hand-computed cases, the stored
+calibration in the model file, a calibrated run end to end, and verify/identify
+with the model that ships."""
+import json
+import os
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import cli
+from fixtures import make_dataset, tiny_config
+from minisiamese import calibration as cal
+from minisiamese import pretrained
+from minisiamese.checkpoint import read_model_file, save_model
+from minisiamese.fileio import CheckpointError, load_arrays, save_arrays
+from minisiamese.model import SiameseNet, load_model
+from minisiamese.config import ModelConfig
+from fixtures import TINY_MODEL
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lfw")
+    make_dataset(str(root), people=8, per_person=4, pairs_per_class=10)
+    return str(root)
+
+
+def scores(seed, n=400, a=0.6, c=-1.5):
+    """Logits and labels drawn so that the true calibration is sigmoid(a z + c)."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0, 3, n)
+    y = (rng.random(n) < cal.sigmoid(a * z + c)).astype(np.int64)
+    return z, y
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10 ** 6), a=st.floats(-3, 3), c=st.floats(-3, 3))
+def test_platt_gradient_and_hessian_match_central_differences(seed, a, c):
+    z, y = scores(seed, n=50)
+    t = cal.platt_targets(y)
+    _, grad, hess = cal.platt_loss([a, c], z, t)
+    h = 1e-6
+    for k in range(2):
+        e = np.eye(2)[k] * h
+        lp, gp, _ = cal.platt_loss(np.array([a, c]) + e, z, t)
+        lm, gm, _ = cal.platt_loss(np.array([a, c]) - e, z, t)
+        assert (lp - lm) / (2 * h) == pytest.approx(grad[k], rel=1e-5, abs=1e-8)
+        np.testing.assert_allclose((gp - gm) / (2 * h), hess[:, k], rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fit_platt_finds_the_optimum(seed):
+    z, y = scores(seed)
+    ac = cal.fit_platt(z, y)
+    t = cal.platt_targets(y)
+    loss, grad, _ = cal.platt_loss(ac, z, t)
+    assert np.linalg.norm(grad) < 1e-8                                 # first-order optimality
+    for step in ([1e-3, 0], [-1e-3, 0], [0, 1e-3], [0, -1e-3]):        # convex: every neighbour is higher
+        assert cal.platt_loss(ac + np.array(step), z, t)[0] > loss
+    assert cal.platt_loss([1.0, 0.0], z, t)[0] > loss                 # better than the raw sigmoid
+    assert ac[0] == pytest.approx(0.6, abs=0.2) and ac[1] == pytest.approx(-1.5, abs=0.5)   # 400 draws
+
+
+def test_fit_platt_stays_finite_on_separable_scores_and_refuses_the_unfittable():
+    z = np.r_[np.linspace(-5, -1, 20), np.linspace(1, 5, 20)]
+    y = np.r_[np.zeros(20), np.ones(20)]
+    ac = cal.fit_platt(z, y)                        # Platt's targets keep the optimum finite
+    assert np.all(np.isfinite(ac)) and ac[0] > 0
+    with pytest.raises(ValueError, match="same-person and different-person"):
+        cal.fit_platt(z, np.ones(40))
+    with pytest.raises(ValueError, match="not positive"):
+        cal.fit_platt(z, 1 - y)                     # inverted scores: a < 0 is refused
+    with pytest.raises(ValueError, match="finite logits"):
+        cal.fit_platt(np.r_[z[:-1], np.nan], y)
+
+
+def test_ece_and_brier_on_a_hand_computed_case():
+    y = np.array([1, 0, 1, 1, 0])
+    p = np.array([0.95, 0.95, 0.10, 0.50, 0.50])
+    # bins (15 of width 1/15): {0.10} -> bin 1, {0.50, 0.50} -> bin 7, {0.95, 0.95} -> bin 14
+    # |0.10 - 1| * 1/5 + |0.50 - 0.5| * 2/5 + |0.95 - 0.5| * 2/5 = 0.18 + 0 + 0.18
+    assert cal.ece(y, p) == pytest.approx(0.36, abs=1e-12)
+    assert cal.brier(y, p) == pytest.approx((0.05 ** 2 + 0.95 ** 2 + 0.9 ** 2 + 0.25 + 0.25) / 5, abs=1e-12)
+    assert cal.ece(np.array([1, 0]), np.array([1.0, 0.0])) == 0.0       # p = 1 falls in the last bin
+
+
+def test_map_threshold_makes_the_same_decisions():
+    z, _ = scores(3)
+    ac = np.array([0.4, -1.2])
+    for t in (0.02, 0.14, 0.5, 0.9):
+        raw, calibrated = cal.sigmoid(z) >= t, cal.apply_platt(z, ac) >= cal.map_threshold(t, ac)
+        assert (raw == calibrated).mean() >= 0.995                 # equal but for rounding at the boundary
+    assert cal.map_threshold(0.3, None) == 0.3
+
+
+def tiny_net(seed=0):
+    return SiameseNet(ModelConfig.from_dict(TINY_MODEL), seed=seed)
+
+
+def test_model_file_keeps_the_calibration_and_score_applies_it(tmp_path, rng):
+    net = tiny_net()
+    x1, x2 = rng.random((5, 1, 24, 24)), rng.random((5, 1, 24, 24))
+    raw = net.predict_proba(x1, x2)
+    net.calibration = np.array([0.5, 0.25])
+    save_model(str(tmp_path / "m.npz"), net)
+    again = load_model(str(tmp_path / "m.npz"))
+    np.testing.assert_array_equal(again.calibration, [0.5, 0.25])
+    z = again.head_logits(again.embed(x1), again.embed(x2))
+    np.testing.assert_array_equal(again.predict_proba(x1, x2), cal.apply_platt(z, [0.5, 0.25]))
+    # float32 raw probability against the float64 sigmoid of the same float32 logit: |dp| <= 2 eps32 p
+    np.testing.assert_allclose(cal.sigmoid(z), raw, rtol=2.5e-7)
+    plain = tiny_net()
+    save_model(str(tmp_path / "plain.npz"), plain)
+    assert load_model(str(tmp_path / "plain.npz")).calibration is None
+    assert "extra/calibration" not in load_arrays(str(tmp_path / "plain.npz"))
+
+
+@pytest.mark.parametrize("bad", [np.array([0.0, 1.0]), np.array([1.0, np.inf]), np.array([1.0]),
+                                 np.array([1, 2])])
+def test_a_damaged_calibration_names_the_file(tmp_path, bad):
+    net = tiny_net()
+    path = str(tmp_path / "m.npz")
+    save_model(path, net)
+    arrays = load_arrays(path)
+    arrays["extra/calibration"] = bad
+    save_arrays(path, arrays)
+    with pytest.raises(CheckpointError, match=r"m\.npz: its calibration must be two finite numbers"):
+        read_model_file(path)
+
+
+def run_cli(argv, capsys):
+    code = cli.main(argv)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_a_calibrated_run_decides_at_one_half_and_reports_before_and_after(dataset, tmp_path, capsys):
+    cfg = tiny_config(str(tmp_path / "cfg.json"), epochs=3, calibrate=True)
+    out = str(tmp_path / "run")
+    common = ["--data-dir", dataset, "--cache-dir", str(tmp_path / "cache"), "--device", "cpu", "--quiet"]
+    code, stdout, err = run_cli(["train", "--config", cfg, "--out", out] + common, capsys)
+    assert code == 0, err
+    model = os.path.join(out, "model.npz")
+    _, _, extra = read_model_file(model)
+    ac = extra["calibration"]
+    res = json.load(open(os.path.join(out, "results.json")))
+    assert res["val"]["calibrated"]["platt"] == pytest.approx(ac.tolist(), rel=1e-12)
+    b = res["before_calibration"]
+    for d in (res, b):
+        assert 0 <= d["ece"] <= 1 and 0 <= d["brier"] <= 1
+    # the raw accuracy at 0.5 in before_calibration is the one a model without calibration reports
+    code, stdout, err = run_cli(["evaluate", "--checkpoint", model, "--n-way", "3"] + common, capsys)
+    assert code == 0, err
+    ev = json.loads(stdout)
+    assert ev["accuracy"] == pytest.approx(res["accuracy"]) and ev["ece"] == pytest.approx(res["ece"])
+    # the tuned block decides as the validation threshold does on the raw sigmoid
+    assert ev["tuned"]["threshold"] == pytest.approx(cal.map_threshold(float(extra["threshold"]), ac))
+    assert os.path.getsize(os.path.join(out, "figures", "reliability.png")) > 1000
+    img = os.path.join(dataset, "lfw2", "Person_Ee", "Person_Ee_0001.jpg")
+    code, stdout, err = run_cli(["verify", img, img, "--checkpoint", model, "--device", "cpu"], capsys)
+    assert code == 0, err
+    assert stdout.strip().endswith("at threshold 0.500)") and "calibrated: 'same' at p >= 0.5" in err
+
+
+def test_resume_of_a_finished_run_with_calibration_on_calibrates_it(dataset, tmp_path, capsys):
+    cfg = tiny_config(str(tmp_path / "cfg.json"), epochs=2)
+    out = str(tmp_path / "run")
+    common = ["--data-dir", dataset, "--cache-dir", str(tmp_path / "cache"), "--device", "cpu", "--quiet",
+              "--config", cfg, "--out", out]
+    assert run_cli(["train"] + common, capsys)[0] == 0
+    before = read_model_file(os.path.join(out, "model.npz"))
+    assert "calibration" not in before[2]
+    code, stdout, err = run_cli(["train", "--resume", "--set", "train.calibrate=true"] + common, capsys)
+    assert code == 0, err
+    after = read_model_file(os.path.join(out, "model.npz"))
+    assert after[2]["calibration"].shape == (2,)
+    for k in before[1]:                                 # the same weights, now with a calibration
+        np.testing.assert_array_equal(after[1][k], before[1][k])
+    assert "calibration on the validation pairs" in stdout
+
+
+def test_verify_without_a_checkpoint_uses_the_shipped_model_and_checks_it(tmp_path, capsys, monkeypatch):
+    from PIL import Image
+    shipped = os.path.join(os.path.dirname(pretrained.__file__), pretrained.FILE)
+    if not os.path.isfile(shipped):
+        pytest.skip("no shipped model in this checkout")
+    rng = np.random.default_rng(0)
+    a, b = str(tmp_path / "a.jpg"), str(tmp_path / "b.png")
+    Image.fromarray((rng.random((250, 250)) * 255).astype(np.uint8), "L").save(a)
+    Image.fromarray((rng.random((120, 90, 3)) * 255).astype(np.uint8), "RGB").save(b)
+    code, stdout, err = run_cli(["verify", a, b, "--device", "cpu"], capsys)
+    assert code == 0, err
+    assert 0 <= float(stdout.split()[0]) <= 1
+    lines = err.strip().splitlines()
+    assert lines[0].startswith(f"model: the shipped {pretrained.NAME}") and "LFW-a" in lines[0]
+    assert len(lines) == 2 and "b.png: 90x120, colour" in lines[1]       # one line for what is unlike LFW-a
+    monkeypatch.setattr(pretrained, "SHA256", "0" * 64)
+    code, stdout, err = run_cli(["verify", a, a, "--device", "cpu"], capsys)
+    assert code == 2 and "not the model that shipped" in err and len(err.strip().splitlines()) == 1
