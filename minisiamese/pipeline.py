@@ -212,6 +212,16 @@ def check_results(res, path):
                             for f in folds)):
                 raise bad("view2 and view2.leak_free must each hold accuracy_mean, auc_mean, pairs and per-fold "
                           "accuracy and auc")
+    parts = [res] + ([res["view2"], res["view2"].get("leak_free")] if isinstance(res.get("view2"), dict) else [])
+    for part in parts:
+        for where in (part, part.get("before_calibration") if isinstance(part, dict) else None):
+            if where is None:
+                continue
+            if not isinstance(where, dict):
+                raise bad("before_calibration must be an object of numbers")
+            for key in ("ece", "brier", "accuracy_at_half", "accuracy_at_threshold"):
+                if key in where and not (is_number(where[key]) and 0 <= where[key] <= 1):
+                    raise bad(f"{key} must be a number in [0, 1], got {shown(where[key])}"[:300])
     for key in ("history", "test_probs", "test_labels", "conv_plan"):
         if key in res and not isinstance(res[key], list):
             raise bad(f"{key} must be a list")

@@ -359,6 +359,51 @@ def plot_seed_curves(seed_rows, path):
     return plot_val_curves(rows, path, keys=("val_loss", "val_accuracy", "val_auc"), styles=styles)
 
 
+def _cal(rs, get):
+    """mean ± SD over seeds of ``get(run)``, 'n/a' when a run lacks it."""
+    values = [get(r) for r in rs]
+    return "n/a" if any(v is None for v in values) else _sd(values)
+
+
+def calibration_markdown(seed_rows):
+    """The presets whose seed runs report calibration figures: at 0.5 and at the
+    validation threshold, ECE and Brier, on the test pairs and View 2's leak-free
+    pairs; for calibrated runs their raw sigmoid beside them (raw → calibrated)."""
+    have = {n: list(runs.values()) for n, runs in seed_rows.items() if all("ece" in r for r in runs.values())}
+    if not have:
+        return []
+    lines = ["### Calibration", "",
+             "A calibrated preset (`train.calibrate`: Platt's two parameters fitted on its validation pairs, "
+             "`docs/walkthrough.md` 12c) decides at 0.5; *raw → calibrated* gives its raw sigmoid first. ECE: "
+             "15 equal-width bins of p(same). View 2 figures pool the leak-free pairs of all ten folds at one "
+             "fixed rule (no per-fold threshold). Mean ± SD over seeds.", "",
+             "| preset | seeds | test accuracy at 0.5 | at the validation threshold | test ECE | test Brier | "
+             "leak-free accuracy at 0.5 | at the validation threshold | leak-free ECE | leak-free Brier |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def pair(rs, get_after, get_before):
+        after = _cal(rs, get_after)
+        if not all("before_calibration" in r for r in rs):
+            return after
+        return f"{_cal(rs, get_before)} → {after}"
+
+    def v2(r, key, before=False):
+        part = r.get("view2", {}).get("leak_free", {})
+        part = part.get("before_calibration", {}) if before else part
+        return part.get(key)
+    for name, rs in have.items():
+        cells = [pair(rs, lambda r: r["accuracy"], lambda r: r["before_calibration"]["accuracy_at_half"]),
+                 _cal(rs, lambda r: r["tuned"]["accuracy"]),
+                 pair(rs, lambda r: r["ece"], lambda r: r["before_calibration"]["ece"]),
+                 pair(rs, lambda r: r["brier"], lambda r: r["before_calibration"]["brier"]),
+                 pair(rs, lambda r: v2(r, "accuracy_at_half"), lambda r: v2(r, "accuracy_at_half", True)),
+                 _cal(rs, lambda r: v2(r, "accuracy_at_threshold")),
+                 pair(rs, lambda r: v2(r, "ece"), lambda r: v2(r, "ece", True)),
+                 pair(rs, lambda r: v2(r, "brier"), lambda r: v2(r, "brier", True))]
+        lines.append(f"| {name} | {', '.join(str(s) for s in seed_rows[name])} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def seeds_markdown(seed_rows, figure=None):
     """Presets trained with several seeds: mean ± SD over seeds, then the paired comparisons
     (``figure``: the path of their validation curves)."""
@@ -393,6 +438,8 @@ def seeds_markdown(seed_rows, figure=None):
                      f"{_sd(r['oneshot'] for r in rs)} | {v2acc} | {v2auc} | {epochs} | {minutes} min |")
     comparisons = comparison_lines(seed_rows)
     lines += ([""] + comparisons) if comparisons else []
+    calibrated = calibration_markdown(seed_rows)
+    lines += ([""] + calibrated) if calibrated else []
     if figure and any(r.get("history") for runs in seed_rows.values() for r in runs.values()):
         lines += ["", f"![validation loss, accuracy and AUC per epoch of every seed run]({figure})"]
     return lines + [""]

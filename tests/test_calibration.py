@@ -199,3 +199,31 @@ def test_verify_without_a_checkpoint_uses_the_shipped_model_and_checks_it(tmp_pa
     monkeypatch.setattr(pretrained, "SHA256", "0" * 64)
     code, stdout, err = run_cli(["verify", a, a, "--device", "cpu"], capsys)
     assert code == 2 and "not the model that shipped" in err and len(err.strip().splitlines()) == 1
+
+
+def kept_run(**fields):
+    from minisiamese.report import collect_seeds   # noqa: F401  (the table reads what the kept files hold)
+    kept = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "results", "seeds")
+    res = json.load(open(os.path.join(kept, "bn512w-uncal-s0.json")))
+    res.update(fields)
+    return res
+
+
+def test_the_seeds_table_shows_raw_and_calibrated_figures_and_the_checks_refuse_bad_ones():
+    from minisiamese import pipeline
+    from minisiamese.report import seeds_markdown
+    before = {"accuracy_at_half": 0.66, "ece": 0.2, "brier": 0.2}
+    runs = {s: kept_run(ece=0.02 + s / 100, brier=0.15, before_calibration=before) for s in (0, 1)}
+    for r in runs.values():
+        r["view2"]["leak_free"].update(accuracy_at_half=0.78, accuracy_at_threshold=0.77, ece=0.03, brier=0.16,
+                                       before_calibration=before)
+        assert pipeline.check_results(r, "x.json") is r
+    table = "\n".join(seeds_markdown({"bn512w": runs, "old": {0: kept_run()}}))
+    assert "### Calibration" in table
+    row = next(line for line in table.splitlines() if line.startswith("| bn512w | 0, 1 | 0.660 ± 0.000 →"))
+    assert "| 0.200 ± 0.000 → 0.025 ± 0.007 |" in row and "| 0.780 ± 0.000 |" not in row
+    assert not any(line.startswith("| old | 0 | ") and "ECE" in line for line in table.splitlines())
+    for bad in ({"ece": float("nan")}, {"brier": 1.5}, {"before_calibration": {"ece": "x"}},
+                {"before_calibration": [1]}):
+        with pytest.raises(Exception, match="damaged results"):
+            pipeline.check_results(kept_run(**bad), "x.json")

@@ -184,7 +184,7 @@ def test_results_the_pipeline_writes_for_odd_data_and_other_commands_pass_the_ch
     """View 2 parts with no pair or one class (None means, no folds) are
     results the pipeline writes itself; an ``evaluate --out`` folder under
     sel/ is not a training run and is left out, not called damaged."""
-    res = json.load(open(os.path.join(KEPT, "seeds", "bn512w-s0.json")))
+    res = json.load(open(os.path.join(KEPT, "seeds", "bn512w-uncal-s0.json")))
     res["view2"]["leak_free"] = {"accuracy_mean": None, "auc_mean": None, "pairs": 0, "folds": []}
     assert pipeline.check_results(res, "x.json") is res
     res["view2"]["leak_free"] = {"accuracy_mean": 0.7, "auc_mean": None, "pairs": 4,

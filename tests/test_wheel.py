@@ -81,6 +81,30 @@ def test_verify_with_a_tiny_model_from_outside_the_checkout(installed, tmp_path)
     assert re.fullmatch(r"\d\.\d{4}  \((same person|different people) at threshold 0\.400\)\n", out), out
 
 
+def test_verify_with_the_shipped_model_from_outside_the_checkout(installed, tmp_path):
+    """No --checkpoint: the model inside the wheel answers (its SHA-256 checked
+    on load), on two LFW-a faces when the data is beside the checkout, else on
+    two faces this test draws."""
+    from PIL import Image
+    from minisiamese import pretrained
+    python, _, package, outside = installed
+    assert os.path.isfile(os.path.join(package, "pretrained", pretrained.FILE))
+    assert os.path.isfile(os.path.join(package, "pretrained", "MODEL_CARD.md"))
+    lfw = os.path.join(ROOT, "..", "shared", "data", "lfw-a", "lfw2", "Aaron_Peirsol")
+    if os.path.isdir(lfw):
+        images = [os.path.join(lfw, f"Aaron_Peirsol_000{k}.jpg") for k in (1, 2)]
+    else:
+        rng = np.random.default_rng(0)
+        images = [str(tmp_path / f"face{k}.png") for k in range(2)]
+        for path in images:
+            Image.fromarray(rng.integers(0, 256, (250, 250), dtype=np.uint8)).save(path)
+    proc = subprocess.run([python, "-m", "minisiamese", "verify", *images, "--device", "cpu"], cwd=outside,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert re.fullmatch(r"\d\.\d{4}  \((same person|different people) at threshold 0\.500\)\n", proc.stdout)
+    assert proc.stderr.startswith(f"model: the shipped {pretrained.NAME}")
+
+
 def test_every_kernel_source_is_inside_the_installed_package(installed):
     python, _, package, outside = installed
     with open(os.path.join(ROOT, "minisiamese", "gpu.py")) as f:
