@@ -586,8 +586,7 @@ class Trainer:
         loss, acc, z = val_loss_and_acc(self.net, self.valset, self.normalizer, self.cfg.train.batch_size)
         y, p = self.valset.labels, sigmoid(z)
         self.threshold = best_threshold(y, p)
-        self.val_result = {"loss": loss, "accuracy": acc, "auc": roc_auc(y, p), "pairs": len(self.valset),
-                           **calibration.summary(y, p)}
+        self.val_result = {"loss": loss, "accuracy": acc, "auc": roc_auc(y, p), "pairs": len(self.valset)}
         self.net.calibration = None
         if self.cfg.train.calibrate:
             try:
@@ -596,12 +595,12 @@ class Trainer:
                 self.log(f"not calibrated: {exc}; the model keeps its raw probabilities and its threshold")
             else:
                 q = calibration.apply_platt(z, self.net.calibration)
-                self.val_result["calibrated"] = {"platt": self.net.calibration.tolist(), **calibration.summary(y, q),
-                                                 "accuracy": float(np.mean((q >= 0.5) == (y == 1)))}
+                after = self.val_result["calibrated"] = {
+                    "platt": self.net.calibration.tolist(), **calibration.summary(y, q),
+                    "accuracy": float(np.mean((q >= 0.5) == (y == 1))), "before": calibration.summary(y, p)}
                 self.log(f"calibration on the validation pairs: p = sigmoid({self.net.calibration[0]:.4g} z "
-                         f"{self.net.calibration[1]:+.4g}); ECE {self.val_result['ece']:.3f} -> "
-                         f"{self.val_result['calibrated']['ece']:.3f}, accuracy at 0.5 {acc:.3f} -> "
-                         f"{self.val_result['calibrated']['accuracy']:.3f}")
+                         f"{self.net.calibration[1]:+.4g}); ECE {after['before']['ece']:.3f} -> {after['ece']:.3f}, "
+                         f"accuracy at 0.5 {acc:.3f} -> {after['accuracy']:.3f}")
         self._write(ckpt.save_model, self.model_path, self.net, extra=dict(
             self.normalizer.to_extra(), threshold=np.array(self.threshold),
             best_epoch=np.array(self.best_epoch), experiment=np.array(self.cfg.to_json())))
