@@ -44,6 +44,10 @@ def evaluate(trained, capsys, *extra):
 
 
 def test_validation_reproduces_what_training_recorded(trained, capsys):
+    """Training measured validation through the pair forward pass, evaluation
+    through embeddings: other BLAS batches, so float32 probabilities a rounding
+    apart; the AUC and accuracy they give are equal unless a p sits that close
+    to 0.5 or to one of the other class."""
     code, out, err = evaluate(trained, capsys)
     assert code == 0, err
     res = json.loads(out)
