@@ -7,6 +7,8 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from bounds import assert_within, unit_roundoff
+from bounds import gamma as gamma_n
 from conftest import to_np
 from minisiamese import ops, reference
 from minisiamese.gradcheck import numeric_grad, rel_error
@@ -42,6 +44,33 @@ def copy_running(running):
     return {k: v.copy() for k, v in running.items()}
 
 
+def bn_bound(x, gamma, beta, running, train, dtype, eps=1e-5):
+    """Bound on |batch norm computed in ``dtype`` - exact|, elementwise, to first
+    order in u: the mean of M values (gamma_{M+1} mean|x|), x - mean, the variance
+    (M squares >= 0: gamma_{M+2}, and the mean's error), 1 / sqrt(var + eps) (4 roundings),
+    xhat, gamma xhat + beta (2 roundings).  Inference: mean and var are given."""
+    u = unit_roundoff(dtype)
+    x = x.astype(np.float64)
+    axes = tuple(range(x.ndim - 1))
+    M = x.size // x.shape[-1]
+    if train:
+        mean = x.mean(axis=axes)
+        e_mean = gamma_n(M + 1, dtype) * np.abs(x).mean(axis=axes)
+    else:
+        mean, e_mean = running["mean"].astype(np.float64), 0.0
+    xc = np.abs(x - mean)
+    e_xc = e_mean + u * (xc + e_mean)
+    if train:
+        var = (xc ** 2).mean(axis=axes)
+        e_var = gamma_n(M + 2, dtype) * ((xc + e_xc) ** 2).mean(axis=axes) + 2 * (xc * e_xc).mean(axis=axes)
+    else:
+        var, e_var = running["var"].astype(np.float64), 0.0
+    inv = 1 / np.sqrt(var + eps)
+    e_xhat = e_xc * inv + xc * inv * (e_var / (2 * (var + eps)) + 5 * u)
+    g, b = np.abs(gamma.astype(np.float64)), np.abs(beta.astype(np.float64))
+    return g * e_xhat + 2 * u * (g * xc * inv + b)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("train", [True, False])
 @given(bn_shape(), st.integers(0, 2 ** 31))
@@ -52,8 +81,9 @@ def test_batchnorm_forward_matches_reference(dtype, train, shape, seed):
     assert out.dtype == dtype and out.shape == x.shape
     ref = (reference.batchnorm_ref(x, gamma, beta) if train
            else reference.batchnorm_ref(x, gamma, beta, before["mean"], before["var"]))
-    tol = 1e-4 if dtype == np.float32 else 1e-10
-    np.testing.assert_allclose(out, ref, rtol=tol, atol=tol)
+    # the fast op's float32 (or float64) rounding and the float64 reference's, each bounded as bn_bound derives
+    assert_within(out, ref, bn_bound(x, gamma, beta, before, train, dtype) + bn_bound(x, gamma, beta, before, train,
+                                                                                       np.float64), "batch norm")
     for k in ("mean", "var"):
         assert running[k].dtype == dtype
 
@@ -157,6 +187,32 @@ def head_arrays(N, D, seed, dtype=np.float64):
     return h1.astype(dtype), h2.astype(dtype), r
 
 
+def head_bound(h1, h2, features, dtype):
+    """Bound on |head features computed in ``dtype`` - exact| (N, width), to
+    first order in u: "abs" h1 - h2 then |.|: u |d|; "sq" the difference, then
+    its square: 3 u d; "prod" u |d|; "cos" the dot product gamma_D sum|h1 h2|,
+    each norm gamma_D / 2 + u, the denominator 2 roundings more, the division u."""
+    u = unit_roundoff(dtype)
+    h1, h2 = h1.astype(np.float64), h2.astype(np.float64)
+    D = h1.shape[1]
+    cols = []
+    for f in features:
+        if f == "abs":
+            cols.append(u * np.abs(h1 - h2))
+        elif f == "sq":
+            cols.append(3 * u * (h1 - h2) ** 2)
+        elif f == "prod":
+            cols.append(u * np.abs(h1 * h2))
+        else:
+            n1, n2 = np.linalg.norm(h1, axis=1, keepdims=True), np.linalg.norm(h2, axis=1, keepdims=True)
+            den = n1 * n2 + ops.COS_EPS
+            cos = np.abs(np.sum(h1 * h2, axis=1, keepdims=True)) / den
+            e_den = (2 * (gamma_n(D, dtype) / 2 + u) + 2 * u) * den
+            cols.append(gamma_n(D, dtype) * np.sum(np.abs(h1 * h2), axis=1, keepdims=True) / den
+                        + cos * e_den / den + u * cos)
+    return np.concatenate(cols, axis=1)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("features", FEATURE_SETS, ids="-".join)
 @given(st.integers(1, 4), st.integers(1, 6), st.integers(0, 2 ** 31))
@@ -164,8 +220,9 @@ def test_head_features_forward_matches_reference(dtype, features, N, D, seed):
     h1, h2, _ = head_arrays(N, D, seed, dtype)
     d, _ = ops.head_features_forward(h1, h2, features)
     assert d.dtype == dtype and d.shape == (N, ops.head_width(features, D))
-    tol = 1e-5 if dtype == np.float32 else 1e-12
-    np.testing.assert_allclose(d, reference.head_features_ref(h1, h2, features), rtol=tol, atol=tol)
+    # one to three roundings per column, the cosine's sums of D terms: head_bound's derivation, for both sides
+    bound = head_bound(h1, h2, features, dtype) + head_bound(h1, h2, features, np.float64)
+    assert_within(d, reference.head_features_ref(h1, h2, features), bound, "head features")
 
 
 @pytest.mark.parametrize("features", FEATURE_SETS, ids="-".join)
