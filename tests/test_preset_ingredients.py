@@ -277,7 +277,7 @@ def test_validation_only_never_reads_the_test_pairs(people_dataset, tmp_path, ca
     assert "the test pairs were not read" in capsys.readouterr().out
     res = json.load(open(os.path.join(out, "results.json")))
     assert "accuracy" not in res and res["protocol"] == "image-restricted"
-    assert set(res["val"]) == {"loss", "accuracy", "auc", "pairs"} and 0 <= res["val"]["auc"] <= 1
+    assert set(res["val"]) == {"loss", "accuracy", "auc", "pairs", "ece", "brier"} and 0 <= res["val"]["auc"] <= 1
 
 
 def test_set_changes_one_setting_and_names_a_bad_one():
