@@ -355,8 +355,9 @@ def evaluate_validation(model_path, data_dir, device="cpu", out_dir=None, cache_
     if config.dataset == "omniglot":
         valset, tasks = omniglot.validation_data(data_dir, t.val_pairs, t.val_tasks, t.oneshot_way,
                                                  net.config.input_size, cache_dir)
+        figures = os.path.join(out_dir, "figures") if out_dir else None
         res, _ = evaluate_pairset(net, normalizer, valset, threshold, seed=seed, batch_size=batch_size,
-                                  figures_dir=os.path.join(out_dir, "figures") if out_dir else None, oneshot_tasks=False)
+                                  figures_dir=figures, oneshot_tasks=False)
         scores = oneshot_scores(net, normalizer, valset, tasks, batch_size)
         res.update(oneshot=oneshot.oneshot_accuracy(tasks, scores, seed)[0], oneshot_tasks=len(tasks),
                    oneshot_way=t.oneshot_way, dataset="omniglot", model=str(model_path),

@@ -120,8 +120,9 @@ class ExperimentConfig:
             raise ConfigError(f"dataset must be one of {list(DATASETS)}, got {shown(self.dataset)}")
         t = self.train
         if self.dataset == "omniglot":
-            for wrong, why in ((t.pairs != "identities", f"train.pairs must be \"identities\" (pairs drawn from the "
-                                                          f"characters; there are no listed pairs), got {shown(t.pairs)}"),
+            for wrong, why in ((t.pairs != "identities", "train.pairs must be \"identities\" (pairs drawn from the "
+                                                          "characters; there are no listed pairs), got "
+                                                          f"{shown(t.pairs)}"),
                                (t.pairs_per_epoch == 0, "train.pairs_per_epoch must be > 0 (there are no listed "
                                                         "pairs to count)"),
                                (t.max_pairs != 0, "train.max_pairs (--max-pairs) subsets LFW-a's pairs files; "
@@ -249,14 +250,14 @@ OMNIGLOT_KOCH = ExperimentConfig(
 # omniglot-small: a candidate for the 2-core CPU (2 hours a run), NOT yet chosen on validation -- its settings
 # are provisional: 28x28 inputs (Omniglot's strokes survive the 105 -> 28 resize; label every figure "28x28"),
 # a 3-layer conv stack (32@3, 64@3, 128@3) with batch norm, a 256-unit linear code, |d| and d^2 in
-# the head, Adam at lr 1e-3, 20,000 fresh pairs an epoch plus one distorted copy of each (313 steps of about
-# 0.5 s on the 2-core CPU: some 3 minutes an epoch with validation), at most 40 epochs, stopped on validation
-# one-shot accuracy.
+# the head, Adam at lr 1e-3, 10,000 fresh pairs an epoch plus one distorted copy of each (157 steps; a step
+# took 0.5 to 1.4 s on the shared 2-core CPU, so 1.5 to 4 minutes an epoch), at most 30 epochs, stopped on
+# validation one-shot accuracy.  Koch's +-2 pixel shifts are a larger share of a 28-pixel image.
 OMNIGLOT_SMALL = ExperimentConfig(
     dataset="omniglot",
     model=ModelConfig(input_size=28, conv_filters=(32, 64, 128), conv_kernels=(3, 3, 3), dense_units=256,
                       batch_norm=True, embedding_activation="none", head=("abs", "sq")),
-    train=TrainConfig(pairs="identities", pairs_per_epoch=20000, epochs=40, patience=8, lr=1e-3, beta1=0.9,
+    train=TrainConfig(pairs="identities", pairs_per_epoch=10000, epochs=30, patience=8, lr=1e-3, beta1=0.9,
                       monitor="val_oneshot", val_tasks=320, oneshot_way=20),
     augment=AugmentConfig(kind="koch", copies=1))
 OMNIGLOT = {"omniglot-koch": ("omniglot-koch: Koch's net and protocol at 105x105", OMNIGLOT_KOCH),

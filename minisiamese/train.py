@@ -6,8 +6,8 @@ Per epoch e (0-based): the learning rate is lr * lr_decay^e; the training pairs
 ``augment.copies`` augmented copies of each, when augmenting, are shuffled and run in batches; the
 validation loss, accuracy and AUC are measured (and, for Omniglot, the accuracy on the validation
 one-shot tasks); the best weights so far (by ``train.monitor``: lowest validation loss, or highest
-validation AUC or one-shot accuracy, optionally averaged over the last ``train.monitor_window`` epochs) go to ``best.npz``; the whole training
-state goes to ``checkpoint.npz``.  Every random draw of epoch e comes from
+validation AUC or one-shot accuracy, optionally averaged over the last ``train.monitor_window``
+epochs) go to ``best.npz``; the whole training state goes to ``checkpoint.npz``.  Every random draw of epoch e comes from
 generators seeded by (seed, e), so a run resumed at an epoch boundary continues
 exactly as the uninterrupted run would have.
 """
