@@ -26,6 +26,7 @@ import threading
 from minisiamese.fileio import CACHE_ENV, cache_root
 
 MAX_SEED = 2 ** 32 - 1
+DATASETS = ("lfw-a", "omniglot")       # runconfig.DATASETS, without importing the library for --help
 PACK_SIZES = (20, 1000)   # data.MIN_FACE_SIDE; a 1000x1000 face is already 1 MB (13 GB for LFW's 13,233)
 
 
@@ -40,19 +41,25 @@ def _cache_help(what):
             f"(default: ${CACHE_ENV} when set, else ~/.cache/minisiamese; now {cache_root()})")
 
 
-def _common(p, config=True):
+def _common(p, config=True, dataset=False):
     from minisiamese.data import DATA_DIR_ENV, default_data_dir
     p.add_argument("--device", choices=["cpu", "gpu", "auto"], default="auto",
                    help="cpu (NumPy) or gpu (CuPy); auto = gpu when CuPy sees a CUDA device, else cpu")
-    p.add_argument("--data-dir", default=default_data_dir(),
-                   help=f"LFW-a folder holding lfw2/ and the pairs files (default: ${DATA_DIR_ENV} "
-                        f"or {_here(default_data_dir())})")
+    from minisiamese.omniglot import DEFAULT_DATA_DIR as OMNIGLOT_DIR
+    p.add_argument("--data-dir", help=f"LFW-a folder holding lfw2/ and the pairs files (default: ${DATA_DIR_ENV} "
+                                      f"or {_here(default_data_dir())}), or for Omniglot the folder holding "
+                                      f"images_background/, images_evaluation/ and one-shot-runs/ (default: "
+                                      f"{_here(OMNIGLOT_DIR)})")
     p.add_argument("--cache-dir", default=cache_root(), help=_cache_help("preprocessed images"))
     p.add_argument("--seed", default="0", help="seed for initialisation, split, shuffling, augmentation and "
                                                f"one-shot tasks, an integer in [0, {MAX_SEED}] (default: 0)")
     p.add_argument("--batch-size", type=int, help="pairs per batch (default: the config's, 128)")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    if dataset:
+        p.add_argument("--dataset", choices=DATASETS,
+                       help="lfw-a (faces) or omniglot (Koch's own experiment: one-shot on Lake's runs); default: "
+                            "the preset's or config's, else lfw-a")
     if config:
         g = p.add_mutually_exclusive_group()
         g.add_argument("--preset", help="a named experiment: baseline (default), normalize, augment, "
@@ -60,7 +67,9 @@ def _common(p, config=True):
                                         "that beats them), best_no_crop, best_listed, best_koch (its "
                                         "ablation); bn512 (batch norm, a 512-d code, a richer head, flip "
                                         "averaging: the first model beyond Koch's net); bn512w (bn512 stopped "
-                                        "on the mean validation AUC of 3 epochs: the strongest preset)")
+                                        "on the mean validation AUC of 3 epochs: the strongest preset); for "
+                                        "Omniglot omniglot-koch (Koch's net and protocol at 105x105, the default "
+                                        "with --dataset omniglot) and omniglot-small (28x28, for the CPU)")
         g.add_argument("--config", help="an experiment config JSON file (see docs/configs/)")
         p.add_argument("--epochs", type=int, help="maximum epochs (default: the config's, 25)")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -88,7 +97,7 @@ def build_parser():
                        description="Train a Siamese net with the seed protocol (80/20 split, Adam, early "
                                    "stopping), checkpointing every epoch; then evaluate on the test pairs "
                                    "and write results.json and figures under --out.")
-    _common(t)
+    _common(t, dataset=True)
     t.add_argument("--out", help=f"run folder (default: {_here(os.path.join('runs', '<preset>'))})")
     again = t.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.npz")
@@ -103,7 +112,7 @@ def build_parser():
     e = sub.add_parser("evaluate", help="evaluate a trained model on a pairs file",
                        description="Accuracy, precision, recall, ROC AUC and one-shot accuracy on a pairs "
                                    "file in the LFW format; View 2 pairs.txt is evaluated with its 10 folds.")
-    _common(e, config=False)
+    _common(e, config=False, dataset=True)
     e.add_argument("--checkpoint", default=os.path.join("runs", "baseline", "model.npz"),
                    help=f"model.npz written by train (default: {_here(os.path.join('runs', 'baseline', 'model.npz'))})")
     which = e.add_mutually_exclusive_group()
@@ -116,7 +125,9 @@ def build_parser():
     e.add_argument("--flip-average", choices=["on", "off"],
                    help="override the model's test-time flip averaging (default: the model's own setting)")
     e.add_argument("--out", help="write results.json and figures here")
-    e.add_argument("--n-way", type=int, default=10, help="candidates per one-shot task (default: 10)")
+    e.add_argument("--n-way", type=int, default=10, help="candidates per one-shot task (default: 10; LFW-a only: "
+                                                         "Omniglot's trials are Lake's 20-way runs and 20-way "
+                                                         "within-alphabet trials)")
 
     x = sub.add_parser("experiments", help="run the seed's experiments and write docs/results.md",
                        description="Train and evaluate the named experiments (all six by default). Finished "
@@ -252,6 +263,8 @@ def _check_args(args):
     naming the first option at fault."""
     from minisiamese.config import ConfigError
     opts = vars(args)
+    if args.command in ("evaluate", "experiments"):
+        _data_dir(args, opts.get("dataset"))
     for dest, value in opts.items():
         if "" in (value if isinstance(value, list) else [value]):
             raise ConfigError(f"{POSITIONALS.get(dest, '--' + dest.replace('_', '-'))} is empty; give a value")
@@ -285,18 +298,32 @@ def _config(args, preset=None):
     from minisiamese.runconfig import build_config
     return build_config(preset or getattr(args, "preset", None), getattr(args, "config", None),
                         getattr(args, "set", None) or (), getattr(args, "epochs", None),
-                        getattr(args, "batch_size", None), getattr(args, "max_pairs", None))
+                        getattr(args, "batch_size", None), getattr(args, "max_pairs", None),
+                        getattr(args, "dataset", None))
+
+
+def _data_dir(args, dataset):
+    """--data-dir, or the default folder of ``dataset``."""
+    from minisiamese.data import default_data_dir
+    from minisiamese.omniglot import DEFAULT_DATA_DIR
+    if args.data_dir is None:
+        args.data_dir = DEFAULT_DATA_DIR if dataset == "omniglot" else default_data_dir()
+        _check_folder("--data-dir", args.data_dir)
+    return args.data_dir
 
 
 def cmd_train(args):
     from minisiamese.pipeline import train_and_evaluate
+    from minisiamese.runconfig import DEFAULT_PRESETS
     cfg = _config(args)
-    out = args.out or os.path.join("runs", args.preset or (os.path.splitext(os.path.basename(args.config))[0]
-                                                          if args.config else "baseline"))
+    name = args.preset or (os.path.splitext(os.path.basename(args.config))[0] if args.config
+                           else DEFAULT_PRESETS[cfg.dataset])
+    out = args.out or os.path.join("runs", name)
     args.out = out                                     # for the Ctrl-C message
-    print(f"training {args.preset or args.config or 'baseline'} ({cfg.model.num_params():,} parameters) "
-          f"on {args.data_dir}, device {args.device}, output {out}", flush=True)
-    train_and_evaluate(cfg, out, args.data_dir, args.device, args.seed, args.cache_dir, resume=args.resume,
+    data_dir = _data_dir(args, cfg.dataset)
+    print(f"training {args.preset or args.config or name} ({cfg.model.num_params():,} parameters) "
+          f"on {cfg.dataset} in {data_dir}, device {args.device}, output {out}", flush=True)
+    train_and_evaluate(cfg, out, data_dir, args.device, args.seed, args.cache_dir, resume=args.resume,
                        progress=not args.quiet, log=lambda m: print(m, flush=True), test=not args.validation_only,
                        overwrite=args.overwrite)
 
@@ -306,6 +333,17 @@ def cmd_evaluate(args):
     from minisiamese.evaluate import evaluate_model_file
     from minisiamese.pipeline import evaluate_validation
     flip = None if args.flip_average is None else args.flip_average == "on"
+    if args.dataset == "omniglot" and not args.validation:
+        from minisiamese.config import ConfigError
+        from minisiamese.evaluate import evaluate_omniglot_file, omniglot_summary
+        if args.pairs:
+            raise ConfigError("--pairs names an LFW-a pairs file; --dataset omniglot evaluates on Lake's runs and "
+                              "the run alphabets")
+        res = evaluate_omniglot_file(args.checkpoint, args.data_dir, args.device, args.out,
+                                     args.cache_dir, args.seed, args.batch_size or 128, flip)
+        print(json.dumps(res, indent=1))
+        print("\n".join(omniglot_summary(res)), file=sys.stderr)
+        return
     if args.validation:
         res = evaluate_validation(args.checkpoint, args.data_dir, args.device, args.out, args.cache_dir,
                                   args.batch_size or 128, flip)

@@ -289,24 +289,20 @@ def _gray(im, path):
     return Image.fromarray((a >> 8).astype(np.uint8), "L")
 
 
-def load_image(path, size=IMAGE_SIZE, crop=1.0):
-    """One face as uint8 (size, size): converted to grayscale ('L'; 16-bit gray
-    scaled by >> 8), cut to its centre square when ``crop`` < 1 (LFW-a's faces
-    fill about the centre half of the 250x250 frame), and resized with Pillow's
-    antialiased bilinear filter (250 -> 105 for LFW-a).
+def decode_gray(path):
+    """An image file as a Pillow 'L' image (16-bit gray scaled by >> 8).
 
     Refused with one DataError naming the file: a missing file, anything but a
     regular file (checked before reading, so a named pipe cannot hang), an
-    undecodable image, a decompression bomb (more than PIL.Image.MAX_IMAGE_PIXELS
-    pixels: Pillow's warning counts as refusal too), and an image whose short
-    side after the crop is under MIN_FACE_SIDE pixels."""
+    undecodable image and a decompression bomb (more than
+    PIL.Image.MAX_IMAGE_PIXELS pixels: Pillow's warning counts as refusal too)."""
     from PIL import Image, UnidentifiedImageError
     try:
         with open_regular(path) as f, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(f) as im:
                 im.load()
-                gray = _gray(im, path)
+                return _gray(im, path)
     except FileNotFoundError:
         raise DataError(f"{path}: image file missing") from None
     except DataError:
@@ -315,15 +311,32 @@ def load_image(path, size=IMAGE_SIZE, crop=1.0):
         raise DataError(f"{path}: refused as a possible decompression bomb ({exc})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: cannot decode image ({exc})") from None
+
+
+def resized(gray, size):
+    """A Pillow image as uint8 (size, size), resized with Pillow's antialiased bilinear filter when it is
+    not that size already."""
+    from PIL import Image
+    if gray.size != (size, size):
+        gray = gray.resize((size, size), Image.BILINEAR, reducing_gap=None)
+    return np.asarray(gray, dtype=np.uint8)
+
+
+def load_image(path, size=IMAGE_SIZE, crop=1.0):
+    """One face as uint8 (size, size): decoded to grayscale by :func:`decode_gray`
+    (whose refusals it shares), cut to its centre square when ``crop`` < 1
+    (LFW-a's faces fill about the centre half of the 250x250 frame), and
+    resized with Pillow's antialiased bilinear filter (250 -> 105 for LFW-a).
+    An image whose short side after the crop is under MIN_FACE_SIDE pixels is
+    refused too."""
+    gray = decode_gray(path)
     width, height = gray.size
     if crop != 1.0:
         gray = gray.crop(centre_box(width, height, crop))
     if min(gray.size) < MIN_FACE_SIDE:
         raise DataError(f"{path}: {width}x{height} pixels is too small to hold a face (short side "
                         f"{min(gray.size)} after the crop {crop:g}; at least {MIN_FACE_SIDE} needed)")
-    if gray.size != (size, size):
-        gray = gray.resize((size, size), Image.BILINEAR, reducing_gap=None)
-    return np.asarray(gray, dtype=np.uint8)
+    return resized(gray, size)
 
 
 LFW_A_FRAME = 250       # LFW-a's images: 250x250 grayscale, the face aligned and centred by the deep funneling
@@ -379,26 +392,37 @@ def load_images(data_dir, keys, cache_dir=None, size=IMAGE_SIZE, where=None, cro
     bundle, inner = _bundle_for(data_dir, keys, size, crop), os.path.join(data_dir, "lfw2")
     if bundle:
         return _from_bundle(bundle, keys, where, size)
-    paths = [image_path(data_dir, n, k) for n, k in keys]
-    h = hashlib.sha256(f"{PREPROCESS_VERSION}:{preprocess_tag(size, crop)}".encode())
     note = "" if os.path.isdir(inner) else f"; there is no {inner}, so images are looked for directly in {data_dir}"
-    for key, path in zip(keys, paths):
-        h.update(f"{key[0]}/{key[1]}:{file_digest(path, where.get(key, 'image') + note)};".encode())
+    items = [(f"{n}/{k}", image_path(data_dir, n, k), where.get((n, k))) for n, k in keys]
+    return cached_images(items, f"{PREPROCESS_VERSION}:{preprocess_tag(size, crop)}", size, cache_dir,
+                         lambda path: load_image(path, size, crop), note)
+
+
+def cached_images(items, version, size, cache_dir, read, note=""):
+    """uint8 array (len(items), size, size): ``read(path)`` of each item
+    (name, path, where) -- ``where`` a text naming where it was asked for, or
+    None -- through an on-disk cache keyed by the images' *content* (SHA-256 of
+    every file, its name, and ``version``: the preprocessing and size), so a
+    changed file is never served stale.  A DataError of ``read`` gains the
+    item's ``where``; a missing file names ``where`` (or "image") and ``note``."""
+    h = hashlib.sha256(version.encode())
+    for name, path, where in items:
+        h.update(f"{name}:{file_digest(path, (where or 'image') + note)};".encode())
     digest = h.hexdigest()[:32]
     cache_file = os.path.join(cache_dir, f"images-{digest}.npz") if cache_dir else None
     if cache_file and os.path.isfile(cache_file):
         try:
             arr = load_arrays(cache_file).get("images")
-            if arr is not None and arr.shape == (len(keys), size, size) and arr.dtype == np.uint8:
+            if arr is not None and arr.shape == (len(items), size, size) and arr.dtype == np.uint8:
                 return arr
         except CheckpointError:
             pass                                              # damaged cache: rebuild it
-    arr = np.empty((len(keys), size, size), dtype=np.uint8)
-    for i, (key, path) in enumerate(zip(keys, paths)):
+    arr = np.empty((len(items), size, size), dtype=np.uint8)
+    for i, (_, path, where) in enumerate(items):
         try:
-            arr[i] = load_image(path, size, crop)
+            arr[i] = read(path)
         except DataError as exc:
-            raise DataError(f"{exc} ({where[key]})" if key in where else str(exc)) from None
+            raise DataError(f"{exc} ({where})" if where else str(exc)) from None
     if cache_file:
         save_arrays(cache_file, {"images": arr})
     return arr

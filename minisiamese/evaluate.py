@@ -1,10 +1,11 @@
-"""Evaluation on a pairs file: verification metrics, ROC, one-shot tasks, figures."""
+"""Evaluation on a pairs file: verification metrics, ROC, one-shot tasks, figures; and Omniglot's final
+figures (Lake's runs, within-alphabet trials, verification pairs: :func:`evaluate_omniglot`)."""
 import os
 
 import numpy as np
 
 from . import calibration as cal
-from . import metrics, oneshot, plots, stats
+from . import metrics, omniglot, oneshot, plots, stats
 from .backend import to_numpy
 from .checkpoint import TRAIN_FORMAT
 from .data import (DataError, Normalizer, check_data_dir, is_view2_file, load_pairset, pairset_from_pairs, people_in,
@@ -84,10 +85,12 @@ class Embeddings:
                for i in range(0, len(a), batch_size)]
         return np.concatenate(out) if out else np.zeros(0)
 
-    def logits(self, i1, i2):
+    def logits(self, i1, i2, batch_size=4096):
         """The head's logits (before any calibration) for the pairs (i1[n], i2[n]), as NumPy float64."""
         a, b = self.where[np.asarray(i1)], self.where[np.asarray(i2)]
-        return self.net.head_logits(self.h[a], self.h[b])
+        out = [self.net.head_logits(self.h[a[i:i + batch_size]], self.h[b[i:i + batch_size]])
+               for i in range(0, len(a), batch_size)]
+        return np.concatenate(out) if out else np.zeros(0)
 
     def l1(self, i1, i2):
         """L1 distance between the codes of rows i1[n] and i2[n], as NumPy."""
@@ -124,6 +127,15 @@ def predict(net, normalizer, pairset, batch_size=128):
     embedded once, then every pair is scored from the embeddings."""
     emb = Embeddings(net, normalizer, pairset, np.concatenate([pairset.idx1, pairset.idx2]), batch_size)
     return emb.probs(pairset.idx1, pairset.idx2)
+
+
+def oneshot_scores(net, normalizer, table, tasks, batch_size=128):
+    """(T, N) scores of one-shot tasks over the image table of the PairSet ``table``, each image embedded
+    once.  The scores are the head's logits, not probabilities: a float32 sigmoid saturates at 1 for
+    strong matches, and a tie there would be broken at random."""
+    needed = np.concatenate([[t.anchor for t in tasks]] + [t.candidates for t in tasks]) if tasks else []
+    emb = Embeddings(net, normalizer, table, needed, batch_size)
+    return oneshot.score_tasks(tasks, emb.logits)
 
 
 def evaluate_pairset(net, normalizer, pairset, threshold=0.5, n_way=10, seed=0, batch_size=128,
@@ -164,6 +176,63 @@ def evaluate_pairset(net, normalizer, pairset, threshold=0.5, n_way=10, seed=0, 
         if oneshot_tasks:
             plots.plot_oneshot(tasks, scores, chosen, pairset, os.path.join(figures_dir, "oneshot.png"))
     return res, p
+
+
+def evaluate_omniglot(net, normalizer, finals, threshold=0.5, seed=0, batch_size=128, figures_dir=None):
+    """Koch's experiment's final figures on :class:`minisiamese.omniglot.Finals`, each image embedded once:
+
+    - ``lake20``: Lake's runs (400 trials), each test item given to the training image of the highest
+      score; ``se`` over the runs (the SD of the per-run accuracies over sqrt(runs): a run's trials share
+      their candidates, so they are not independent), ``se_binomial`` as if they were;
+    - ``within20``: the within-alphabet trials of the run alphabets (10,000), ``se`` binomial;
+    - ``verification``: the same/different pairs of the run alphabets (10,000): accuracy at 0.5 and at the
+      validation ``threshold`` (binomial SE), AUC (SE by Hanley & McNeil).
+
+    Scores rank by the head's logits; ties are broken at random (``seed``).  With ``figures_dir``, a figure
+    of the first items of a few runs with the chosen and the correct image (input size in its title)."""
+    runs, size = finals.runs, net.config.input_size
+    scores = oneshot_scores(net, normalizer, runs.table, runs.tasks, batch_size)
+    _, chosen = oneshot.oneshot_accuracy(runs.tasks, scores, seed)
+    right = chosen == np.array([t.answer for t in runs.tasks])
+    per_run = [float(right[runs.run == k].mean()) for k in range(len(runs.names))]
+    acc = float(right.mean())
+    res = {"input_size": size, "lake20": {
+        "accuracy": acc, "se": stats.mean_se(per_run)[1] if len(per_run) > 1 else None,
+        "se_binomial": stats.binomial_se(acc, len(right)), "trials": len(right), "runs": len(per_run),
+        "way": len(runs.tasks[0].candidates), "per_run": dict(zip(runs.names, per_run))}}
+    table = finals.pairs
+    needed = [table.idx1, table.idx2, [t.anchor for t in finals.tasks]] + [t.candidates for t in finals.tasks]
+    emb = Embeddings(net, normalizer, table, np.concatenate(needed), batch_size)
+    acc, _ = oneshot.oneshot_accuracy(finals.tasks, oneshot.score_tasks(finals.tasks, emb.logits), seed)
+    res["within20"] = {"accuracy": acc, "se": stats.binomial_se(acc, len(finals.tasks)), "trials": len(finals.tasks),
+                       "way": len(finals.tasks[0].candidates)}
+    y, p, z = table.labels, emb.probs(table.idx1, table.idx2), emb.logits(table.idx1, table.idx2)
+    auc, n_pos = metrics.roc_auc(y, z), int(np.sum(y == 1))
+    at_half, at_threshold = float(np.mean((p >= 0.5) == (y == 1))), float(np.mean((p >= threshold) == (y == 1)))
+    res["verification"] = {"pairs": len(y), "accuracy": at_half, "accuracy_se": stats.binomial_se(at_half, len(y)),
+                           "threshold": threshold, "accuracy_at_threshold": at_threshold,
+                           "accuracy_at_threshold_se": stats.binomial_se(at_threshold, len(y)),
+                           "auc": auc, "auc_se": stats.auc_se(auc, n_pos, len(y) - n_pos)}
+    if figures_dir:
+        os.makedirs(figures_dir, exist_ok=True)
+        plots.plot_lake_runs(runs, chosen, os.path.join(figures_dir, "lake_runs.png"),
+                             f"Lake's runs, input {size}x{size}: each test item (q), the training image chosen "
+                             f"(red when wrong) and the correct one; 20-way accuracy {res['lake20']['accuracy']:.3f}")
+    return res
+
+
+def omniglot_summary(res):
+    """The final figures of :func:`evaluate_omniglot` as one line each."""
+    lake, within, ver = res["lake20"], res["within20"], res["verification"]
+    se = lambda v: "n/a" if v is None else f"{v:.3f}"                                  # noqa: E731
+    return [f"Omniglot at {res['input_size']}x{res['input_size']} (trained on all 20 drawers; Koch trained on 12):",
+            f"  Lake's runs: {lake['way']}-way accuracy {lake['accuracy']:.3f} ± {se(lake['se'])} (SE over "
+            f"{lake['runs']} runs; {lake['trials']} trials)",
+            f"  within-alphabet: {within['way']}-way accuracy {within['accuracy']:.3f} ± {se(within['se'])} "
+            f"({within['trials']} trials)",
+            f"  verification: accuracy {ver['accuracy']:.3f} ± {se(ver['accuracy_se'])} at 0.5, "
+            f"{ver['accuracy_at_threshold']:.3f} at the validation threshold; AUC {ver['auc']:.3f} ± "
+            f"{se(ver['auc_se'])} ({ver['pairs']} pairs)"]
 
 
 def plot_reliability(net, labels, probs, logits, path, title):
@@ -269,6 +338,23 @@ def evaluate_model_file(model_path, data_dir, pairs="pairsDevTest.txt", device="
     res["pairs_file"] = os.path.basename(path)
     res["model"] = str(model_path)
     res["flip_average"] = net.config.flip_average
+    if out_dir:
+        write_json(os.path.join(out_dir, "results.json"), res)
+    return res
+
+
+def evaluate_omniglot_file(model_path, data_dir, device="cpu", out_dir=None, cache_dir=None, seed=0, batch_size=128,
+                           flip_average=None):
+    """:func:`evaluate_omniglot` of a model.npz on the Omniglot in ``data_dir`` (every file read and
+    checked first); with ``out_dir``, results.json and the figure there."""
+    refuse_run_folder(out_dir)
+    net, normalizer, threshold = load_trained(model_path, device, flip_average)
+    if not os.path.isdir(data_dir):
+        raise DataError(omniglot.missing_data_message(data_dir))
+    finals = omniglot.load_finals(data_dir, net.config.input_size, cache_dir)
+    res = {"dataset": "omniglot", **evaluate_omniglot(net, normalizer, finals, threshold, seed, batch_size,
+                                                      os.path.join(out_dir, "figures") if out_dir else None)}
+    res.update(model=str(model_path), flip_average=net.config.flip_average)
     if out_dir:
         write_json(os.path.join(out_dir, "results.json"), res)
     return res

@@ -1,4 +1,6 @@
-"""N-way one-shot tasks built from a verification test set.
+"""N-way one-shot tasks built from a verification test set, or drawn within
+the groups of a set of images labelled by class (:func:`group_tasks`: Omniglot's
+within-alphabet tasks).
 
 For every same-person test pair (anchor, positive) one task: the anchor, its
 positive and N-1 negatives -- images of N-1 *distinct* other identities from the
@@ -66,6 +68,35 @@ def build_tasks(pairset, n_way=10, seed=0):
         answer = int(rng.integers(n_way))
         candidates = np.insert(negatives, answer, pos)
         tasks.append(OneShotTask(a, candidates, answer))
+    return tasks
+
+
+def group_tasks(classes, groups, n_tasks, n_way, rng):
+    """``n_tasks`` within-group ``n_way``-way tasks over a table of images,
+    ``classes`` (U,) the class of each image and ``groups`` (U,) its group
+    (Omniglot: character and alphabet).  Each task picks a group uniformly
+    among those with at least ``n_way`` classes, ``n_way`` distinct classes of
+    it, one image of each as the candidates, and as its anchor another image of
+    one of them (the answer, uniform).  Every class needs 2 images or more.  A
+    ValueError when no group has ``n_way`` classes."""
+    classes, groups = np.asarray(classes), np.asarray(groups)
+    members = {}                                           # group -> class -> its image rows
+    for row, (c, g) in enumerate(zip(classes.tolist(), groups.tolist())):
+        members.setdefault(g, {}).setdefault(c, []).append(row)
+    usable = sorted(g for g, cs in members.items() if len(cs) >= n_way)
+    if not usable:
+        most = max((len(cs) for cs in members.values()), default=0)
+        raise ValueError(f"a {n_way}-way within-group task needs a group with {n_way} classes; the largest has {most}")
+    rows = {g: [np.array(members[g][c]) for c in sorted(members[g])] for g in usable}
+    tasks = []
+    for _ in range(n_tasks):
+        group = rows[usable[rng.integers(len(usable))]]
+        chosen = rng.choice(len(group), n_way, replace=False)
+        answer = int(rng.integers(n_way))
+        candidates = np.array([group[c][rng.integers(len(group[c]))] for c in chosen])
+        own = group[chosen[answer]]
+        anchor = own[(np.flatnonzero(own == candidates[answer])[0] + 1 + rng.integers(len(own) - 1)) % len(own)]
+        tasks.append(OneShotTask(int(anchor), candidates, answer))
     return tasks
 
 

@@ -9,13 +9,14 @@ import shutil
 import tempfile
 import time
 
-from . import oneshot
+from . import omniglot, oneshot
 from .backend import device_name, get_backend
 from .calibration import map_threshold
 from .config import ConfigError, is_number, shown
 from .data import (DataError, check_data_dir, check_disjoint, file_digest, load_pairset, pairset_from_pairs,
                    read_pairs, read_pairs_folds)
-from .evaluate import evaluate_folds, evaluate_pairset, load_trained, refuse_run_folder, train_people
+from .evaluate import (evaluate_folds, evaluate_omniglot, evaluate_pairset, load_trained, oneshot_scores,
+                       omniglot_summary, refuse_run_folder, train_people)
 from .fileio import CheckpointError, load_arrays, write_json
 from .plots import plot_history
 from .runconfig import PAIR_SOURCES, ExperimentConfig
@@ -107,8 +108,14 @@ def _train_and_evaluate(config, out_dir, data_dir, device, seed, cache_dir, resu
         _write_results(out_dir, res)
         v = res["val"]
         log(f"validation ({v['pairs']} pairs, best weights): loss {v['loss']:.4f}, accuracy {v['accuracy']:.3f}, "
-            f"AUC {v['auc']:.3f}; the test pairs were not read")
+            f"AUC {v['auc']:.3f}" + (f", {v['oneshot_way']}-way one-shot {v['oneshot']:.3f} ({v['oneshot_tasks']} "
+                                     f"tasks)" if "oneshot" in v else "")
+            + ("; the test pairs were not read" if config.dataset == "lfw-a" else "; the test data (Lake's runs, the "
+               "run alphabets) were not read"))
         return res
+    if config.dataset == "omniglot":
+        return _omniglot_finals(config, trainer, out_dir, data_dir, device, seed, cache_dir, resume, log,
+                                experiment, overwrite)
     m = config.model
     test_file = os.path.join(data_dir, config.train.test_pairs)
     train_file = os.path.join(data_dir, config.train.train_pairs)
@@ -162,6 +169,30 @@ def _train_and_evaluate(config, out_dir, data_dir, device, seed, cache_dir, resu
     return res
 
 
+def _omniglot_finals(config, trainer, out_dir, data_dir, device, seed, cache_dir, resume, log, experiment, overwrite):
+    """Omniglot: read and check the test data (Lake's runs, the run alphabets) before the first step, train,
+    then :func:`~minisiamese.evaluate.evaluate_omniglot` into results.json."""
+    finals = omniglot.load_finals(data_dir, config.model.input_size, cache_dir)
+    log(f"test data: Lake's {len(finals.runs.names)} runs ({len(finals.runs.tasks)} trials), "
+        f"{len(finals.tasks)} within-alphabet trials and {len(finals.pairs)} pairs of the run alphabets "
+        f"({len(finals.pool.images)} images), checked")
+    history = _fit(trainer, resume, overwrite, log)
+    t_eval = time.time()
+    figures = os.path.join(out_dir, "figures")
+    os.makedirs(figures, exist_ok=True)
+    if history:
+        plot_history(history, os.path.join(figures, "history.png"))
+    threshold = map_threshold(trainer.threshold, trainer.net.calibration)
+    res = evaluate_omniglot(trainer.net, trainer.normalizer, finals, threshold, seed, config.train.batch_size, figures)
+    res.update(_run_facts(config, trainer, history, device, seed, experiment))
+    res["wall_seconds"] = res["train_seconds"] + time.time() - t_eval
+    _write_results(out_dir, res)
+    for line in omniglot_summary(res):
+        log(line)
+    log(f"model: {trainer.model_path}; figures: {figures}")
+    return res
+
+
 def _check_oneshot(testset, n_way, path):
     """The one-shot tasks the evaluation will build must fit the test file: a DataError before training."""
     try:
@@ -172,7 +203,9 @@ def _check_oneshot(testset, n_way, path):
 
 def _run_facts(config, trainer, history, device, seed, experiment):
     """What every results.json says about the run itself."""
-    return {"experiment": experiment, "protocol": PAIR_SOURCES[config.train.pairs],
+    protocol = (PAIR_SOURCES[config.train.pairs] if config.dataset == "lfw-a" else
+                "background set, all 20 drawers (Lake's standard protocol; Koch trained on 12)")
+    return {"experiment": experiment, "dataset": config.dataset, "protocol": protocol,
             "device": device_name(get_backend(device)), "epochs_run": len(history),
             "best_epoch": trainer.best_epoch + 1, "val": trainer.val_result, "parameters": trainer.net.num_params(),
             "seed": seed, "conv_plan": trainer.conv_plan, "train_seconds": sum(h["seconds"] for h in history),
@@ -234,7 +267,7 @@ def check_results(res, path):
     if not all(isinstance(c, dict) and isinstance(c.get("layer"), str) and isinstance(c.get("algo"), str)
                for c in res.get("conv_plan", [])):
         raise bad("conv_plan must be a list of {layer, algo}")
-    for key in ("device", "protocol", "warning"):
+    for key in ("device", "protocol", "warning", "dataset"):
         if key in res and not isinstance(res[key], str):
             raise bad(f"{key} must be text")
     return res
@@ -319,6 +352,20 @@ def evaluate_validation(model_path, data_dir, device="cpu", out_dir=None, cache_
     net, normalizer, threshold = load_trained(model_path, device, flip_average)
     config, seed, data = _run_of_model(model_path)
     t = config.train
+    if config.dataset == "omniglot":
+        valset, tasks = omniglot.validation_data(data_dir, t.val_pairs, t.val_tasks, t.oneshot_way,
+                                                 net.config.input_size, cache_dir)
+        figures = os.path.join(out_dir, "figures") if out_dir else None
+        res, _ = evaluate_pairset(net, normalizer, valset, threshold, seed=seed, batch_size=batch_size,
+                                  figures_dir=figures, oneshot_tasks=False)
+        scores = oneshot_scores(net, normalizer, valset, tasks, batch_size)
+        res.update(oneshot=oneshot.oneshot_accuracy(tasks, scores, seed)[0], oneshot_tasks=len(tasks),
+                   oneshot_way=t.oneshot_way, dataset="omniglot", model=str(model_path),
+                   pairs_file="Omniglot's validation pairs and tasks (the validation alphabets)",
+                   flip_average=net.config.flip_average)
+        if out_dir:
+            write_json(os.path.join(out_dir, RESULT_FILE), res)
+        return res
     check_data_dir(data_dir, needs=(t.train_pairs,))
     path = os.path.join(data_dir, t.train_pairs)
     if data and t.train_pairs in data:

@@ -134,3 +134,32 @@ def plot_oneshot(tasks, scores, chosen, pairset, path, k=2):
     fig.suptitle("one-shot tasks: best (top) and worst (bottom); * = model's choice, green = correct", fontsize=8)
     fig.tight_layout()
     save_figure(fig, path, dpi=100)
+
+
+def plot_lake_runs(runs, chosen, path, title, n_runs=4, items=5):
+    """The first ``items`` test items of the first ``n_runs`` of Lake's runs (:class:`minisiamese.omniglot.
+    LakeRuns`), a row per run: each item as query, the training image the model chose (red title when wrong)
+    and the correct one."""
+    plt = pyplot()
+    names = runs.names[:n_runs]
+    fig, axes = plt.subplots(len(names), 3 * items, figsize=(3 * items * 0.9, len(names) * 1.2))
+    axes = np.atleast_2d(axes)
+    for r in range(len(names)):
+        rows = np.flatnonzero(runs.run == r)[:items]
+        for k in range(items):
+            cells = axes[r, 3 * k:3 * k + 3]
+            if k < len(rows):
+                t = runs.tasks[rows[k]]
+                right = chosen[rows[k]] == t.answer
+                shown = ((t.anchor, f"{names[r]} q{k + 1}", "black"),
+                         (t.candidates[chosen[rows[k]]], "chosen", "black" if right else "red"),
+                         (t.candidates[t.answer], "correct", "green"))
+                for ax, (row, label, colour) in zip(cells, shown):
+                    ax.imshow(runs.table.image_batch([row])[0, 0], cmap="gray", vmin=0, vmax=1)
+                    ax.set_title(label, fontsize=6, color=colour)
+            for ax in cells:
+                ax.set_xticks([])
+                ax.set_yticks([])
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=100)

@@ -33,6 +33,22 @@ def mean_se(values):
     return float(v.mean()), se
 
 
+def binomial_se(p, n):
+    """The standard error of a proportion ``p`` of ``n`` independent trials: sqrt(p (1 - p) / n)."""
+    return math.sqrt(p * (1 - p) / n) if n else float("nan")
+
+
+def auc_se(auc, n_pos, n_neg):
+    """The standard error of an ROC AUC over ``n_pos`` positive and ``n_neg`` negative scores, by Hanley &
+    McNeil (1982): q1 = A / (2 - A), q2 = 2 A^2 / (1 + A),
+    SE^2 = (A (1 - A) + (n_pos - 1)(q1 - A^2) + (n_neg - 1)(q2 - A^2)) / (n_pos n_neg)."""
+    if not (n_pos and n_neg):
+        return float("nan")
+    q1, q2 = auc / (2 - auc), 2 * auc ** 2 / (1 + auc)
+    var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc ** 2) + (n_neg - 1) * (q2 - auc ** 2)) / (n_pos * n_neg)
+    return math.sqrt(max(var, 0.0))
+
+
 def paired_t(a, b):
     """Paired comparison of two scores measured on the same units (folds):
     {"diff": mean of a - b, "se": its standard error, "t": diff / se,

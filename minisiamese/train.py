@@ -2,11 +2,12 @@
 
 Per epoch e (0-based): the learning rate is lr * lr_decay^e; the training pairs
 -- the listed ones, or a new draw from the training people's identities
-(``train.pairs``) -- plus ``augment.copies`` augmented copies of each, when
-augmenting, are shuffled and run in batches; the validation loss, accuracy and AUC are measured;
-the best weights so far (by ``train.monitor``: lowest validation loss, or highest validation
-AUC, optionally averaged over the last ``train.monitor_window`` epochs) go to ``best.npz``; the whole training
-state goes to ``checkpoint.npz``.  Every random draw of epoch e comes from
+(``train.pairs``; Omniglot's are always drawn, from the background set's characters) -- plus
+``augment.copies`` augmented copies of each, when augmenting, are shuffled and run in batches; the
+validation loss, accuracy and AUC are measured (and, for Omniglot, the accuracy on the validation
+one-shot tasks); the best weights so far (by ``train.monitor``: lowest validation loss, or highest
+validation AUC or one-shot accuracy, optionally averaged over the last ``train.monitor_window``
+epochs) go to ``best.npz``; the whole training state goes to ``checkpoint.npz``.  Every random draw of epoch e comes from
 generators seeded by (seed, e), so a run resumed at an epoch boundary continues
 exactly as the uninterrupted run would have.
 """
@@ -25,14 +26,16 @@ import numpy as np
 
 from . import checkpoint as ckpt
 from .checkpoint import TRAIN_FORMAT
-from . import calibration, convplan
+from . import calibration, convplan, omniglot
 from .augment import augment_batch
 from .backend import get_backend, to_numpy
 from .config import ConfigError, is_number, shown
 from .data import DataError, Normalizer, check_data_dir, file_digest, load_pairset, people_in, to_unit_float
+from .evaluate import oneshot_scores
 from .fileio import CheckpointError, load_arrays, remove_leftovers, save_arrays, write_json, write_text
 from .losses import bce_with_logits_forward
 from .metrics import best_threshold, roc_auc
+from .oneshot import oneshot_accuracy
 from .model import SiameseNet
 from .ops import sigmoid
 from .optim import Adam, ExponentialDecay
@@ -233,6 +236,22 @@ class Trainer:
 
     # ------------------------------------------------------------------ data
     def load_data(self):
+        """The data of the run's ``dataset``: training pairs (``trainset``, or a ``pool`` drawing
+        ``pairs_per_epoch`` afresh each epoch), the validation pairs (``valset``) and validation one-shot
+        tasks (``val_tasks``, over valset's images; Omniglot only), each checked; then the normalisation,
+        fitted on the training images, and the digest of every image read."""
+        self.val_tasks = []
+        train_images, read = self._load_omniglot() if self.cfg.dataset == "omniglot" else self._load_lfw_a()
+        self.normalizer = Normalizer.fit(to_unit_float(train_images)) if self.cfg.normalize else Normalizer()
+        # the images themselves, as read: a resume from another copy of them (same pairs file) is refused
+        h = hashlib.sha256()
+        for images in read:
+            h.update(images.tobytes())
+        self.faces_digest = h.hexdigest()
+
+    def _load_lfw_a(self):
+        """LFW-a: the training pairs file split into training and validation pairs (people-disjoint when
+        pairs are drawn from identities).  Returns (training images, every image read)."""
         t = self.cfg.train
         check_data_dir(self.data_dir, needs=(t.train_pairs, t.test_pairs))
         # what identifies the data, by pairs file; the pipeline adds the test file's when it reads it
@@ -257,12 +276,32 @@ class Trainer:
                      f"({len(full.images)} images)")
         self.log(f"faces: {m.input_size}x{m.input_size}" + (f", the centre {m.crop:g} of each image" if m.crop < 1
                                                                else ", the whole image"))
-        self.normalizer = Normalizer.fit(to_unit_float(train_images)) if self.cfg.normalize else Normalizer()
-        # the faces themselves, as read: a resume from another copy of the images (same pairs file) is refused
-        h = hashlib.sha256(full.images.tobytes())
-        if self.pool is not None:
-            h.update(self.pool.images.tobytes())
-        self.faces_digest = h.hexdigest()
+        return train_images, [full.images] + ([self.pool.images] if self.pool is not None else [])
+
+    def _load_omniglot(self):
+        """Omniglot: a pool of every background image (pairs drawn afresh each epoch, within and across
+        alphabets), validation pairs and within-alphabet tasks of the validation alphabets
+        (:mod:`minisiamese.omniglot`).  Returns (training images, every image read)."""
+        t, m = self.cfg.train, self.cfg.model
+        if not os.path.isdir(self.data_dir):
+            raise DataError(omniglot.missing_data_message(self.data_dir))
+        self.data_digests = {}                  # no pairs files: faces_digest identifies the data
+        self.trainset, self.pairs_per_epoch = None, t.pairs_per_epoch
+        self.pool = omniglot.training_pool(self.data_dir, m.input_size, self.cache_dir)
+        self.valset, self.val_tasks = omniglot.validation_data(self.data_dir, t.val_pairs, t.val_tasks, t.oneshot_way,
+                                                               m.input_size, self.cache_dir)
+        self.log(f"data: {self.pairs_per_epoch} pairs drawn afresh each epoch from the background set "
+                 f"({len(self.pool.names)} characters of {len(self.pool.group_names)} alphabets, "
+                 f"{len(self.pool.images)} images, every drawer; half the different pairs within an alphabet); "
+                 f"validation: {len(self.valset)} pairs and {len(self.val_tasks)} within-alphabet "
+                 f"{t.oneshot_way}-way tasks of the validation alphabets")
+        self.log(f"images: {m.input_size}x{m.input_size}, strokes 1 on 0")
+        return self.pool.images, [self.pool.images, self.valset.images]
+
+    def _val_oneshot(self):
+        """Accuracy on the validation one-shot tasks (ties broken at random, by the run's seed)."""
+        scores = oneshot_scores(self.net, self.normalizer, self.valset, self.val_tasks, self.cfg.train.batch_size)
+        return oneshot_accuracy(self.val_tasks, scores, self.seed)[0]
 
     # ------------------------------------------------------------------ state
     def _new_state(self, conv_algos=None):
@@ -555,6 +594,8 @@ class Trainer:
                 raise TrainingError(f"epoch {epoch + 1}: validation loss is not finite; the last good "
                                     f"state is kept in {self.checkpoint_path}")
             measured = {"val_loss": val_loss, "val_accuracy": val_acc, "val_auc": val_auc}
+            if self.val_tasks:
+                measured["val_oneshot"] = self._val_oneshot()
             score = MONITORS[t.monitor] * monitored(self.history, measured, t.monitor, t.monitor_window)
             improved = score < self.best_val                    # best_val: the signed score, lower is better
             if improved:
@@ -569,7 +610,8 @@ class Trainer:
             self._save_checkpoint(epoch)
             self._write(write_json, self.history_path, self.history)
             self.log(f"epoch {epoch + 1}/{t.epochs}: loss {loss:.4f} acc {acc:.3f} | val_loss {val_loss:.4f} "
-                     f"val_acc {val_acc:.3f} val_auc {val_auc:.3f} | lr {t.lr * self.opt.lr_scale:.3g} | {secs:.0f}s"
+                     f"val_acc {val_acc:.3f} val_auc {val_auc:.3f}"
+                     + (f" val_oneshot {measured['val_oneshot']:.3f}" if self.val_tasks else "") + f" | lr {t.lr * self.opt.lr_scale:.3g} | {secs:.0f}s"
                      + (" *" if improved else ""))
             stopped = self.wait >= t.patience
             if stopped:
@@ -587,6 +629,9 @@ class Trainer:
         y, p = self.valset.labels, sigmoid(z)
         self.threshold = best_threshold(y, p)
         self.val_result = {"loss": loss, "accuracy": acc, "auc": roc_auc(y, p), "pairs": len(self.valset)}
+        if self.val_tasks:
+            self.val_result.update(oneshot=self._val_oneshot(), oneshot_tasks=len(self.val_tasks),
+                                   oneshot_way=self.cfg.train.oneshot_way)
         self.net.calibration = None
         if self.cfg.train.calibrate:
             try:

@@ -322,7 +322,7 @@ def test_set_rejects_settings_of_the_wrong_type_and_follows_a_new_layer_count():
     list used to be a TypeError); a preset's one conv algorithm follows a
     --set that changes how many conv layers there are."""
     from minisiamese.runconfig import build_config
-    for setting, msg in [("train.monitor=[1]", r"train.monitor must be one of \['val_loss', 'val_auc'\], got \[1\]"),
+    for setting, msg in [("train.monitor=[1]", r"train.monitor must be one of \['val_loss', 'val_auc', 'val_oneshot'\], got \[1\]"),
                          ('train.pairs={"a": 1}', "train.pairs must be one of"),
                          ("train.train_pairs=[1]", "train.train_pairs must be the name of a pairs file"),
                          ("train.test_pairs=5", "train.test_pairs must be the name of a pairs file in the data folder, got 5"),
