@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import ConfigError, shown
+from .errors import ConfigError, shown
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,9 @@ import json
 import numpy as np
 
 from .calibration import check_platt
-from .config import ConfigError, ModelConfig, shown
-from .fileio import CheckpointError, load_arrays, save_arrays
+from .config import ModelConfig
+from .errors import CheckpointError, ConfigError, shown
+from .fileio import load_arrays, save_arrays
 
 FORMAT = "minisiamese-weights-1"           # model.npz, best.npz
 TRAIN_FORMAT = "minisiamese-train-1"       # checkpoint.npz: the whole training state (minisiamese.train)

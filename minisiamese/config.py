@@ -4,31 +4,11 @@ import json
 from dataclasses import dataclass
 
 from .convplan import ALGOS
+from .errors import ConfigError, shown
 from .ops import HEAD_FEATURES, head_width
 
 INITS = ("koch", "glorot")
 EMBEDDING_ACTIVATIONS = ("sigmoid", "relu", "none")
-
-
-class ConfigError(ValueError):
-    """A config value or key is not acceptable; the message names it."""
-
-
-def shown(v):
-    """repr(v) for an error message.  An integer too long for Python to print
-    (over 4,300 digits), alone or inside a list, is described instead of
-    crashing the message."""
-    if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 10000:
-        return f"an integer of about {int(v.bit_length() * 0.30103)} digits"
-    try:
-        return repr(v)
-    except ValueError:                                   # a list or dict holding such an integer
-        return f"a {type(v).__name__} holding an integer too long to print"
-
-
-def is_number(v, none=False):
-    """An int or float as JSON gives it (a bool is not one); None too when ``none``."""
-    return (v is None and none) or (isinstance(v, (int, float)) and not isinstance(v, bool))
 
 
 def check_mapping(d, known, source, part=""):

@@ -15,17 +15,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .fileio import CheckpointError, atomic_write, load_arrays, save_arrays
+from .errors import CheckpointError, DataError
+from .fileio import atomic_write, load_arrays, save_arrays
 
 IMAGE_SIZE = 105
 PREPROCESS_VERSION = "gray-bilinear-antialias-v2"   # v2: 16-bit gray scaled to 8 bits, not clipped
 MIN_FACE_SIDE = 20      # pixels on the short side after the crop; fewer cannot hold a face
 DATA_DIR_ENV = "MINISIAMESE_DATA"
 DEFAULT_DATA_DIR = os.path.join("..", "shared", "data", "lfw-a")
-
-
-class DataError(ValueError):
-    """Bad or missing data; the message names the file and line."""
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ the training file less everyone who appears in a validation pair.
 """
 import numpy as np
 
-from .data import DataError, PairSet, load_images, person_images
+from .data import PairSet, load_images, person_images
+from .errors import DataError
 
 
 class IdentityPool:

@@ -12,15 +12,15 @@ import time
 from . import oneshot
 from .backend import device_name, get_backend
 from .calibration import map_threshold
-from .config import ConfigError, is_number, shown
-from .data import (DataError, check_data_dir, check_disjoint, file_digest, load_pairset, pairset_from_pairs,
-                   read_pairs, read_pairs_folds)
+from .data import (check_data_dir, check_disjoint, file_digest, load_pairset, pairset_from_pairs, read_pairs,
+                   read_pairs_folds)
+from .errors import CheckpointError, ConfigError, DataError, TrainingError, is_number, shown
 from .evaluate import evaluate_folds, evaluate_pairset, load_trained, refuse_run_folder, train_people
-from .fileio import CheckpointError, load_arrays, write_json
+from .fileio import load_arrays, write_json
 from .plots import plot_history
 from .runconfig import PAIR_SOURCES, ExperimentConfig
 from .runlock import run_lock
-from .train import Trainer, TrainingError, checkpoint_progress, split_training_pairs, stratified_subset
+from .train import Trainer, checkpoint_progress, split_training_pairs, stratified_subset
 
 RESULT_FILE = "results.json"     # its presence marks a run finished
 RUN_FILES = (RESULT_FILE, "model.npz", "best.npz", "checkpoint.npz", "history.json", "config.json",

@@ -7,8 +7,7 @@ import time
 
 import numpy as np
 
-from .config import ConfigError
-from .data import DataError
+from .errors import ConfigError, DataError
 from .fileio import write_text
 from .pipeline import RESULT_FILE, check_results, read_results
 from .plots import pyplot, save_figure

@@ -7,7 +7,8 @@ import json
 from dataclasses import dataclass, field
 
 from .augment import AugmentConfig
-from .config import ConfigError, ModelConfig, check_mapping, shown
+from .config import ModelConfig, check_mapping
+from .errors import ConfigError, shown
 
 
 PAIR_SOURCES = {"listed": "image-restricted", "identities": "unrestricted"}   # source -> LFW protocol

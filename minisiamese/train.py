@@ -28,9 +28,9 @@ from .checkpoint import TRAIN_FORMAT
 from . import calibration, convplan
 from .augment import augment_batch
 from .backend import get_backend, to_numpy
-from .config import ConfigError, is_number, shown
-from .data import DataError, Normalizer, check_data_dir, file_digest, load_pairset, people_in, to_unit_float
-from .fileio import CheckpointError, load_arrays, remove_leftovers, save_arrays, write_json, write_text
+from .data import Normalizer, check_data_dir, file_digest, load_pairset, people_in, to_unit_float
+from .errors import CheckpointError, ConfigError, DataError, TrainingError, is_number, shown
+from .fileio import load_arrays, remove_leftovers, save_arrays, write_json, write_text
 from .losses import bce_with_logits_forward
 from .metrics import best_threshold, roc_auc
 from .model import SiameseNet
@@ -67,10 +67,6 @@ def _check_partial(p, epoch, path):
             _set_rng_state(np.random.default_rng(), text)           # on a throwaway generator
         except (TypeError, ValueError, KeyError, RecursionError):
             raise ckpt.damaged(path, f"partial.{key} is not a NumPy generator's state") from None
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (non-finite loss, a checkpoint for another run...)."""
 
 
 class TrainingInterrupted(KeyboardInterrupt):
