@@ -23,9 +23,9 @@ import signal
 import sys
 import threading
 
+from minisiamese.errors import MAX_SEED, ConfigError, require_int, require_number
 from minisiamese.fileio import CACHE_ENV, cache_root
 
-MAX_SEED = 2 ** 32 - 1
 PACK_SIZES = (20, 1000)   # data.MIN_FACE_SIDE; a 1000x1000 face is already 1 MB (13 GB for LFW's 13,233)
 
 
@@ -202,21 +202,16 @@ def build_parser():
 
 
 def _check_range(option, value, lo, hi=None, lo_open=False, why=""):
-    """``value`` when it lies in [lo, hi] ((lo, hi] with ``lo_open``; no upper
-    bound when ``hi`` is None; NaN lies nowhere); else one ConfigError naming
-    ``option`` and ``value``, and ``why`` the range is what it is."""
-    from minisiamese.errors import ConfigError
-    if value is not None and not ((lo < value if lo_open else lo <= value) and (hi is None or value <= hi)):
-        span = f">= {lo}" if hi is None else f"in {'(' if lo_open else '['}{lo}, {hi}]"
-        raise ConfigError(f"{option} must be {span}, got {value}{why}")
-    return value
+    """``option``'s value in [lo, hi] ((lo, hi] with ``lo_open``; no upper bound
+    when ``hi`` is None), when it was given (:func:`errors.require_number`)."""
+    if value is not None:
+        require_number(option, value, lo, hi, lo_open=lo_open, why=why)
 
 
 def _check_folder(option, path, kind="folder"):
     """A ConfigError naming ``option`` unless ``path`` is a folder or can be made
     one (``kind`` "file": unless a file can be written there): no folder above
     it may be a file, nor it a file (a folder, for a file)."""
-    from minisiamese.errors import ConfigError
     if path is None:
         return
     if kind == "file" and os.path.isdir(path):
@@ -234,7 +229,6 @@ def _check_input(option, path, data_dir=None):
     """A ConfigError naming ``option`` when ``path`` (or, missing, its name
     inside ``data_dir``) is there but no regular file: a folder, or a named
     pipe, which reading would hang on."""
-    from minisiamese.errors import ConfigError
     if path is None:
         return
     found = next((p for p in (path, data_dir and os.path.join(data_dir, path)) if p and os.path.exists(p)), None)
@@ -250,7 +244,6 @@ def _check_args(args):
     """Every option in range before a command starts: no empty value, every
     numeric option in its range, every folder option a folder.  One ConfigError
     naming the first option at fault."""
-    from minisiamese.errors import ConfigError
     opts = vars(args)
     for dest, value in opts.items():
         if "" in (value if isinstance(value, list) else [value]):
@@ -401,8 +394,7 @@ def cmd_pack(args):
     data_dir = args.data_dir or default_data_dir()
     check_data_dir(data_dir, needs=())
     if os.path.realpath(args.out) == os.path.realpath(data_dir):
-        from minisiamese.errors import ConfigError
-        raise ConfigError(f"--out {args.out!r} is the data folder: packing would write over its pairs files; "
+            raise ConfigError(f"--out {args.out!r} is the data folder: packing would write over its pairs files; "
                           f"give a new folder")
     path, n = pack_faces(data_dir, args.out, args.pairs, args.cache_dir, args.size, args.crop, args.people_of)
     print(f"wrote {path}: {n} faces of {args.size}x{args.size} ({os.path.getsize(path) / 2 ** 20:.1f} MiB)")
@@ -414,16 +406,12 @@ def cmd_download(args):
 
 
 def _check_seed(option, value):
-    """``value`` (a string or int) as an int in [0, MAX_SEED], what the generators and the checkpoints
-    hold; else a ConfigError naming ``option``."""
-    from minisiamese.errors import ConfigError
+    """``value`` (a string or int) as an int in [0, MAX_SEED]; else a ConfigError naming ``option``."""
     text = str(value)
     # plain ASCII digits only: int() also takes "1_0", " 7" and other scripts' digits, which would
     # silently run another seed than the one the user meant; a seed has at most 10 digits
     seed = int(text) if len(text) <= 10 and text.isascii() and text.isdigit() else None
-    if seed is None or not 0 <= seed <= MAX_SEED:
-        raise ConfigError(f"{option} must be an integer in [0, {MAX_SEED}], got {value}")
-    return seed
+    return require_int(option, seed, 0, MAX_SEED, got=text)
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "experiments": cmd_experiments,

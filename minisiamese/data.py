@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import CheckpointError, DataError
+from .errors import CheckpointError, DataError, require_number
 from .fileio import atomic_write, load_arrays, save_arrays
 
 IMAGE_SIZE = 105
@@ -118,10 +118,7 @@ def _int_field(path, lineno, value, what):
     # plain ASCII digits only (int() also reads "1_0" as 10, and other scripts' digits); at most 9 of them
     if not (value.isascii() and value.isdigit() and len(value) <= 9):
         raise DataError(f"{path}:{lineno}: {what} must be an integer, got {value[:40]!r}")
-    n = int(value)
-    if n < 1:
-        raise DataError(f"{path}:{lineno}: {what} must be >= 1, got {n}")
-    return n
+    return require_number(f"{path}:{lineno}: {what}", int(value), 1, error=DataError)
 
 
 def _parse_pair(path, lineno, line, positive):

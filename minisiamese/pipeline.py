@@ -14,7 +14,8 @@ from .backend import device_name, get_backend
 from .calibration import map_threshold
 from .data import (check_data_dir, check_disjoint, file_digest, load_pairset, pairset_from_pairs, read_pairs,
                    read_pairs_folds)
-from .errors import CheckpointError, ConfigError, DataError, TrainingError, is_number, shown
+from .errors import (MAX_SEED, CheckpointError, ConfigError, DataError, TrainingError, is_number, require_int,
+                     require_number, shown)
 from .evaluate import evaluate_folds, evaluate_pairset, load_trained, refuse_run_folder, train_people
 from .fileio import load_arrays, write_json
 from .plots import plot_history
@@ -220,8 +221,8 @@ def check_results(res, path):
             if not isinstance(where, dict):
                 raise bad("before_calibration must be an object of numbers")
             for key in ("ece", "brier", "accuracy_at_half", "accuracy_at_threshold"):
-                if key in where and not (is_number(where[key]) and 0 <= where[key] <= 1):
-                    raise bad(f"{key} must be a number in [0, 1], got {shown(where[key])}"[:300])
+                if key in where:
+                    require_number(key, where[key], 0, 1, what="a number ", error=lambda m: bad(m[:300]))
     for key in ("history", "test_probs", "test_labels", "conv_plan"):
         if key in res and not isinstance(res[key], list):
             raise bad(f"{key} must be a list")
@@ -296,8 +297,8 @@ def _run_of_model(model_path):
             config, seed = res["config"], res["seed"]
         else:
             config, seed = json.loads(str(a["config"])), a["seed"].item()
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 32:
-            raise ValueError(f"seed {seed!r} is not an integer in [0, 2**32)")
+        require_int("seed", seed, 0, MAX_SEED,
+                    error=lambda m: ValueError(f"seed {shown(seed)} is not an integer in [0, {MAX_SEED}]"))
         config = ExperimentConfig.from_dict(config, source=source)
         source = state
         data = dict(json.loads(str(a["data"]))) if "data" in a else None
