@@ -48,7 +48,7 @@ def _common(p, config=True):
                    help=f"LFW-a folder holding lfw2/ and the pairs files (default: ${DATA_DIR_ENV} "
                         f"or {_here(default_data_dir())})")
     p.add_argument("--cache-dir", default=cache_root(), help=_cache_help("preprocessed images"))
-    p.add_argument("--seed", default="0", help="seed for initialisation, split, shuffling, augmentation and "
+    p.add_argument("--seed", help="seed for initialisation, split, shuffling, augmentation and "
                                                f"one-shot tasks, an integer in [0, {MAX_SEED}] (default: 0)")
     p.add_argument("--batch-size", type=int, help="pairs per batch (default: the config's, 128)")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
@@ -252,8 +252,11 @@ def _check_args(args):
     _check_range("--batch-size", opts.get("batch_size"), 1)
     _check_range("--top", opts.get("top"), 1)
     _check_range("--threshold", opts.get("threshold"), 0, 1, why=" (a probability)")
+    if opts.get("seeds") and opts.get("seed") is not None:
+        raise ConfigError(f"--seed {opts['seed']} and --seeds conflict: --seeds trains each experiment once with "
+                          f"each seed it names; give one of them")
     if "seed" in opts:
-        args.seed = _check_seed("--seed", opts["seed"])
+        args.seed = _check_seed("--seed", "0" if opts["seed"] is None else opts["seed"])
     if opts.get("seeds"):
         args.seeds = [_check_seed("--seeds", seed) for seed in opts["seeds"]]
     _check_range("--size", opts.get("size"), *PACK_SIZES, why=f" (a face needs at least {PACK_SIZES[0]} pixels "
@@ -311,29 +314,15 @@ def cmd_evaluate(args):
 
 
 def cmd_experiments(args):
-    from minisiamese.pipeline import run_experiment
-    from minisiamese.report import check_report_inputs, seed_run_name, selected, write_report
+    from minisiamese.pipeline import kept_path
+    from minisiamese.report import run_experiments
     from minisiamese.runconfig import ABLATION, EXPERIMENTS
-    kept = os.path.join(os.path.dirname(args.results) or ".", "results")    # docs/results/NAME.json, kept in git
-    log = lambda m: print(m, flush=True)                                    # noqa: E731
-    runs = [seed_run_name(n, s) for n in selected(args.only) for s in args.seeds] if args.seeds else \
-        list(selected(args.only))
-    check_report_inputs(args.out, args.results, set(runs), args.force)                  # before any training
-    for name in selected(args.only):
-        if args.seeds:
-            for seed in args.seeds:
-                run_experiment(seed_run_name(name, seed), _config(args, name), os.path.join(args.out, "seeds"),
-                               args.data_dir, args.device, seed, args.cache_dir, log=log, force=args.force,
-                               progress=not args.quiet, kept_dir=os.path.join(kept, "seeds"))
-        else:
-            run_experiment(name, _config(args, name), args.out, args.data_dir, args.device, args.seed,
-                           args.cache_dir, log=log, force=args.force, progress=not args.quiet, kept_dir=kept)
-    cmd = "python3 cli.py experiments" + (f" --only {' '.join(args.only)}" if args.only else "") + \
-        (f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds else "")
-    rows = write_report(args.out, args.results, cmd)
+    rows = run_experiments(args.only, args.seeds, args.out, args.results, lambda name: _config(args, name),
+                           args.data_dir, args.device, args.seed, args.cache_dir, log=lambda m: print(m, flush=True),
+                           force=args.force, progress=not args.quiet)
     print(f"wrote {args.results} ({sum(n in rows for n in EXPERIMENTS)} of {len(EXPERIMENTS)} seed "
           f"experiments and {sum(n in rows for n in ABLATION)} of {len(ABLATION)} ablation rows finished; "
-          f"results kept in {kept})")
+          f"results kept in {kept_path(args.results)})")
 
 
 def _trained_for_use(args, images):
