@@ -42,15 +42,15 @@ def train_and_evaluate(config, out_dir, data_dir, device, seed, cache_dir, resum
     Without ``resume``, a folder that holds a run (finished, or stopped with a
     checkpoint) is refused after those checks unless ``overwrite``, which
     starts over in it."""
-    check_writable(out_dir, "run folder")
+    _check_folder(out_dir, "run folder")
     if cache_dir:
-        check_writable(cache_dir, "cache folder")
+        _check_folder(cache_dir, "cache folder")
     with run_lock(out_dir):
         return _train_and_evaluate(config, out_dir, data_dir, device, seed, cache_dir, resume, log, progress,
                                    experiment, test, overwrite)
 
 
-def check_writable(path, what):
+def _check_folder(path, what):
     """A TrainingError before the first step when the folder ``path`` cannot be created or written in."""
     try:
         os.makedirs(path, exist_ok=True)
@@ -305,6 +305,15 @@ def kept_path(results_path, name=None, seed=None):
         return kept
     return os.path.join(kept, f"{name}.json") if seed is None else \
         os.path.join(kept, SEEDS, f"{seed_run_name(name, seed)}.json")
+
+
+def check_kept_writable(results_path, seeds=False):
+    """A TrainingError, before any training, when the folder of the results
+    table ``results_path`` or its kept results folder (the seeds' with
+    ``seeds``) cannot be created or written in."""
+    _check_folder(os.path.dirname(results_path) or ".", "results table's folder")
+    _check_folder(os.path.join(kept_path(results_path), SEEDS) if seeds else kept_path(results_path),
+                  "kept results folder")
 
 
 def run_experiment(name, config, out_root, data_dir, device, seed, cache_dir, log=print, force=False,

@@ -10,7 +10,7 @@ import numpy as np
 from .data import open_regular
 from .errors import ConfigError, DataError
 from .fileio import write_text
-from .pipeline import (RESULT_FILE, SEEDS, SELECTION, check_results, check_writable, kept_path, read_results,
+from .pipeline import (RESULT_FILE, SEEDS, SELECTION, check_results, check_kept_writable, kept_path, read_results,
                        run_experiment, seed_of_run, seed_run_name)
 from .plots import pyplot, save_figure
 from .runconfig import ABLATION, BEST, EXPERIMENTS, SEED_BEST, TITLES
@@ -586,9 +586,7 @@ def run_experiments(names, seeds, out_root, results_path, make_config, data_dir,
     only, names = names, selected(names)
     runs = [(name, s) for name in names for s in seeds] if seeds else [(name, None) for name in names]
     check_report_inputs(out_root, results_path, {seed_run_name(n, s) if seeds else n for n, s in runs}, force)
-    check_writable(os.path.dirname(results_path) or ".", "results table's folder")
-    check_writable(os.path.dirname(kept_path(results_path, names[0], seeds[0] if seeds else None)),
-                   "kept results folder")
+    check_kept_writable(results_path, bool(seeds))
     for name, s in runs:
         run_experiment(seed_run_name(name, s) if seeds else name, make_config(name),
                        os.path.join(out_root, SEEDS) if seeds else out_root, data_dir, device, seed if s is None else s,
