@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import ConfigError, shown
+from .errors import ConfigError, require_int, require_number, shown
 
 
 @dataclass(frozen=True)
@@ -35,15 +35,12 @@ class AugmentConfig:
     def validate(self):
         if self.kind not in ("none", "seed", "koch"):
             raise ConfigError(f"augment: kind must be 'none', 'seed' or 'koch', got {shown(self.kind)}")
-        if not isinstance(self.copies, int) or isinstance(self.copies, bool) or not 0 <= self.copies <= 1000:
-            raise ConfigError(f"augment: copies must be an integer in [0, 1000], got {shown(self.copies)}")
+        require_int("augment: copies", self.copies, 0, 1000)
         for name in ("flip", "mirror"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"augment: {name} must be true or false, got {shown(getattr(self, name))}")
         for name in ("rotation", "zoom", "contrast"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
-                raise ConfigError(f"augment: {name} must be in [0, 1], got {shown(v)}")
+            require_number(f"augment: {name}", getattr(self, name), 0, 1)
 
 
 def _reflect(i, n):

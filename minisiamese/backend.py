@@ -7,11 +7,9 @@ the module chosen here by name.
 """
 import numpy as np
 
+from .errors import BackendError
+
 DEVICES = ("cpu", "gpu", "auto")
-
-
-class BackendError(RuntimeError):
-    """The requested device cannot be used on this machine."""
 
 
 def _cupy_or_reason():

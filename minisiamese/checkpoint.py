@@ -7,8 +7,9 @@ import json
 import numpy as np
 
 from .calibration import check_platt
-from .config import ConfigError, ModelConfig, shown
-from .fileio import CheckpointError, load_arrays, save_arrays
+from .config import ModelConfig
+from .errors import CheckpointError, ConfigError, require_int, shown
+from .fileio import load_arrays, save_arrays
 
 FORMAT = "minisiamese-weights-1"           # model.npz, best.npz
 TRAIN_FORMAT = "minisiamese-train-1"       # checkpoint.npz: the whole training state (minisiamese.train)
@@ -81,9 +82,7 @@ def stored_int(arrays, key, path, lo, hi):
     v = arrays.get(key)
     if v is None:
         raise damaged(path, f"{key} is missing")
-    if v.shape != () or v.dtype.kind not in "iu" or not lo <= int(v) <= hi:
-        raise damaged(path, f"{key} must be an integer in [{lo}, {hi}], got {shown(v.tolist())}")
-    return int(v)
+    return require_int(key, v.tolist(), lo, hi, error=lambda m: damaged(path, m))     # 0-d: a Python scalar
 
 
 def stored_float(arrays, key, path, default=None, nan=False):

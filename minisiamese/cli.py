@@ -23,9 +23,9 @@ import signal
 import sys
 import threading
 
+from minisiamese.errors import MAX_SEED, ConfigError, require_int, require_number
 from minisiamese.fileio import CACHE_ENV, cache_root
 
-MAX_SEED = 2 ** 32 - 1
 DATASETS = ("lfw-a", "omniglot")       # runconfig.DATASETS, without importing the library for --help
 PACK_SIZES = (20, 1000)   # data.MIN_FACE_SIDE; a 1000x1000 face is already 1 MB (13 GB for LFW's 13,233)
 
@@ -51,7 +51,7 @@ def _common(p, config=True, dataset=False):
                                       f"images_background/, images_evaluation/ and one-shot-runs/ (default: "
                                       f"{_here(OMNIGLOT_DIR)})")
     p.add_argument("--cache-dir", default=cache_root(), help=_cache_help("preprocessed images"))
-    p.add_argument("--seed", default="0", help="seed for initialisation, split, shuffling, augmentation and "
+    p.add_argument("--seed", help="seed for initialisation, split, shuffling, augmentation and "
                                                f"one-shot tasks, an integer in [0, {MAX_SEED}] (default: 0)")
     p.add_argument("--batch-size", type=int, help="pairs per batch (default: the config's, 128)")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
@@ -213,21 +213,16 @@ def build_parser():
 
 
 def _check_range(option, value, lo, hi=None, lo_open=False, why=""):
-    """``value`` when it lies in [lo, hi] ((lo, hi] with ``lo_open``; no upper
-    bound when ``hi`` is None; NaN lies nowhere); else one ConfigError naming
-    ``option`` and ``value``, and ``why`` the range is what it is."""
-    from minisiamese.config import ConfigError
-    if value is not None and not ((lo < value if lo_open else lo <= value) and (hi is None or value <= hi)):
-        span = f">= {lo}" if hi is None else f"in {'(' if lo_open else '['}{lo}, {hi}]"
-        raise ConfigError(f"{option} must be {span}, got {value}{why}")
-    return value
+    """``option``'s value in [lo, hi] ((lo, hi] with ``lo_open``; no upper bound
+    when ``hi`` is None), when it was given (:func:`errors.require_number`)."""
+    if value is not None:
+        require_number(option, value, lo, hi, lo_open=lo_open, why=why)
 
 
 def _check_folder(option, path, kind="folder"):
     """A ConfigError naming ``option`` unless ``path`` is a folder or can be made
     one (``kind`` "file": unless a file can be written there): no folder above
     it may be a file, nor it a file (a folder, for a file)."""
-    from minisiamese.config import ConfigError
     if path is None:
         return
     if kind == "file" and os.path.isdir(path):
@@ -245,7 +240,6 @@ def _check_input(option, path, data_dir=None):
     """A ConfigError naming ``option`` when ``path`` (or, missing, its name
     inside ``data_dir``) is there but no regular file: a folder, or a named
     pipe, which reading would hang on."""
-    from minisiamese.config import ConfigError
     if path is None:
         return
     found = next((p for p in (path, data_dir and os.path.join(data_dir, path)) if p and os.path.exists(p)), None)
@@ -261,7 +255,6 @@ def _check_args(args):
     """Every option in range before a command starts: no empty value, every
     numeric option in its range, every folder option a folder.  One ConfigError
     naming the first option at fault."""
-    from minisiamese.config import ConfigError
     opts = vars(args)
     if args.command in ("evaluate", "experiments"):
         _data_dir(args, opts.get("dataset"))
@@ -272,8 +265,11 @@ def _check_args(args):
     _check_range("--batch-size", opts.get("batch_size"), 1)
     _check_range("--top", opts.get("top"), 1)
     _check_range("--threshold", opts.get("threshold"), 0, 1, why=" (a probability)")
+    if opts.get("seeds") and opts.get("seed") is not None:
+        raise ConfigError(f"--seed {opts['seed']} and --seeds conflict: --seeds trains each experiment once with "
+                          f"each seed it names; give one of them")
     if "seed" in opts:
-        args.seed = _check_seed("--seed", opts["seed"])
+        args.seed = _check_seed("--seed", "0" if opts["seed"] is None else opts["seed"])
     if opts.get("seeds"):
         args.seeds = [_check_seed("--seeds", seed) for seed in opts["seeds"]]
     _check_range("--size", opts.get("size"), *PACK_SIZES, why=f" (a face needs at least {PACK_SIZES[0]} pixels "
@@ -356,29 +352,15 @@ def cmd_evaluate(args):
 
 
 def cmd_experiments(args):
-    from minisiamese.pipeline import run_experiment
-    from minisiamese.report import check_report_inputs, seed_run_name, selected, write_report
+    from minisiamese.pipeline import kept_path
+    from minisiamese.report import run_experiments
     from minisiamese.runconfig import ABLATION, EXPERIMENTS
-    kept = os.path.join(os.path.dirname(args.results) or ".", "results")    # docs/results/NAME.json, kept in git
-    log = lambda m: print(m, flush=True)                                    # noqa: E731
-    runs = [seed_run_name(n, s) for n in selected(args.only) for s in args.seeds] if args.seeds else \
-        list(selected(args.only))
-    check_report_inputs(args.out, args.results, set(runs), args.force)                  # before any training
-    for name in selected(args.only):
-        if args.seeds:
-            for seed in args.seeds:
-                run_experiment(seed_run_name(name, seed), _config(args, name), os.path.join(args.out, "seeds"),
-                               args.data_dir, args.device, seed, args.cache_dir, log=log, force=args.force,
-                               progress=not args.quiet, kept_dir=os.path.join(kept, "seeds"))
-        else:
-            run_experiment(name, _config(args, name), args.out, args.data_dir, args.device, args.seed,
-                           args.cache_dir, log=log, force=args.force, progress=not args.quiet, kept_dir=kept)
-    cmd = "python3 cli.py experiments" + (f" --only {' '.join(args.only)}" if args.only else "") + \
-        (f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds else "")
-    rows = write_report(args.out, args.results, cmd)
+    rows = run_experiments(args.only, args.seeds, args.out, args.results, lambda name: _config(args, name),
+                           args.data_dir, args.device, args.seed, args.cache_dir, log=lambda m: print(m, flush=True),
+                           force=args.force, progress=not args.quiet)
     print(f"wrote {args.results} ({sum(n in rows for n in EXPERIMENTS)} of {len(EXPERIMENTS)} seed "
           f"experiments and {sum(n in rows for n in ABLATION)} of {len(ABLATION)} ablation rows finished; "
-          f"results kept in {kept})")
+          f"results kept in {kept_path(args.results)})")
 
 
 def _trained_for_use(args, images):
@@ -439,8 +421,7 @@ def cmd_pack(args):
     data_dir = args.data_dir or default_data_dir()
     check_data_dir(data_dir, needs=())
     if os.path.realpath(args.out) == os.path.realpath(data_dir):
-        from minisiamese.config import ConfigError
-        raise ConfigError(f"--out {args.out!r} is the data folder: packing would write over its pairs files; "
+            raise ConfigError(f"--out {args.out!r} is the data folder: packing would write over its pairs files; "
                           f"give a new folder")
     path, n = pack_faces(data_dir, args.out, args.pairs, args.cache_dir, args.size, args.crop, args.people_of)
     print(f"wrote {path}: {n} faces of {args.size}x{args.size} ({os.path.getsize(path) / 2 ** 20:.1f} MiB)")
@@ -452,16 +433,12 @@ def cmd_download(args):
 
 
 def _check_seed(option, value):
-    """``value`` (a string or int) as an int in [0, MAX_SEED], what the generators and the checkpoints
-    hold; else a ConfigError naming ``option``."""
-    from minisiamese.config import ConfigError
+    """``value`` (a string or int) as an int in [0, MAX_SEED]; else a ConfigError naming ``option``."""
     text = str(value)
     # plain ASCII digits only: int() also takes "1_0", " 7" and other scripts' digits, which would
     # silently run another seed than the one the user meant; a seed has at most 10 digits
     seed = int(text) if len(text) <= 10 and text.isascii() and text.isdigit() else None
-    if seed is None or not 0 <= seed <= MAX_SEED:
-        raise ConfigError(f"{option} must be an integer in [0, {MAX_SEED}], got {value}")
-    return seed
+    return require_int(option, seed, 0, MAX_SEED, got=text)
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "experiments": cmd_experiments,

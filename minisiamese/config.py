@@ -4,31 +4,11 @@ import json
 from dataclasses import dataclass
 
 from .convplan import ALGOS
+from .errors import ConfigError, require_int, require_number, shown
 from .ops import HEAD_FEATURES, head_width
 
 INITS = ("koch", "glorot")
 EMBEDDING_ACTIVATIONS = ("sigmoid", "relu", "none")
-
-
-class ConfigError(ValueError):
-    """A config value or key is not acceptable; the message names it."""
-
-
-def shown(v):
-    """repr(v) for an error message.  An integer too long for Python to print
-    (over 4,300 digits), alone or inside a list, is described instead of
-    crashing the message."""
-    if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 10000:
-        return f"an integer of about {int(v.bit_length() * 0.30103)} digits"
-    try:
-        return repr(v)
-    except ValueError:                                   # a list or dict holding such an integer
-        return f"a {type(v).__name__} holding an integer too long to print"
-
-
-def is_number(v, none=False):
-    """An int or float as JSON gives it (a bool is not one); None too when ``none``."""
-    return (v is None and none) or (isinstance(v, (int, float)) and not isinstance(v, bool))
 
 
 def check_mapping(d, known, source, part=""):
@@ -110,30 +90,19 @@ class ModelConfig:
 
     # -- checks -----------------------------------------------------------------
     def validate(self):
-        def pos_int(name, v, hi):
-            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= hi:
-                raise ConfigError(f"config: {name} must be an integer in [1, {hi}], got {shown(v)}")
-
-        def non_neg(name, v):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 or v == float("inf"):
-                raise ConfigError(f"config: {name} must be a finite number >= 0, got {shown(v)}")
-
-        pos_int("input_size", self.input_size, 1000)           # a 1000 x 1000 face is 1 MB already
-        if isinstance(self.crop, bool) or not isinstance(self.crop, (int, float)) or not 0 < self.crop <= 1:
-            raise ConfigError(f"config: crop must be a fraction of the image side in (0, 1], got {shown(self.crop)}")
-        pos_int("pool", self.pool, 1000)
-        pos_int("dense_units", self.dense_units, 65536)
+        require_int("config: input_size", self.input_size, 1, 1000)      # a 1000 x 1000 face is 1 MB already
+        require_number("config: crop", self.crop, 0, 1, lo_open=True, what="a fraction of the image side ")
+        require_int("config: pool", self.pool, 1, 1000)
+        require_int("config: dense_units", self.dense_units, 1, 65536)
         if len(self.conv_filters) == 0 or len(self.conv_filters) != len(self.conv_kernels):
             raise ConfigError(f"config: conv_filters {shown(list(self.conv_filters))} and conv_kernels "
                               f"{shown(list(self.conv_kernels))} must be non-empty lists of the same length")
         for k, (f, kk) in enumerate(zip(self.conv_filters, self.conv_kernels)):
-            pos_int(f"conv_filters[{k}]", f, 4096)
-            pos_int(f"conv_kernels[{k}]", kk, 1000)
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) \
-                or not 0 <= self.dropout < 1:
-            raise ConfigError(f"config: dropout must be a rate in [0, 1), got {shown(self.dropout)}")
-        non_neg("l2_conv", self.l2_conv)
-        non_neg("l2_dense", self.l2_dense)
+            require_int(f"config: conv_filters[{k}]", f, 1, 4096)
+            require_int(f"config: conv_kernels[{k}]", kk, 1, 1000)
+        require_number("config: dropout", self.dropout, 0, 1, hi_open=True, what="a rate ")
+        for name in ("l2_conv", "l2_dense"):
+            require_number(f"config: {name}", getattr(self, name), 0, what="a finite number ")
         if self.init not in INITS:
             raise ConfigError(f"config: init must be one of {INITS}, got {shown(self.init)}")
         if len(self.conv_algo) != len(self.conv_filters):
@@ -146,9 +115,7 @@ class ModelConfig:
         for name in ("batch_norm", "flip_average"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"config: {name} must be true or false, got {shown(getattr(self, name))}")
-        if isinstance(self.bn_momentum, bool) or not isinstance(self.bn_momentum, (int, float)) \
-                or not 0 <= self.bn_momentum < 1:
-            raise ConfigError(f"config: bn_momentum must be in [0, 1), got {shown(self.bn_momentum)}")
+        require_number("config: bn_momentum", self.bn_momentum, 0, 1, hi_open=True)
         if self.embedding_activation not in EMBEDDING_ACTIVATIONS:
             raise ConfigError(f"config: embedding_activation must be one of {list(EMBEDDING_ACTIVATIONS)}, "
                               f"got {shown(self.embedding_activation)}")

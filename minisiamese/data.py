@@ -15,17 +15,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .fileio import CheckpointError, atomic_write, load_arrays, save_arrays
+from .errors import CheckpointError, DataError, require_number
+from .fileio import atomic_write, load_arrays, save_arrays
 
 IMAGE_SIZE = 105
 PREPROCESS_VERSION = "gray-bilinear-antialias-v2"   # v2: 16-bit gray scaled to 8 bits, not clipped
 MIN_FACE_SIDE = 20      # pixels on the short side after the crop; fewer cannot hold a face
 DATA_DIR_ENV = "MINISIAMESE_DATA"
 DEFAULT_DATA_DIR = os.path.join("..", "shared", "data", "lfw-a")
-
-
-class DataError(ValueError):
-    """Bad or missing data; the message names the file and line."""
 
 
 @dataclass(frozen=True)
@@ -121,10 +118,7 @@ def _int_field(path, lineno, value, what):
     # plain ASCII digits only (int() also reads "1_0" as 10, and other scripts' digits); at most 9 of them
     if not (value.isascii() and value.isdigit() and len(value) <= 9):
         raise DataError(f"{path}:{lineno}: {what} must be an integer, got {value[:40]!r}")
-    n = int(value)
-    if n < 1:
-        raise DataError(f"{path}:{lineno}: {what} must be >= 1, got {n}")
-    return n
+    return require_number(f"{path}:{lineno}: {what}", int(value), 1, error=DataError)
 
 
 def _parse_pair(path, lineno, line, positive):

@@ -27,6 +27,7 @@ import urllib.error
 import urllib.request
 
 from .data import open_regular
+from .errors import DownloadError
 
 ARCHIVE_URL = "https://www.openu.ac.il/home/hassner/data/lfwa/lfwa.tar.gz"
 PAIRS_URL = "http://vis-www.cs.umass.edu/lfw/"
@@ -38,10 +39,6 @@ PAIRS_SHA256 = {
 # SHA-256 of the sorted lines "<Person>/<file>.jpg <sha256>\n" over all 13,233 LFW-a images
 # (the lines of SHA256SUMS.lfw2, shipped beside the data, hash to it too).
 LFW2_TREE_SHA256 = "256a77446e60244df7284859b10c0a36f5cd6fb686976e7b7d02e4e0d667baf1"
-
-
-class DownloadError(RuntimeError):
-    """A download, checksum or extraction failed; the message says which and why."""
 
 
 def sha256_file(path):

@@ -8,9 +8,10 @@ from . import calibration as cal
 from . import metrics, omniglot, oneshot, plots, stats
 from .backend import to_numpy
 from .checkpoint import TRAIN_FORMAT
-from .data import (DataError, Normalizer, check_data_dir, is_view2_file, load_pairset, pairset_from_pairs, people_in,
-                   read_pairs, read_pairs_folds)
-from .fileio import CheckpointError, load_arrays, write_json
+from .data import (Normalizer, check_data_dir, is_view2_file, load_pairset, pairset_from_pairs, people_in, read_pairs,
+                   read_pairs_folds)
+from .errors import CheckpointError, DataError
+from .fileio import load_arrays, write_json
 from .model import load_model
 
 

@@ -14,13 +14,9 @@ import zipfile
 import numpy as np
 
 from .backend import to_numpy
+from .errors import CheckpointError
 
 CACHE_ENV = "MINISIAMESE_CACHE"
-
-
-class CheckpointError(ValueError):
-    """An .npz file of ours (weights, a training checkpoint, a cache) is missing,
-    damaged or of another kind; the message names it."""
 
 
 def cache_root():

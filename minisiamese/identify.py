@@ -15,8 +15,9 @@ import os
 import numpy as np
 
 from .backend import to_numpy
-from .data import DataError, file_digest, load_faces, load_image
-from .fileio import CheckpointError, load_arrays, save_arrays
+from .data import file_digest, load_faces, load_image
+from .errors import CheckpointError, DataError
+from .fileio import load_arrays, save_arrays
 from .plots import pyplot, save_figure
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".pgm", ".bmp", ".gif", ".tif", ".tiff", ".webp")

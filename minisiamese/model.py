@@ -9,11 +9,8 @@ from . import calibration, convplan, losses, ops
 from .backend import get_backend, to_numpy
 from .checkpoint import read_model_file
 from .config import ModelConfig
+from .errors import InputError
 from .fftconv import conv2d_fft_pool_forward
-
-
-class InputError(ValueError):
-    """Input images or labels have the wrong shape, dtype or values."""
 
 
 def init_params(config, seed, dtype=np.float32):

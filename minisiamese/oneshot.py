@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import require_int
+
 
 @dataclass
 class OneShotTask:
@@ -27,8 +29,7 @@ def check_tasks(pairset, n_way, source="test pairs"):
     """A ValueError naming ``source`` unless every positive pair of ``pairset``
     can anchor an ``n_way`` task: at least one positive pair, and N-1 people
     other than the anchor's, each with an image in the file."""
-    if isinstance(n_way, bool) or not isinstance(n_way, (int, np.integer)) or n_way < 2:
-        raise ValueError(f"one-shot: the task width (oneshot_way / --n-way) must be an integer >= 2, got {n_way!r}")
+    require_int("one-shot: the task width (oneshot_way / --n-way)", n_way, 2)
     person = np.array(pairset.person_of_image())
     anchors = pairset.idx1[pairset.labels == 1]
     if len(anchors) == 0:

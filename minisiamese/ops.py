@@ -15,6 +15,7 @@ import numpy as np
 
 from . import convplan
 from .backend import get_array_module
+from .errors import require_number
 from .fftconv import FFTConvCache, conv2d_fft_backward, conv2d_fft_forward
 from .im2col import im2col_conv2d_backward, im2col_conv2d_forward
 from .parallel import over_batch
@@ -247,8 +248,7 @@ def dropout_forward(x, rate, train, rng):
     and survivors are scaled by 1/(1 - rate), so evaluation is the identity.
     ``rng`` is a ``xp.random.Generator``.  cache = mask (already scaled), or None
     when the op is the identity (eval mode or rate 0)."""
-    if not 0 <= rate < 1:
-        raise ValueError(f"dropout: rate must be in [0, 1), got {rate!r}")
+    require_number("dropout: rate", rate, 0, 1, hi_open=True)
     if not train or rate == 0:
         return x, None
     keep = rng.random(x.shape, dtype=x.dtype) >= rate

@@ -4,6 +4,7 @@ by parameter, over the dicts that ``SiameseNet.state_dict`` and
 import numpy as np
 
 from .backend import get_array_module
+from .errors import require_number
 
 
 def _check_keys(params, grads):
@@ -37,11 +38,9 @@ class Adam:
 
     def __init__(self, lr=1e-4, beta1=0.9, beta2=0.999, eps=1e-7):
         for name, v in (("lr", lr), ("eps", eps)):
-            if not v > 0:
-                raise ValueError(f"Adam: {name} must be > 0, got {v!r}")
+            require_number(f"Adam: {name}", v, 0, lo_open=True)
         for name, v in (("beta1", beta1), ("beta2", beta2)):
-            if not 0 <= v < 1:
-                raise ValueError(f"Adam: {name} must be in [0, 1), got {v!r}")
+            require_number(f"Adam: {name}", v, 0, 1, hi_open=True)
         self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
         self.lr_scale = 1.0
         self.t = 0
@@ -121,9 +120,7 @@ class ExponentialDecay:
     """lr(epoch) = lr0 * rate^epoch: the seed's 1 % per epoch is rate = 0.99."""
 
     def __init__(self, rate=0.99):
-        if not 0 < rate <= 1:
-            raise ValueError(f"ExponentialDecay: rate must be in (0, 1], got {rate!r}")
-        self.rate = rate
+        self.rate = require_number("ExponentialDecay: rate", rate, 0, 1, lo_open=True)
 
     def apply(self, optimizer, epoch):
         """Set the optimizer's scale for ``epoch`` (0-based)."""

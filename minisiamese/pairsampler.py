@@ -24,7 +24,8 @@ half across, as above (two characters uniformly, almost always of two alphabets)
 """
 import numpy as np
 
-from .data import DataError, PairSet, load_images, person_images
+from .data import PairSet, load_images, person_images
+from .errors import DataError
 
 
 class IdentityPool:

@@ -12,18 +12,20 @@ import time
 from . import omniglot, oneshot
 from .backend import device_name, get_backend
 from .calibration import map_threshold
-from .config import ConfigError, is_number, shown
-from .data import (DataError, check_data_dir, check_disjoint, file_digest, load_pairset, pairset_from_pairs,
+from .data import (check_data_dir, check_disjoint, file_digest, load_pairset, open_regular, pairset_from_pairs,
                    read_pairs, read_pairs_folds)
+from .errors import (MAX_SEED, CheckpointError, ConfigError, DataError, TrainingError, is_number, require_int,
+                     require_number, shown)
 from .evaluate import (evaluate_folds, evaluate_omniglot, evaluate_pairset, load_trained, oneshot_scores,
                        omniglot_summary, refuse_run_folder, train_people)
-from .fileio import CheckpointError, load_arrays, write_json
+from .fileio import load_arrays, write_json
 from .plots import plot_history
 from .runconfig import PAIR_SOURCES, ExperimentConfig
 from .runlock import run_lock
-from .train import Trainer, TrainingError, checkpoint_progress, split_training_pairs, stratified_subset
+from .train import Trainer, checkpoint_progress, split_training_pairs, stratified_subset
 
 RESULT_FILE = "results.json"     # its presence marks a run finished
+SEEDS, SELECTION = "seeds", "selection"       # folders of seed runs and of selection runs, kept results alike
 RUN_FILES = (RESULT_FILE, "model.npz", "best.npz", "checkpoint.npz", "history.json", "config.json",
              "figures")                                                  # what starting over replaces
 
@@ -50,7 +52,7 @@ def train_and_evaluate(config, out_dir, data_dir, device, seed, cache_dir, resum
 
 
 def _check_folder(path, what):
-    """A TrainingError before the first step when ``path`` cannot be created or written in."""
+    """A TrainingError before the first step when the folder ``path`` cannot be created or written in."""
     try:
         os.makedirs(path, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):
@@ -217,9 +219,14 @@ def _write_results(out_dir, res):
     write_json(os.path.join(out_dir, RESULT_FILE), res)
 
 
-def check_results(res, path):
+FRACTIONS = ("accuracy", "oneshot", "recall", "precision", "auc")       # a results file's figures in [0, 1]
+
+
+def check_results(res, path, seed=None):
     """A results.json (or its kept copy under docs/results/) holds what the
-    report reads from it, of the right types; else a DataError naming the file
+    report reads from it, of the right types, every accuracy and AUC a number in
+    [0, 1] (NaN is none), and the seed its file's name says (``seed``: for
+    NAME-sSEED; a result may omit its seed); else a DataError naming the file
     and the field.  Returns ``res``."""
     def bad(what):
         return DataError(f"{path}: damaged results ({what}); restore it (git checkout, for a kept copy) or delete "
@@ -234,6 +241,20 @@ def check_results(res, path):
     for key, parts in (("tuned", ("threshold", "accuracy", "precision", "recall")), ("val", ("accuracy", "auc"))):
         if key in res and not (isinstance(res[key], dict) and all(is_number(res[key].get(k)) for k in parts)):
             raise bad(f"{key} must be an object of numbers {list(parts)}")
+
+    def fraction(name, v):
+        require_number(name, v, 0, 1, what="a number ", error=lambda m: bad(m[:300]))
+    for key in FRACTIONS:
+        if key in needed:
+            fraction(key, res[key])
+    for key in ("tuned", "val"):
+        for k in ("accuracy", "precision", "recall", "auc"):
+            if k in res.get(key, {}):
+                fraction(f"{key}.{k}", res[key][k])
+    if "seed" in res:
+        require_int("seed", res["seed"], 0, MAX_SEED, error=bad)
+        if seed is not None and res["seed"] != seed:
+            raise bad(f"its name says seed {seed}, its seed field {res['seed']}: a copy of another seed's results?")
     if "view2" in res:
         v = res["view2"]
         for part in (v, v.get("leak_free") if isinstance(v, dict) else None):
@@ -245,6 +266,13 @@ def check_results(res, path):
                             for f in folds)):
                 raise bad("view2 and view2.leak_free must each hold accuracy_mean, auc_mean, pairs and per-fold "
                           "accuracy and auc")
+            for k in ("accuracy_mean", "auc_mean"):
+                if part[k] is not None:
+                    fraction(f"view2 {k}", part[k])
+            for f in folds:
+                for k in ("accuracy", "auc"):
+                    if f[k] is not None:
+                        fraction(f"view2 fold {k}", f[k])
     parts = [res] + ([res["view2"], res["view2"].get("leak_free")] if isinstance(res.get("view2"), dict) else [])
     for part in parts:
         for where in (part, part.get("before_calibration") if isinstance(part, dict) else None):
@@ -253,8 +281,8 @@ def check_results(res, path):
             if not isinstance(where, dict):
                 raise bad("before_calibration must be an object of numbers")
             for key in ("ece", "brier", "accuracy_at_half", "accuracy_at_threshold"):
-                if key in where and not (is_number(where[key]) and 0 <= where[key] <= 1):
-                    raise bad(f"{key} must be a number in [0, 1], got {shown(where[key])}"[:300])
+                if key in where:
+                    require_number(key, where[key], 0, 1, what="a number ", error=lambda m: bad(m[:300]))
     for key in ("history", "test_probs", "test_labels", "conv_plan"):
         if key in res and not isinstance(res[key], list):
             raise bad(f"{key} must be a list")
@@ -273,31 +301,64 @@ def check_results(res, path):
     return res
 
 
-def read_results(path, runs_only=False):
-    """A results.json read and checked (:func:`check_results`); a DataError naming
-    it otherwise.  With ``runs_only``, the results of something other than a
-    training run (``evaluate --out`` writes no ``epochs_run``) give None."""
+def read_results(path, runs_only=False, seed=None):
+    """A results.json read and checked (:func:`check_results`; ``seed``: the one
+    its name says); a DataError naming it otherwise, also when it is no regular
+    file (a named pipe is never read).  With ``runs_only``, the results of
+    something other than a training run (``evaluate --out`` writes no
+    ``epochs_run``) give None."""
     try:
-        with open(path, encoding="utf-8") as f:
-            res = json.load(f)
+        with open_regular(path, note="; results are regular files") as f:
+            res = json.loads(f.read().decode("utf-8"))
     except (OSError, ValueError, RecursionError) as exc:                # ValueError: bad JSON or UTF-8
         raise DataError(f"{path}: cannot read the results ({str(exc)[:200]}); restore it (git checkout, for a "
                         f"kept copy) or delete it to run again") from None
     if runs_only and isinstance(res, dict) and "epochs_run" not in res:
         return None
-    return check_results(res, path)
+    return check_results(res, path, seed)
+
+
+def seed_run_name(preset, seed):
+    """The run folder (and kept file) of one seed of a preset: NAME-sSEED."""
+    return f"{preset}-s{seed}"
+
+
+def seed_of_run(name):
+    """The seed a run's name NAME-sSEED says (None for a name without one)."""
+    preset, _, seed = name.rpartition("-s")
+    return int(seed) if preset and seed.isascii() and seed.isdigit() else None
+
+
+def kept_path(results_path, name=None, seed=None):
+    """The kept-results layout beside a results table (docs/results.md), in git:
+    its folder docs/results (no ``name``), an experiment's docs/results/NAME.json,
+    or one seed's docs/results/seeds/NAME-sSEED.json."""
+    kept = os.path.join(os.path.dirname(results_path) or ".", "results")
+    if name is None:
+        return kept
+    return os.path.join(kept, f"{name}.json") if seed is None else \
+        os.path.join(kept, SEEDS, f"{seed_run_name(name, seed)}.json")
+
+
+def check_kept_writable(results_path, seeds=False):
+    """A TrainingError, before any training, when the folder of the results
+    table ``results_path`` or its kept results folder (the seeds' with
+    ``seeds``) cannot be created or written in."""
+    _check_folder(os.path.dirname(results_path) or ".", "results table's folder")
+    _check_folder(os.path.join(kept_path(results_path), SEEDS) if seeds else kept_path(results_path),
+                  "kept results folder")
 
 
 def run_experiment(name, config, out_root, data_dir, device, seed, cache_dir, log=print, force=False,
-                   progress=True, kept_dir=None):
+                   progress=True, kept=None):
     """Train + evaluate one experiment in out_root/name; skip it when it has
-    finished before -- its results.json in the run folder, or its kept copy in
-    ``kept_dir`` (from another machine) -- unless ``force``.  Returns the results."""
+    finished before -- its results.json in the run folder, or its kept copy
+    ``kept`` (from another machine) -- unless ``force``.  Returns the results."""
     out_dir = os.path.join(out_root, name)
-    for path in (os.path.join(out_dir, RESULT_FILE), os.path.join(kept_dir, f"{name}.json") if kept_dir else None):
-        if path and os.path.exists(path) and not force:
+    for path in (os.path.join(out_dir, RESULT_FILE), kept):
+        if path and os.path.lexists(path) and not force:
             try:
-                res = read_results(path)
+                res = read_results(path, seed=seed_of_run(name))
             except DataError as exc:
                 raise DataError(f"{exc} (or pass --force to train {name} again)") from None
             log(f"[{name}] finished before ({path}; {res.get('device')}, {res.get('wall_seconds', 0):.0f}s): skipped")
@@ -329,8 +390,8 @@ def _run_of_model(model_path):
             config, seed = res["config"], res["seed"]
         else:
             config, seed = json.loads(str(a["config"])), a["seed"].item()
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 32:
-            raise ValueError(f"seed {seed!r} is not an integer in [0, 2**32)")
+        require_int("seed", seed, 0, MAX_SEED,
+                    error=lambda m: ValueError(f"seed {shown(seed)} is not an integer in [0, {MAX_SEED}]"))
         config = ExperimentConfig.from_dict(config, source=source)
         source = state
         data = dict(json.loads(str(a["data"]))) if "data" in a else None

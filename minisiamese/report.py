@@ -7,10 +7,11 @@ import time
 
 import numpy as np
 
-from .config import ConfigError
-from .data import DataError
+from .data import open_regular
+from .errors import ConfigError, DataError
 from .fileio import write_text
-from .pipeline import RESULT_FILE, check_results, read_results
+from .pipeline import (RESULT_FILE, SEEDS, SELECTION, check_results, check_kept_writable, kept_path, read_results,
+                       run_experiment, seed_of_run, seed_run_name)
 from .plots import pyplot, save_figure
 from .runconfig import ABLATION, BEST, EXPERIMENTS, SEED_BEST, TITLES
 from .stats import bootstrap_diff, mean_se, paired_t, sample_sd, t_critical
@@ -31,19 +32,19 @@ def copy_figures(rows, out_root, dest_root):
                 shutil.copyfile(src, os.path.join(dest_root, name, fig))
 
 
-def _finished(run_dir, runs_only=False):
+def _finished(run_dir, runs_only=False, seed=None):
     """A finished run's results with its training history and without its
-    model path (a path on the machine that ran it), read and checked; with
-    ``runs_only``, None for a folder that holds no training run's results
-    (``evaluate --out`` there)."""
-    res = read_results(os.path.join(run_dir, RESULT_FILE), runs_only)
+    model path (a path on the machine that ran it), read and checked
+    (``seed``: the one its name says); with ``runs_only``, None for a folder
+    that holds no training run's results (``evaluate --out`` there)."""
+    res = read_results(os.path.join(run_dir, RESULT_FILE), runs_only, seed)
     if res is None:
         return None
     history = os.path.join(run_dir, "history.json")
-    if os.path.exists(history):
+    if os.path.lexists(history):
         try:
-            with open(history, encoding="utf-8") as f:
-                res["history"] = json.load(f)
+            with open_regular(history, note="; a history is a regular file") as f:
+                res["history"] = json.loads(f.read().decode("utf-8"))
         except (OSError, ValueError, RecursionError) as exc:
             raise DataError(f"{history}: cannot read the training history ({str(exc)[:200]})") from None
         check_results(res, history)
@@ -51,10 +52,10 @@ def _finished(run_dir, runs_only=False):
     return res
 
 
-def _keep(run_dir, kept):
+def _keep(run_dir, kept, seed=None):
     """:func:`_finished`, written to ``kept`` when given -- only once checked, so
     a damaged run folder never replaces a good kept copy."""
-    res = _finished(run_dir)
+    res = _finished(run_dir, seed=seed)
     if kept:
         write_text(kept, json.dumps(res, indent=1, sort_keys=True) + "\n")
     return res
@@ -67,17 +68,21 @@ def check_report_inputs(out_root, results_path, selected=(), force=False):
     named at once, not after hours of training.  The ``selected`` runs are
     skipped with ``force`` (they are to be trained again); otherwise their
     errors say that --force would."""
-    kept = os.path.join(os.path.dirname(results_path) or ".", "results")
-    run_dirs = [(os.path.join(out_root, name), False) for name in TITLES]
-    for folder in (os.path.join(out_root, "sel"), os.path.join(out_root, "seeds")):   # other results skipped
+    kept = kept_path(results_path)
+    seed_of = {SEEDS: seed_of_run}                                   # only seed runs' names say a seed
+    run_dirs = [(os.path.join(out_root, name), False, None) for name in TITLES]
+    for part in ("sel", SEEDS):                                      # other results skipped
+        folder = os.path.join(out_root, part)
         if os.path.isdir(folder):
-            run_dirs += [(os.path.join(folder, name), True) for name in sorted(os.listdir(folder))]
-    kept_files = [os.path.join(folder, fname) for folder in (kept, os.path.join(kept, "selection"),
-                                                             os.path.join(kept, "seeds"))
-                  if os.path.isdir(folder) for fname in sorted(os.listdir(folder)) if fname.endswith(".json")]
-    reads = [(os.path.basename(d), lambda d=d, only=only: _finished(d, only), d) for d, only in run_dirs
-             if os.path.isfile(os.path.join(d, RESULT_FILE))]
-    reads += [(os.path.basename(f)[:-5], lambda f=f: read_results(f), f) for f in kept_files]
+            run_dirs += [(os.path.join(folder, name), True, seed_of.get(part, lambda n: None)(name))
+                         for name in sorted(os.listdir(folder))]
+    kept_files = [(os.path.join(kept, part, fname), seed_of.get(part, lambda n: None)(fname[:-5]))
+                  for part in ("", SELECTION, SEEDS) if os.path.isdir(os.path.join(kept, part))
+                  for fname in sorted(os.listdir(os.path.join(kept, part))) if fname.endswith(".json")]
+    # lexists: a named pipe or a folder where a results file belongs is named now, and never read
+    reads = [(os.path.basename(d), lambda d=d, only=only, s=s: _finished(d, only, s), d) for d, only, s in run_dirs
+             if os.path.lexists(os.path.join(d, RESULT_FILE))]
+    reads += [(os.path.basename(f)[:-5], lambda f=f, s=s: read_results(f, seed=s), f) for f, s in kept_files]
     for name, read, path in reads:
         if name in selected and force:
             continue
@@ -99,30 +104,30 @@ def collect(out_root, kept_dir=None):
     for name in TITLES:
         kept = os.path.join(kept_dir, f"{name}.json") if kept_dir else None
         path = os.path.join(out_root, name, RESULT_FILE)
-        if os.path.exists(path):
+        if os.path.lexists(path):
             rows[name] = _keep(os.path.join(out_root, name), kept)
-        elif kept and os.path.exists(kept):
+        elif kept and os.path.lexists(kept):
             rows[name] = read_results(kept)
     return rows
 
 
-def _collect_folder(runs_dir, kept_dir, wanted):
+def _collect_folder(runs_dir, kept_dir, wanted, seed_of=lambda name: None):
     """Keep every finished run RUNS_DIR/NAME whose results satisfy ``wanted``
     as ``kept_dir/NAME.json`` (with its history); return name -> results of
-    everything kept there, in name order."""
+    everything kept there, in name order (``seed_of(NAME)``: the seed a name says)."""
     rows = {}
     if os.path.isdir(runs_dir):
         for name in sorted(os.listdir(runs_dir)):
             path = os.path.join(runs_dir, name, RESULT_FILE)
-            if not os.path.isfile(path):
+            if not os.path.lexists(path):
                 continue
-            res = read_results(path, runs_only=True)
+            res = read_results(path, runs_only=True, seed=seed_of(name))
             if res is not None and wanted(res):
-                _keep(os.path.join(runs_dir, name), os.path.join(kept_dir, f"{name}.json"))
+                _keep(os.path.join(runs_dir, name), os.path.join(kept_dir, f"{name}.json"), seed_of(name))
     if os.path.isdir(kept_dir):
         for fname in sorted(os.listdir(kept_dir)):
             if fname.endswith(".json"):
-                rows[fname[:-5]] = read_results(os.path.join(kept_dir, fname))
+                rows[fname[:-5]] = read_results(os.path.join(kept_dir, fname), seed=seed_of(fname[:-5]))
     return rows
 
 
@@ -133,20 +138,14 @@ def collect_selection(runs_dir, kept_dir):
     return _collect_folder(runs_dir, kept_dir, lambda res: "val" in res and "accuracy" not in res)
 
 
-def seed_run_name(preset, seed):
-    """The run folder (and kept file) of one seed of a preset: NAME-sSEED."""
-    return f"{preset}-s{seed}"
-
-
 def collect_seeds(runs_dir, kept_dir):
     """The runs of presets over several seeds (``experiments --seeds``, in
     RUNS/seeds/NAME-sSEED): each finished, test-evaluated one is kept as
     ``kept_dir/NAME-sSEED.json``; returns preset -> {seed: results}."""
     out = {}
-    for name, res in _collect_folder(runs_dir, kept_dir, lambda r: "accuracy" in r).items():
-        preset, _, seed = name.rpartition("-s")
-        if preset and seed.isdigit():
-            out.setdefault(preset, {})[int(seed)] = res
+    for name, res in _collect_folder(runs_dir, kept_dir, lambda r: "accuracy" in r, seed_of_run).items():
+        if seed_of_run(name) is not None:
+            out.setdefault(name.rpartition("-s")[0], {})[seed_of_run(name)] = res
     return {p: dict(sorted(runs.items())) for p, runs in sorted(out.items())}
 
 
@@ -555,10 +554,10 @@ def write_report(out_root, results_path, command):
     docs/results/ beside ``results_path``), copy and draw the figures, and
     write the table to ``results_path``.  Returns the rows."""
     docs = os.path.dirname(results_path) or "."
-    kept = os.path.join(docs, "results")                 # docs/results/NAME.json, kept in git
+    kept = kept_path(results_path)                       # docs/results/NAME.json, kept in git
     rows = collect(out_root, kept)
-    selection = collect_selection(os.path.join(out_root, "sel"), os.path.join(kept, "selection"))
-    seeds = collect_seeds(os.path.join(out_root, "seeds"), os.path.join(kept, "seeds"))
+    selection = collect_selection(os.path.join(out_root, "sel"), os.path.join(kept, SELECTION))
+    seeds = collect_seeds(os.path.join(out_root, SEEDS), os.path.join(kept, SEEDS))
     figures = os.path.join(docs, "figures", "results")
     copy_figures(rows, out_root, figures)
     os.makedirs(figures, exist_ok=True)
@@ -572,3 +571,26 @@ def write_report(out_root, results_path, command):
         selection=selection, selection_notes=_read_optional(os.path.join(kept, "selection", "notes.md")),
         seeds=seeds))
     return rows
+
+
+def run_experiments(names, seeds, out_root, results_path, make_config, data_dir, device, seed, cache_dir,
+                    log=print, force=False, progress=True, command="python3 cli.py experiments"):
+    """What ``experiments`` does: every file the report reads, and every folder
+    it writes, checked before any training; then each named experiment (the
+    seed's six by default) trained once -- with ``seed`` in OUT/NAME, kept as
+    docs/results/NAME.json -- or, with ``seeds``, once per seed in
+    OUT/seeds/NAME-sSEED, kept as docs/results/seeds/NAME-sSEED.json (finished
+    ones skipped, interrupted ones resumed); then the table written to
+    ``results_path``.  ``make_config(name)``: the experiment's config.  Returns
+    the table's rows."""
+    only, names = names, selected(names)
+    runs = [(name, s) for name in names for s in seeds] if seeds else [(name, None) for name in names]
+    check_report_inputs(out_root, results_path, {seed_run_name(n, s) if seeds else n for n, s in runs}, force)
+    check_kept_writable(results_path, bool(seeds))
+    for name, s in runs:
+        run_experiment(seed_run_name(name, s) if seeds else name, make_config(name),
+                       os.path.join(out_root, SEEDS) if seeds else out_root, data_dir, device, seed if s is None else s,
+                       cache_dir, log=log, force=force, progress=progress, kept=kept_path(results_path, name, s))
+    command += (f" --only {' '.join(only)}" if only else "") + \
+        (f" --seeds {' '.join(map(str, seeds))}" if seeds else "")
+    return write_report(out_root, results_path, command)

@@ -7,7 +7,8 @@ import json
 from dataclasses import dataclass, field
 
 from .augment import AugmentConfig
-from .config import ConfigError, ModelConfig, check_mapping, shown
+from .config import ModelConfig, check_mapping
+from .errors import ConfigError, require_int, require_number, shown
 
 
 PAIR_SOURCES = {"listed": "image-restricted", "identities": "unrestricted"}   # source -> LFW protocol
@@ -17,6 +18,12 @@ PAIR_SOURCES = {"listed": "image-restricted", "identities": "unrestricted"}   # 
 # val_oneshot: accuracy on the validation one-shot tasks (Omniglot's within-alphabet tasks).
 MONITORS = {"val_loss": 1, "val_auc": -1, "val_oneshot": -1}
 DATASETS = ("lfw-a", "omniglot")
+
+# The integer settings of TrainConfig and their ranges (--epochs, --batch-size and --max-pairs set three of them).
+# A one-shot task compares an anchor with at least one other person: oneshot_way >= 2.
+TRAIN_INTS = {"pairs_per_epoch": (0, 10 ** 7), "max_pairs": (0, 10 ** 7), "epochs": (1, 10 ** 5),
+              "batch_size": (1, 65536), "patience": (1, 10 ** 5), "oneshot_way": (2, 1000), "monitor_window": (1, 1000),
+              "val_pairs": (2, 10 ** 6), "val_tasks": (1, 10 ** 6)}
 
 
 @dataclass(frozen=True)
@@ -83,21 +90,12 @@ class TrainConfig:
             if not isinstance(v, str) or not v.strip() or "\0" in v:
                 raise ConfigError(f"train.{name} must be the name of a pairs file in the data folder, got "
                                   f"{shown(v)}")
-        for name, lo, hi in (("pairs_per_epoch", 0, 10 ** 7), ("max_pairs", 0, 10 ** 7), ("epochs", 1, 10 ** 5),
-                             ("batch_size", 1, 65536), ("patience", 1, 10 ** 5), ("oneshot_way", 1, 1000),
-                             ("monitor_window", 1, 1000), ("val_pairs", 2, 10 ** 6), ("val_tasks", 1, 10 ** 6)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-                raise ConfigError(f"train.{name} must be an integer in [{lo}, {hi}], got {shown(v)}")
-        for name, lo, hi in (("lr", 0, 1), ("beta1", 0, 1), ("beta2", 0, 1), ("eps", 0, 1),
-                             ("val_fraction", 0, 1)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo < v < hi:
-                if not (name == "beta1" and isinstance(v, (int, float)) and v == 0):
-                    raise ConfigError(f"train.{name} must be in ({lo}, {hi}), got {shown(v)}")
-        if isinstance(self.lr_decay, bool) or not isinstance(self.lr_decay, (int, float)) \
-                or not 0 < self.lr_decay <= 1:
-            raise ConfigError(f"train.lr_decay must be in (0, 1], got {shown(self.lr_decay)}")
+        for name, (lo, hi) in TRAIN_INTS.items():
+            require_int(f"train.{name}", getattr(self, name), lo, hi)
+        for name in ("lr", "beta2", "eps", "val_fraction"):
+            require_number(f"train.{name}", getattr(self, name), 0, 1, lo_open=True, hi_open=True)
+        require_number("train.beta1", self.beta1, 0, 1, hi_open=True)         # 0: Adam without momentum
+        require_number("train.lr_decay", self.lr_decay, 0, 1, lo_open=True)
 
 
 @dataclass(frozen=True)
@@ -317,10 +315,10 @@ def build_config(preset=None, config_file=None, settings=(), epochs=None, batch_
     changes = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size), ("max_pairs", max_pairs))
                if v is not None}
     for k, v in changes.items():
+        option = f"--{k.replace('_', '-')}"
         if isinstance(v, bool) or not isinstance(v, int):
-            raise ConfigError(f"--{k.replace('_', '-')} must be an integer, got {shown(v)}")
-        if v < (0 if k == "max_pairs" else 1):
-            raise ConfigError(f"--{k.replace('_', '-')} must be {'>= 0' if k == 'max_pairs' else '>= 1'}, got {v}")
+            raise ConfigError(f"{option} must be an integer, got {shown(v)}")
+        require_number(option, v, TRAIN_INTS[k][0])       # the upper bound: cfg.train.validate(), naming train.KEY
     if changes:
         cfg = cfg.replace(train=dataclasses.replace(cfg.train, **changes))
         cfg.train.validate()

@@ -7,6 +7,8 @@ SIGKILL included -- so a lock file left by a killed run never blocks a
 """
 import os
 
+from .errors import RunFolderBusy
+
 try:
     import fcntl
 except ImportError:          # not POSIX: no locking
@@ -14,10 +16,6 @@ except ImportError:          # not POSIX: no locking
 
 LOCK_NAME = ".lock"
 _held = {}                   # real path -> [fd, depth]
-
-
-class RunFolderBusy(RuntimeError):
-    """Another live process holds this run folder."""
 
 
 class run_lock:

@@ -29,10 +29,11 @@ from .checkpoint import TRAIN_FORMAT
 from . import calibration, convplan, omniglot
 from .augment import augment_batch
 from .backend import get_backend, to_numpy
-from .config import ConfigError, is_number, shown
-from .data import DataError, Normalizer, check_data_dir, file_digest, load_pairset, people_in, to_unit_float
+from .data import Normalizer, check_data_dir, file_digest, load_pairset, people_in, to_unit_float
+from .errors import (MAX_SEED, CheckpointError, ConfigError, DataError, TrainingError, is_number, require_int,
+                     require_number, shown)
 from .evaluate import oneshot_scores
-from .fileio import CheckpointError, load_arrays, remove_leftovers, save_arrays, write_json, write_text
+from .fileio import load_arrays, remove_leftovers, save_arrays, write_json, write_text
 from .losses import bce_with_logits_forward
 from .metrics import best_threshold, roc_auc
 from .oneshot import oneshot_accuracy
@@ -56,9 +57,7 @@ def _check_partial(p, epoch, path):
     its step and running sums, and the two generators' states."""
     ints = {"epoch": (epoch + 1, epoch + 1), "step": (0, 2 ** 62), "correct": (0, 2 ** 62), "seen": (0, 2 ** 62)}
     for key, (lo, hi) in ints.items():
-        v = p.get(key)
-        if not (isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi):
-            raise ckpt.damaged(path, f"partial.{key} must be an integer in [{lo}, {hi}], got {shown(v)}")
+        require_int(f"partial.{key}", p.get(key), lo, hi, error=lambda m: ckpt.damaged(path, m))
     for key in ("loss", "seconds"):
         if not is_number(p.get(key)):
             raise ckpt.damaged(path, f"partial.{key} must be a number, got {shown(p.get(key))}")
@@ -70,10 +69,6 @@ def _check_partial(p, epoch, path):
             _set_rng_state(np.random.default_rng(), text)           # on a throwaway generator
         except (TypeError, ValueError, KeyError, RecursionError):
             raise ckpt.damaged(path, f"partial.{key} is not a NumPy generator's state") from None
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (non-finite loss, a checkpoint for another run...)."""
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -221,6 +216,7 @@ class Trainer:
                  log=print, progress=True):
         if not isinstance(config, ExperimentConfig):
             raise ConfigError("Trainer needs an ExperimentConfig")
+        require_int("seed", seed, 0, MAX_SEED)
         self.cfg, self.out_dir, self.data_dir = config, out_dir, data_dir
         self.device, self.seed, self.cache_dir = device, seed, cache_dir
         self.log = log
@@ -365,6 +361,8 @@ class Trainer:
             raise TrainingError(f"{path}: this checkpoint was written for a different configuration "
                                 f"({'; '.join(differences)}); resume with the same settings (only --epochs and "
                                 f"train.calibrate may change), or use a fresh --out")
+        # any integer the array may hold: the seed's own bound (MAX_SEED) is self.seed's, so a stored seed
+        # beyond it is refused below as a seed other than this run's
         seed = ckpt.stored_int(a, "seed", path, 0, 2 ** 64 - 1)
         if seed != self.seed:
             raise TrainingError(f"{path}: written with --seed {seed}, not {self.seed}")
@@ -407,9 +405,8 @@ class Trainer:
         state = {k[4:]: v for k, v in a.items() if k.startswith("opt/")}
         path = self.checkpoint_path
         t = ckpt.stored_int(a, "opt/t", path, 0, 2 ** 62)
-        lr_scale = ckpt.stored_float(a, "opt/lr_scale", path)
-        if not 0 <= lr_scale <= 1:                         # 0 once a steep decay underflows
-            raise ckpt.damaged(path, f"opt/lr_scale must be in [0, 1], got {lr_scale!r}")
+        require_number("opt/lr_scale", ckpt.stored_float(a, "opt/lr_scale", path), 0, 1,   # 0: a steep decay
+                       error=lambda m: ckpt.damaged(path, m))                           # underflowed
         for moment in ("m", "v"):
             names = {k[2:] for k in state if k.startswith(f"{moment}/")}
             if names != (set(params) if t else set()):

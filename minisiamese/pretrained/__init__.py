@@ -6,7 +6,7 @@ with it when no ``--checkpoint`` is given."""
 import hashlib
 import os
 
-from ..fileio import CheckpointError
+from ..errors import CheckpointError
 
 NAME = "bn512w-s0"
 FILE = "bn512w-s0.npz"
