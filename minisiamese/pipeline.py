@@ -135,13 +135,7 @@ def _train_and_evaluate(config, out_dir, data_dir, device, seed, cache_dir, resu
         folds = read_pairs_folds(view2)
         v2 = pairset_from_pairs(data_dir, [p for f in folds for p in f], view2, cache_dir, m.input_size, m.crop)
         log(f"View 2 data: {len(v2)} pairs ({len(v2.images)} images), checked")
-    history = _fit(trainer, resume, overwrite, log)
-    t_eval = time.time()
-    figures = os.path.join(out_dir, "figures")
-    os.makedirs(figures, exist_ok=True)
-    if history:
-        plot_history(history, os.path.join(figures, "history.png"))
-    threshold = map_threshold(trainer.threshold, trainer.net.calibration)    # on the probabilities the net gives
+    history, figures, threshold, t_eval = _fit_for_evaluation(trainer, out_dir, resume, overwrite, log)
     res, probs = evaluate_pairset(trainer.net, trainer.normalizer, testset, threshold,
                                   config.train.oneshot_way, seed, config.train.batch_size, figures_dir=figures)
     # every test pair's probability and label, in file order: paired comparisons of runs (a bootstrap) need them
@@ -171,6 +165,19 @@ def _train_and_evaluate(config, out_dir, data_dir, device, seed, cache_dir, resu
     return res
 
 
+def _fit_for_evaluation(trainer, out_dir, resume, overwrite, log):
+    """Train (:func:`_fit`), then make the run's figures folder with the training curves: (history,
+    figures folder, the validation threshold on the probabilities the net gives -- calibrated ones when it
+    is calibrated --, the time the evaluation starts)."""
+    history = _fit(trainer, resume, overwrite, log)
+    t_eval = time.time()
+    figures = os.path.join(out_dir, "figures")
+    os.makedirs(figures, exist_ok=True)
+    if history:
+        plot_history(history, os.path.join(figures, "history.png"))
+    return history, figures, map_threshold(trainer.threshold, trainer.net.calibration), t_eval
+
+
 def _omniglot_finals(config, trainer, out_dir, data_dir, device, seed, cache_dir, resume, log, experiment, overwrite):
     """Omniglot: read and check the test data (Lake's runs, the run alphabets) before the first step, train,
     then :func:`~minisiamese.evaluate.evaluate_omniglot` into results.json."""
@@ -178,13 +185,7 @@ def _omniglot_finals(config, trainer, out_dir, data_dir, device, seed, cache_dir
     log(f"test data: Lake's {len(finals.runs.names)} runs ({len(finals.runs.tasks)} trials), "
         f"{len(finals.tasks)} within-alphabet trials and {len(finals.pairs)} pairs of the run alphabets "
         f"({len(finals.pool.images)} images), checked")
-    history = _fit(trainer, resume, overwrite, log)
-    t_eval = time.time()
-    figures = os.path.join(out_dir, "figures")
-    os.makedirs(figures, exist_ok=True)
-    if history:
-        plot_history(history, os.path.join(figures, "history.png"))
-    threshold = map_threshold(trainer.threshold, trainer.net.calibration)
+    history, figures, threshold, t_eval = _fit_for_evaluation(trainer, out_dir, resume, overwrite, log)
     res = evaluate_omniglot(trainer.net, trainer.normalizer, finals, threshold, seed, config.train.batch_size, figures)
     res.update(_run_facts(config, trainer, history, device, seed, experiment))
     res["wall_seconds"] = res["train_seconds"] + time.time() - t_eval
