@@ -103,9 +103,9 @@ def apply_platt(z, ac):
 def map_threshold(threshold, ac):
     """The probability threshold on calibrated scores that makes the same
     decisions as ``threshold`` on the raw sigmoid (calibration is monotone)."""
-    if ac is None:
-        return float(threshold)
-    t = min(max(float(threshold), 1e-300), 1 - 1e-16)
+    t = float(threshold)
+    if ac is None or not 0 < t < 1:        # at or beyond 0 or 1 (best_threshold can put it there) every pair is
+        return t                           # decided alike, as it stays on calibrated scores
     return float(apply_platt(np.log(t) - np.log1p(-t), ac))
 
 

@@ -59,7 +59,7 @@ def _common(p, config=True, dataset=False):
     if dataset:
         p.add_argument("--dataset", choices=DATASETS,
                        help="lfw-a (faces) or omniglot (Koch's own experiment: one-shot on Lake's runs); default: "
-                            "the preset's or config's, else lfw-a")
+                            "the preset's or config's (train), the model's (evaluate), else lfw-a")
     if config:
         g = p.add_mutually_exclusive_group()
         g.add_argument("--preset", help="a named experiment: baseline (default), normalize, augment, "
@@ -256,6 +256,8 @@ def _check_args(args):
     numeric option in its range, every folder option a folder.  One ConfigError
     naming the first option at fault."""
     opts = vars(args)
+    if args.command == "evaluate":
+        _dataset_of_model(args)
     if args.command in ("evaluate", "experiments"):
         _data_dir(args, opts.get("dataset"))
     for dest, value in opts.items():
@@ -296,6 +298,16 @@ def _config(args, preset=None):
                         getattr(args, "set", None) or (), getattr(args, "epochs", None),
                         getattr(args, "batch_size", None), getattr(args, "max_pairs", None),
                         getattr(args, "dataset", None))
+
+
+def _dataset_of_model(args):
+    """evaluate's --dataset: by default the one the model trained on; one naming another is refused."""
+    from minisiamese.evaluate import trained_dataset
+    trained = trained_dataset(args.checkpoint) if os.path.isfile(args.checkpoint) else None
+    if args.dataset and trained and args.dataset != trained:
+        raise ConfigError(f"--dataset {args.dataset}: {args.checkpoint} was trained on {trained}; evaluate it "
+                          f"with --dataset {trained} (or leave --dataset out)")
+    args.dataset = args.dataset or trained or DATASETS[0]
 
 
 def _data_dir(args, dataset):

@@ -1,5 +1,6 @@
 """Evaluation on a pairs file: verification metrics, ROC, one-shot tasks, figures; and Omniglot's final
 figures (Lake's runs, within-alphabet trials, verification pairs: :func:`evaluate_omniglot`)."""
+import json
 import os
 
 import numpy as np
@@ -54,6 +55,17 @@ def load_trained(path, device="cpu", flip_average=None):
     return net, Normalizer.from_extra(extra, source=path), cal.map_threshold(float(threshold), net.calibration)
 
 
+def trained_dataset(path):
+    """The data set ("lfw-a" or "omniglot") the run that wrote model file
+    ``path`` trained on, from the experiment config stored in it; None when the
+    file cannot be read or holds none (the evaluation then names what is wrong)."""
+    try:
+        stored = load_arrays(path, names=["extra/experiment"]).get("extra/experiment")
+        return json.loads(str(stored)).get("dataset", "lfw-a") if stored is not None else None
+    except (CheckpointError, ValueError, AttributeError, RecursionError):
+        return None
+
+
 def decision_threshold(net, threshold):
     """The rule a model decides "same person" by: p >= 0.5 when its
     probabilities are calibrated, else p >= the threshold chosen on validation
@@ -77,25 +89,30 @@ class Embeddings:
                  for i in range(0, len(rows), batch_size)]
         self.h = (parts[0] if len(parts) == 1 else net.xp.concatenate(parts)) if parts else None
 
-    def probs(self, i1, i2, batch_size=4096):
-        """Probabilities for the pairs (i1[n], i2[n]) of image-table rows, as NumPy."""
+    def _rows(self, i1, i2):
+        """The embedding rows of image-table rows i1 and i2; a ValueError for an image not embedded."""
         a, b = self.where[np.asarray(i1)], self.where[np.asarray(i2)]
         if (a < 0).any() or (b < 0).any():
-            raise ValueError("Embeddings.probs: an image that was not embedded")
-        out = [self.net.score(self.h[a[i:i + batch_size]], self.h[b[i:i + batch_size]])
-               for i in range(0, len(a), batch_size)]
+            raise ValueError("Embeddings: an image that was not embedded")
+        return a, b
+
+    def _pairs(self, head, i1, i2, batch_size):
+        """``head(h1, h2)`` (NumPy) over the pairs (i1[n], i2[n]), ``batch_size`` pairs at a time."""
+        a, b = self._rows(i1, i2)
+        out = [head(self.h[a[i:i + batch_size]], self.h[b[i:i + batch_size]]) for i in range(0, len(a), batch_size)]
         return np.concatenate(out) if out else np.zeros(0)
+
+    def probs(self, i1, i2, batch_size=4096):
+        """Probabilities (calibrated when the model is) for the pairs (i1[n], i2[n]) of image-table rows, as NumPy."""
+        return self._pairs(self.net.score, i1, i2, batch_size)
 
     def logits(self, i1, i2, batch_size=4096):
         """The head's logits (before any calibration) for the pairs (i1[n], i2[n]), as NumPy float64."""
-        a, b = self.where[np.asarray(i1)], self.where[np.asarray(i2)]
-        out = [self.net.head_logits(self.h[a[i:i + batch_size]], self.h[b[i:i + batch_size]])
-               for i in range(0, len(a), batch_size)]
-        return np.concatenate(out) if out else np.zeros(0)
+        return self._pairs(self.net.head_logits, i1, i2, batch_size)
 
     def l1(self, i1, i2):
         """L1 distance between the codes of rows i1[n] and i2[n], as NumPy."""
-        a, b = self.where[np.asarray(i1)], self.where[np.asarray(i2)]
+        a, b = self._rows(i1, i2)
         return to_numpy(self.net.xp.abs(self.h[a] - self.h[b]).sum(axis=1)).astype(np.float64)
 
 
@@ -146,7 +163,7 @@ def evaluate_pairset(net, normalizer, pairset, threshold=0.5, n_way=10, seed=0, 
     needed = [pairset.idx1, pairset.idx2] + [t.candidates for t in tasks]   # anchors are idx1 rows
     emb = Embeddings(net, normalizer, pairset, np.concatenate(needed), batch_size)
     z = emb.logits(pairset.idx1, pairset.idx2) if net.calibration is not None else None
-    p = emb.probs(pairset.idx1, pairset.idx2) if z is None else cal.apply_platt(z, net.calibration)
+    p = emb.probs(pairset.idx1, pairset.idx2)
     y = pairset.labels
     res = {"pairs": int(len(y))}
     res.update(metrics.binary_metrics(y, p, 0.5))
@@ -286,7 +303,7 @@ def evaluate_folds(net, normalizer, data_dir, path, cache_dir=None, batch_size=1
     s = pairset_from_pairs(data_dir, pairs, path, cache_dir, net.config.input_size, net.config.crop)
     emb = Embeddings(net, normalizer, s, np.concatenate([s.idx1, s.idx2]), batch_size)
     z = emb.logits(s.idx1, s.idx2) if net.calibration is not None else None
-    probs = emb.probs(s.idx1, s.idx2) if z is None else cal.apply_platt(z, net.calibration)
+    probs = emb.probs(s.idx1, s.idx2)
     res = _fold_summary(s.labels, probs, fold)
     res.update(calibration_figures(net, s.labels, probs, z, threshold))
     if exclude_people is not None:

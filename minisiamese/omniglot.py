@@ -22,7 +22,8 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
-from .data import DataError, PairSet, cached_images, decode_gray, resized
+from .data import PairSet, cached_images, decode_gray, resized
+from .errors import DataError
 from .oneshot import OneShotTask, group_tasks
 from .pairsampler import IdentityPool
 

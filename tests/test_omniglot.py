@@ -304,19 +304,37 @@ def test_cli_train_and_evaluate_dataset_omniglot_end_to_end(tree, tmp_path, caps
     assert len(history) == 2 and all(0 <= h["val_oneshot"] <= 1 for h in history)
     assert res["val"]["oneshot_tasks"] == 12 and res["val"]["oneshot_way"] == 3
     assert os.path.isfile(os.path.join(out, "figures", "lake_runs.png"))
+    # --batch-size as the run's: the same images in the same batches, so the same float32 sums and the same argmaxes
+    batch = ["--batch-size", str(json.load(open(os.path.join(out, "config.json")))["train"]["batch_size"])]
     code = cli.main(["evaluate", "--dataset", "omniglot", "--checkpoint", os.path.join(out, "model.npz"),
-                     "--data-dir", tree, "--cache-dir", cache, "--device", "cpu", "--seed", "3"])
+                     "--data-dir", tree, "--cache-dir", cache, "--device", "cpu", "--seed", "3"] + batch)
     captured = capsys.readouterr()
     assert code == 0, captured.err
     again = json.loads(captured.out)
     assert again["lake20"] == res["lake20"] and again["within20"] == res["within20"]
     assert "Lake's runs: 20-way accuracy" in captured.err
     code = cli.main(["evaluate", "--dataset", "omniglot", "--validation", "--checkpoint",
-                     os.path.join(out, "model.npz"), "--data-dir", tree, "--cache-dir", cache, "--device", "cpu"])
+                     os.path.join(out, "model.npz"), "--data-dir", tree, "--cache-dir", cache, "--device", "cpu"]
+                    + batch)
     captured = capsys.readouterr()
     assert code == 0, captured.err
     val = json.loads(captured.out)
     assert val["oneshot"] == pytest.approx(res["val"]["oneshot"]) and val["auc"] == pytest.approx(res["val"]["auc"])
+    # without --dataset, evaluate takes the model's own; another is refused in one line, before any reading
+    code = cli.main(["evaluate", "--checkpoint", os.path.join(out, "model.npz"), "--data-dir", tree,
+                     "--cache-dir", cache, "--device", "cpu", "--seed", "3"] + batch)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert json.loads(captured.out)["lake20"] == res["lake20"]
+    code = cli.main(["evaluate", "--dataset", "lfw-a", "--checkpoint", os.path.join(out, "model.npz")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "was trained on omniglot; evaluate it with --dataset omniglot" in err[0]
+
+
+def test_the_cli_names_the_datasets_the_library_has():
+    from minisiamese import cli as minisiamese_cli
+    from minisiamese.runconfig import DATASETS
+    assert tuple(minisiamese_cli.DATASETS) == tuple(DATASETS)
 
 
 # ----------------------------------------------------------------------------- the real data
