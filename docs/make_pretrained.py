@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Make the shipped model (minisiamese/pretrained/) from a trained, calibrated run.
 
-    python3 docs/make_pretrained.py --checkpoint runs/seeds/bn512w-s0/model.npz
+    python3 docs/make_pretrained.py --checkpoint runs/seeds/bn512w-s0/model.npz [--float16]
 
-Writes the weights in float16 (half the size) and evaluates both the run's
-float32 model and the float16 copy on pairsDevTest and on View 2 (pairs.txt):
-when any figure moves by 0.002 or more, the float32 weights are written
-instead.  Prints the figures, the largest move and the file's SHA-256, which
-minisiamese/pretrained/__init__.py records (it is checked at every load).
+Copies the run's model file (weights, calibration, threshold, config) and
+prints its SHA-256, which minisiamese/pretrained/__init__.py records (it is
+checked at every load).  With ``--float16`` it tries the weights in float16
+(half the size): it evaluates the run's float32 model and the float16 copy on
+pairsDevTest and on View 2 (pairs.txt), and keeps float16 only when no figure
+moves by 0.002 or more (issue 36), printing the figures and the largest move.
 """
 import argparse
 import hashlib
@@ -47,25 +48,28 @@ def main():
     ap.add_argument("--checkpoint", required=True, help="model.npz of a calibrated run")
     ap.add_argument("--data-dir", default=default_data_dir())
     ap.add_argument("--cache-dir", default=os.path.join(tempfile.gettempdir(), "minisiamese-cache"))
+    ap.add_argument("--float16", action="store_true", help="try float16 weights (evaluates both, minutes on a CPU)")
     args = ap.parse_args()
     _, _, extra = read_model_file(args.checkpoint)                  # validated, calibration included
     if "calibration" not in extra:
         sys.exit(f"{args.checkpoint}: not calibrated; train with train.calibrate (bn512w has it)")
     arrays = load_arrays(args.checkpoint)
-    half = {k: (v.astype(np.float16) if k.startswith("param/") else v) for k, v in arrays.items()}
     out = os.path.join(os.path.dirname(os.path.abspath(pretrained.__file__)), pretrained.FILE)
-    with tempfile.TemporaryDirectory() as tmp:
-        trial = os.path.join(tmp, "half.npz")
-        save_arrays(trial, half)
-        full_figures, half_figures = (figures(m, args.data_dir, args.cache_dir) for m in (args.checkpoint, trial))
-    moves = {k: abs(half_figures[k] - full_figures[k]) for k in full_figures}
-    use_half = max(moves.values()) < TOLERANCE
-    save_arrays(out, half if use_half else arrays)
+    report = {"written": "float32"}
+    if args.float16:
+        half = {k: (v.astype(np.float16) if k.startswith("param/") else v) for k, v in arrays.items()}
+        with tempfile.TemporaryDirectory() as tmp:
+            trial = os.path.join(tmp, "half.npz")
+            save_arrays(trial, half)
+            full_figures, half_figures = (figures(m, args.data_dir, args.cache_dir) for m in (args.checkpoint, trial))
+        moves = {k: abs(half_figures[k] - full_figures[k]) for k in full_figures}
+        if max(moves.values()) < TOLERANCE:
+            arrays, report["written"] = half, "float16"
+        report.update(float32=full_figures, float16=half_figures, largest_move=max(moves.values()))
+    save_arrays(out, arrays)
     with open(out, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()
-    print(json.dumps({"float32": full_figures, "float16": half_figures, "largest_move": max(moves.values()),
-                      "written": "float16" if use_half else "float32", "file": out, "bytes": os.path.getsize(out),
-                      "sha256": digest}, indent=1))
+    print(json.dumps(dict(report, file=out, bytes=os.path.getsize(out), sha256=digest), indent=1))
 
 
 if __name__ == "__main__":
