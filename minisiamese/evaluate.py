@@ -156,6 +156,12 @@ def oneshot_scores(net, normalizer, table, tasks, batch_size=128):
     return oneshot.score_tasks(tasks, emb.logits)
 
 
+def oneshot_task_accuracy(net, normalizer, table, tasks, seed, batch_size=128):
+    """Accuracy on one-shot tasks over ``table`` (:func:`oneshot_scores`; ties broken at random by ``seed``):
+    Omniglot's validation figure, the same in training and in ``evaluate --validation``."""
+    return oneshot.oneshot_accuracy(tasks, oneshot_scores(net, normalizer, table, tasks, batch_size), seed)[0]
+
+
 def evaluate_pairset(net, normalizer, pairset, threshold=0.5, n_way=10, seed=0, batch_size=128,
                      figures_dir=None, oneshot_tasks=True):
     """Metrics dict (and figures when ``figures_dir`` is given)."""

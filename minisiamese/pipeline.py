@@ -16,7 +16,7 @@ from .data import (check_data_dir, check_disjoint, file_digest, load_pairset, op
                    read_pairs, read_pairs_folds)
 from .errors import (MAX_SEED, CheckpointError, ConfigError, DataError, TrainingError, is_number, require_int,
                      require_number, shown)
-from .evaluate import (evaluate_folds, evaluate_omniglot, evaluate_pairset, load_trained, oneshot_scores,
+from .evaluate import (evaluate_folds, evaluate_omniglot, evaluate_pairset, load_trained, oneshot_task_accuracy,
                        omniglot_summary, refuse_run_folder, train_people)
 from .fileio import load_arrays, write_json
 from .plots import plot_history
@@ -420,8 +420,8 @@ def evaluate_validation(model_path, data_dir, device="cpu", out_dir=None, cache_
         figures = os.path.join(out_dir, "figures") if out_dir else None
         res, _ = evaluate_pairset(net, normalizer, valset, threshold, seed=seed, batch_size=batch_size,
                                   figures_dir=figures, oneshot_tasks=False)
-        scores = oneshot_scores(net, normalizer, valset, tasks, batch_size)
-        res.update(oneshot=oneshot.oneshot_accuracy(tasks, scores, seed)[0], oneshot_tasks=len(tasks),
+        res.update(oneshot=oneshot_task_accuracy(net, normalizer, valset, tasks, seed, batch_size),
+                   oneshot_tasks=len(tasks),
                    oneshot_way=t.oneshot_way, dataset="omniglot", model=str(model_path),
                    pairs_file="Omniglot's validation pairs and tasks (the validation alphabets)",
                    flip_average=net.config.flip_average)

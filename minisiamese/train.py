@@ -32,11 +32,10 @@ from .backend import get_backend, to_numpy
 from .data import Normalizer, check_data_dir, file_digest, load_pairset, people_in, to_unit_float
 from .errors import (MAX_SEED, CheckpointError, ConfigError, DataError, TrainingError, is_number, require_int,
                      require_number, shown)
-from .evaluate import oneshot_scores
+from .evaluate import oneshot_task_accuracy
 from .fileio import load_arrays, remove_leftovers, save_arrays, write_json, write_text
 from .losses import bce_with_logits_forward
 from .metrics import best_threshold, roc_auc
-from .oneshot import oneshot_accuracy
 from .model import SiameseNet
 from .ops import sigmoid
 from .optim import Adam, ExponentialDecay
@@ -296,8 +295,8 @@ class Trainer:
 
     def _val_oneshot(self):
         """Accuracy on the validation one-shot tasks (ties broken at random, by the run's seed)."""
-        scores = oneshot_scores(self.net, self.normalizer, self.valset, self.val_tasks, self.cfg.train.batch_size)
-        return oneshot_accuracy(self.val_tasks, scores, self.seed)[0]
+        return oneshot_task_accuracy(self.net, self.normalizer, self.valset, self.val_tasks, self.seed,
+                                     self.cfg.train.batch_size)
 
     # ------------------------------------------------------------------ state
     def _new_state(self, conv_algos=None):
