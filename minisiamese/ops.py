@@ -13,13 +13,15 @@ Conventions (cs231n / llm.c style):
 """
 import numpy as np
 
-from . import convplan
 from .backend import get_array_module
 from .errors import require_number
 from .fftconv import FFTConvCache, conv2d_fft_backward, conv2d_fft_forward
 from .im2col import im2col_conv2d_backward, im2col_conv2d_forward
 from .parallel import over_batch
 from .shapes import check_conv_args, check_pool_args
+
+CONV_ALGOS = ("im2col", "fft")      # what conv2d_forward runs ("auto" is convplan's, resolved before)
+
 
 # ----------------------------------------------------------------------------- conv
 def conv2d_forward(x, w, b=None, stride=1, pad=0, algo="im2col"):
@@ -29,18 +31,32 @@ def conv2d_forward(x, w, b=None, stride=1, pad=0, algo="im2col"):
     out[n, oh, ow, f] = b[f] + sum_{i, j, c} xpad[n, oh*s+i, ow*s+j, c] w[f, c, i, j].
 
     The dispatcher over two sibling algorithms that compute the same function:
-    ``algo`` "im2col" (:func:`minisiamese.im2col.im2col_conv2d_forward`), "fft"
-    (:func:`minisiamese.fftconv.conv2d_fft_forward`, stride 1 only) or "auto"
-    (chosen per layer shape by :func:`minisiamese.convplan.resolve`).  The cache
-    is the chosen algorithm's; :func:`conv2d_backward` tells them apart.
-    ``b=None`` leaves the bias to a later op (the model adds it after pooling,
-    with the ReLU: see :func:`bias_relu_forward`).
+    ``algo`` "im2col" (:func:`minisiamese.im2col.im2col_conv2d_forward`) or "fft"
+    (:func:`minisiamese.fftconv.conv2d_fft_forward`, stride 1 only).  It takes
+    a concrete algorithm only: a ``"auto"`` setting is resolved beforehand by
+    :func:`minisiamese.convplan.resolve` (the model does so once, in
+    ``SiameseNet.conv_plan``).  The cache is the chosen algorithm's;
+    :func:`conv2d_backward` tells them apart.  ``b=None`` leaves the bias to a
+    later op (the model adds it after pooling, with the ReLU: see
+    :func:`bias_relu_forward`).
     """
-    xp = get_array_module(x)
     check_conv_args(x.shape, w.shape, None if b is None else b.shape, stride, pad)
-    if convplan.resolve(algo, x.shape, w.shape, stride, pad, x.dtype, xp) == "fft":
+    _check_concrete_algo(algo, stride)
+    if algo == "fft":
         return conv2d_fft_forward(x, w, b, stride, pad)
     return im2col_conv2d_forward(x, w, b, stride, pad)
+
+
+def _check_concrete_algo(algo, stride):
+    """A ValueError naming ``algo`` unless it is "im2col", or "fft" at stride 1."""
+    if algo == "auto":
+        raise ValueError("conv: algorithm 'auto' must be resolved before the op runs; pass the "
+                         "'im2col' or 'fft' that minisiamese.convplan.resolve chooses")
+    if algo not in CONV_ALGOS:
+        raise ValueError(f"conv: unknown convolution algorithm {algo!r}; ops.conv2d_forward takes one of "
+                         f"{list(CONV_ALGOS)}")
+    if algo == "fft" and stride != 1:
+        raise ValueError(f"conv: algorithm 'fft' needs stride 1, got stride {stride}; use 'im2col' for a strided layer")
 
 
 def conv2d_backward(dout, cache, need_dx=True):
