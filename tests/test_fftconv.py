@@ -126,6 +126,8 @@ def test_conv2d_forward_takes_a_concrete_algorithm_only(rng):
     for algo in ("auto", "Auto", None):
         with pytest.raises(ValueError, match=repr(algo)):
             ops.conv2d_forward(x, w, algo=algo)
+        with pytest.raises(ValueError, match=repr(algo)):
+            ops.conv_block_forward(x, w, np.zeros(3), None, algo, 2, False)
     with pytest.raises(ValueError, match="resolved"):
         ops.conv2d_forward(x, w, algo="auto")
 
