@@ -205,7 +205,7 @@ def conv2d_fft_pool_forward(x, w, pool, pad=0):
     transform, while it is in cache, instead of in a second pass over the whole
     output.  Returns (N, OH // pool, OW // pool, F); there is no backward pass.
     Equal to ``ops.maxpool2d_forward(conv2d_fft_forward(x, w, None, 1, pad)[0], pool)[0]``.
-    NumPy arrays only: on CuPy the model runs the two ops in turn."""
+    NumPy arrays only: on CuPy :func:`minisiamese.ops.conv_block_forward` runs the two ops in turn."""
     xp = get_array_module(x)
     if xp is not np:
         raise ValueError("conv (fft) + pool: the fused inference path is written for NumPy arrays; "

@@ -10,7 +10,6 @@ from .backend import get_backend, to_numpy
 from .checkpoint import read_model_file
 from .config import ModelConfig
 from .errors import InputError
-from .fftconv import conv2d_fft_pool_forward
 
 
 def init_params(config, seed, dtype=np.float32):
@@ -136,32 +135,25 @@ class SiameseNet:
         return ops.batchnorm_forward(h, self.params[f"{name}.gamma"], self.params[f"{name}.beta"],
                                      self._running(name), train, momentum=self.config.bn_momentum)
 
+    def _conv_norm(self, k):
+        """Layer k's batch norm for :func:`ops.conv_block_forward` (its running statistics are the arrays of
+        self.buffers, updated in place in training), or None without batch norm."""
+        if not self.config.batch_norm:
+            return None
+        return {"gamma": self.params[f"bn{k}.gamma"], "beta": self.params[f"bn{k}.beta"],
+                "running": self._running(f"bn{k}")}
+
     def _tower(self, x, train, need_grad):
         p, caches = self.params, []
         bn = self.config.batch_norm
         h = x
         algos = self.conv_algos or [step["algo"] for step in self.conv_plan(x.shape[0], timings=False)]
         for k in range(1, self.n_conv + 1):
-            c_conv = c_pool = None
-            if not need_grad and algos[k - 1] == "fft" and k < self.n_conv and self.xp is np:
-                # NumPy inference: each piece of the FFT conv's output is pooled while in cache
-                h = conv2d_fft_pool_forward(h, p[f"conv{k}.w"], self.config.pool)  # (M, OH/2, OW/2, F)
-            else:
-                h, c_conv = ops.conv2d_forward(h, p[f"conv{k}.w"], algo=algos[k - 1])  # (M, OH, OW, F), no bias yet
-                if k < self.n_conv:
-                    # Pool first, then bias + ReLU: the same function as conv + b -> ReLU
-                    # -> pool (a per-channel constant and max(., 0) both commute with
-                    # the window maximum), on a map pool^2 times smaller.  With batch
-                    # norm, BN + ReLU follow the pool the same way (a BN layer of its own
-                    # design: it normalises the pooled map).
-                    h, c_pool = ops.maxpool2d_forward(h, self.config.pool, need_grad=need_grad)  # (M, OH/2, OW/2, F)
-            if bn:
-                h, c_bn = self._normalize_forward(h, f"bn{k}", train)
-                h, c_act = ops.relu_forward(h, inplace=True)
-                c_act = (c_bn, c_act)
-            else:
-                h, c_act = ops.bias_relu_forward(h, p[f"conv{k}.b"])
-            caches.append((c_conv, c_pool, c_act))
+            # conv -> pool (all but the last layer) -> bias + ReLU or BN + ReLU: see ops.conv_block_forward
+            h, cache = ops.conv_block_forward(h, p[f"conv{k}.w"], None if bn else p[f"conv{k}.b"], self._conv_norm(k),
+                                              algos[k - 1], self.config.pool if k < self.n_conv else None, train,
+                                              need_grad, momentum=self.config.bn_momentum)
+            caches.append(cache)
         h, c_flat = ops.flatten_forward(h)                                       # (M, D)
         h, c_drop = ops.dropout_forward(h, self.config.dropout, train, self.rng)
         h, c_dense = ops.dense_forward(h, p["dense.w"], None if bn else p["dense.b"])   # (M, U)
@@ -199,16 +191,9 @@ class SiameseNet:
         d = ops.dropout_backward(d, c_drop)
         d = ops.flatten_backward(d, c_flat)
         for k in range(self.n_conv, 0, -1):
-            c_conv, c_pool, c_act = caches[k - 1]
-            if self.config.batch_norm:
-                c_bn, c_relu = c_act
-                d = ops.relu_backward(d, c_relu, inplace=True)
-                d, grads[f"bn{k}.gamma"], grads[f"bn{k}.beta"] = ops.batchnorm_backward(d, c_bn)
-            else:
-                d, grads[f"conv{k}.b"] = ops.bias_relu_backward(d, c_act)
-            if c_pool is not None:
-                d = ops.maxpool2d_backward(d, c_pool)
-            d, grads[f"conv{k}.w"], _ = ops.conv2d_backward(d, c_conv, need_dx=k > 1)
+            d, grads[f"conv{k}.w"], other = ops.conv_block_backward(d, caches[k - 1], need_dx=k > 1)
+            for key, g in other.items():                        # conv{k}.b, or bn{k}.gamma and bn{k}.beta
+                grads[f"conv{k}.b" if key == "b" else f"bn{k}.{key}"] = g
             caches[k - 1] = None                                # free the activations early
 
     def conv_plan(self, images, timings=True):

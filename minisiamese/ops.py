@@ -13,13 +13,15 @@ Conventions (cs231n / llm.c style):
 """
 import numpy as np
 
-from . import convplan
 from .backend import get_array_module
 from .errors import require_number
-from .fftconv import FFTConvCache, conv2d_fft_backward, conv2d_fft_forward
+from .fftconv import FFTConvCache, conv2d_fft_backward, conv2d_fft_forward, conv2d_fft_pool_forward
 from .im2col import im2col_conv2d_backward, im2col_conv2d_forward
 from .parallel import over_batch
 from .shapes import check_conv_args, check_pool_args
+
+CONV_ALGOS = ("im2col", "fft")      # what conv2d_forward runs ("auto" is convplan's, resolved before)
+
 
 # ----------------------------------------------------------------------------- conv
 def conv2d_forward(x, w, b=None, stride=1, pad=0, algo="im2col"):
@@ -29,18 +31,32 @@ def conv2d_forward(x, w, b=None, stride=1, pad=0, algo="im2col"):
     out[n, oh, ow, f] = b[f] + sum_{i, j, c} xpad[n, oh*s+i, ow*s+j, c] w[f, c, i, j].
 
     The dispatcher over two sibling algorithms that compute the same function:
-    ``algo`` "im2col" (:func:`minisiamese.im2col.im2col_conv2d_forward`), "fft"
-    (:func:`minisiamese.fftconv.conv2d_fft_forward`, stride 1 only) or "auto"
-    (chosen per layer shape by :func:`minisiamese.convplan.resolve`).  The cache
-    is the chosen algorithm's; :func:`conv2d_backward` tells them apart.
-    ``b=None`` leaves the bias to a later op (the model adds it after pooling,
-    with the ReLU: see :func:`bias_relu_forward`).
+    ``algo`` "im2col" (:func:`minisiamese.im2col.im2col_conv2d_forward`) or "fft"
+    (:func:`minisiamese.fftconv.conv2d_fft_forward`, stride 1 only).  It takes
+    a concrete algorithm only: a ``"auto"`` setting is resolved beforehand by
+    :func:`minisiamese.convplan.resolve` (the model does so once, in
+    ``SiameseNet.conv_plan``).  The cache is the chosen algorithm's;
+    :func:`conv2d_backward` tells them apart.  ``b=None`` leaves the bias to a
+    later op (the model adds it after pooling, with the ReLU: see
+    :func:`conv_block_forward`).
     """
-    xp = get_array_module(x)
     check_conv_args(x.shape, w.shape, None if b is None else b.shape, stride, pad)
-    if convplan.resolve(algo, x.shape, w.shape, stride, pad, x.dtype, xp) == "fft":
+    _check_concrete_algo(algo, stride)
+    if algo == "fft":
         return conv2d_fft_forward(x, w, b, stride, pad)
     return im2col_conv2d_forward(x, w, b, stride, pad)
+
+
+def _check_concrete_algo(algo, stride):
+    """A ValueError naming ``algo`` unless it is "im2col", or "fft" at stride 1."""
+    if algo == "auto":
+        raise ValueError("conv: algorithm 'auto' must be resolved before the op runs; pass the "
+                         "'im2col' or 'fft' that minisiamese.convplan.resolve chooses")
+    if algo not in CONV_ALGOS:
+        raise ValueError(f"conv: unknown convolution algorithm {algo!r}; ops.conv2d_forward takes one of "
+                         f"{list(CONV_ALGOS)}")
+    if algo == "fft" and stride != 1:
+        raise ValueError(f"conv: algorithm 'fft' needs stride 1, got stride {stride}; use 'im2col' for a strided layer")
 
 
 def conv2d_backward(dout, cache, need_dx=True):
@@ -340,6 +356,83 @@ def batchnorm_backward(dout, cache):
     dxhat = dout * gamma                                                  # (N, ..., C)
     dx = (inv_std / M) * (M * dxhat - gamma * dbeta - xhat * (gamma * dgamma))
     return dx, dgamma, dbeta
+
+
+# ----------------------------------------------------------------------------- the conv block
+def conv_block_forward(x, w, b, bn, algo, pool, train, need_grad=True, stride=1, pad=0, momentum=0.9, eps=1e-5):
+    """One conv layer of the tower: conv (no bias) -> max-pool -> bias + ReLU, or
+    -> batch norm + ReLU (cs231n's ``conv_relu_pool_forward``, in the model's order).
+
+    x (N, H, W, C), w (F, C, KH, KW) -> out (N, OH // pool, OW // pool, F), or
+    (N, OH, OW, F) when ``pool`` is None (no pooling: the tower's last conv).
+    Exactly one of
+
+    * ``b`` (F,): out = max(pool(conv(x, w)) + b, 0) (:func:`bias_relu_forward`);
+    * ``bn`` = {"gamma": (F,), "beta": (F,), "running": {"mean": (F,), "var": (F,)}}:
+      out = max(BN(pool(conv(x, w))), 0) (:func:`batchnorm_forward` with
+      ``train``, ``momentum``, ``eps``; in training ``bn["running"]`` is updated
+      in place).
+
+    Pooling comes before the bias (or BN) and the ReLU: adding a per-channel
+    constant and max(., 0) both commute with a window's maximum, so this is
+    conv + b -> ReLU -> pool computed on a map pool^2 times smaller; with batch
+    norm it is a BN layer of its own design, normalising the pooled map.
+    ``pool`` x ``pool`` windows move by ``pool``.
+
+    ``algo`` is a concrete algorithm, "im2col" or "fft" (see
+    :func:`conv2d_forward`).  ``need_grad=False`` (inference) skips what only
+    the backward pass reads and returns cache None; there, with ``algo``
+    "fft", a pool and NumPy arrays, the convolution and the pooling run fused
+    (:func:`minisiamese.fftconv.conv2d_fft_pool_forward`: each piece of the
+    inverse transform is pooled while in cache), the same numbers as the two
+    ops in turn.  This is the fused inference path's one home.
+
+    cache = (c_conv, c_pool, c_bn, out), or None with ``need_grad=False``:
+      c_conv  :func:`conv2d_forward`'s cache (the algorithm's: :func:`conv2d_backward` tells them apart),
+      c_pool  :func:`maxpool2d_forward`'s cache, None without a pool,
+      c_bn    :func:`batchnorm_forward`'s cache, None for the bias variant,
+      out     the block's output, the ReLU's cache (its positive entries pass the gradient).
+    """
+    if (b is None) == (bn is None):
+        raise ValueError("conv block: give exactly one of b (bias + ReLU) and bn (batch norm + ReLU), got "
+                         f"{'both' if b is not None else 'neither'}")
+    _check_concrete_algo(algo, stride)
+    xp = get_array_module(x)
+    c_conv = c_pool = c_bn = None
+    if not need_grad and algo == "fft" and pool is not None and xp is np:
+        h = conv2d_fft_pool_forward(x, w, pool, pad)                       # (N, OH/pool, OW/pool, F)
+    else:
+        h, c_conv = conv2d_forward(x, w, None, stride, pad, algo)          # (N, OH, OW, F), no bias yet
+        if pool is not None:
+            h, c_pool = maxpool2d_forward(h, pool, need_grad=need_grad)    # (N, OH/pool, OW/pool, F)
+    if bn is None:
+        out, _ = bias_relu_forward(h, b)
+    else:
+        h, c_bn = batchnorm_forward(h, bn["gamma"], bn["beta"], bn["running"], train, momentum, eps)
+        out, _ = relu_forward(h, inplace=True)
+    return out, (c_conv, c_pool, c_bn, out) if need_grad else None
+
+
+def conv_block_backward(dout, cache, need_dx=True):
+    """dout (the block's output shape) -> dx (N, H, W, C) or None, dw (F, C, KH, KW),
+    and a dict of the other gradients: {"b": (F,)} for the bias variant,
+    {"gamma": (F,), "beta": (F,)} for batch norm.  Through the ReLU (``dout`` is
+    overwritten), the bias or batch norm, the pool's argmax, then the conv;
+    ``need_dx=False`` skips dx (the first layer's input is the image)."""
+    if cache is None:
+        raise ValueError("conv block: no cache; a forward with need_grad=False (inference) has no backward pass")
+    c_conv, c_pool, c_bn, out = cache
+    if c_bn is None:
+        d, db = bias_relu_backward(dout, out)
+        grads = {"b": db}
+    else:
+        d = relu_backward(dout, out, inplace=True)
+        d, dgamma, dbeta = batchnorm_backward(d, c_bn)
+        grads = {"gamma": dgamma, "beta": dbeta}
+    if c_pool is not None:
+        d = maxpool2d_backward(d, c_pool)
+    dx, dw, _ = conv2d_backward(d, c_conv, need_dx)
+    return dx, dw, grads
 
 
 # ----------------------------------------------------------------------------- the Siamese join

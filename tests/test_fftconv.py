@@ -8,6 +8,7 @@ from hypothesis import given
 
 from bounds import gamma, unit_roundoff
 from minisiamese import ConfigError, ModelConfig, SiameseNet, convplan, fftconv, im2col, ops, reference
+from minisiamese.backend import get_array_module
 from minisiamese.gradcheck import numeric_grad, rel_error
 from test_gradcheck import TOL
 from test_reference import conv_arrays, conv_case
@@ -113,6 +114,24 @@ def test_bad_algorithm_settings_name_the_layer(value, words):
         ModelConfig.from_dict({"conv_algo": value}, source="c.json")
 
 
+def conv_auto(x, w, b=None, stride=1, pad=0):
+    """A conv whose algorithm is ``auto``: resolved by convplan first (as the
+    model does), since ops.conv2d_forward takes a concrete algorithm only."""
+    algo = convplan.resolve("auto", x.shape, w.shape, stride, pad, x.dtype, get_array_module(x))
+    return ops.conv2d_forward(x, w, b, stride, pad, algo)
+
+
+def test_conv2d_forward_takes_a_concrete_algorithm_only(rng):
+    x, w = rng.standard_normal((2, 6, 6, 2)), rng.standard_normal((3, 2, 3, 3))
+    for algo in ("auto", "Auto", None):
+        with pytest.raises(ValueError, match=repr(algo)):
+            ops.conv2d_forward(x, w, algo=algo)
+        with pytest.raises(ValueError, match=repr(algo)):
+            ops.conv_block_forward(x, w, np.zeros(3), None, algo, 2, False)
+    with pytest.raises(ValueError, match="resolved"):
+        ops.conv2d_forward(x, w, algo="auto")
+
+
 def test_fft_on_a_strided_layer_is_an_error_and_auto_uses_im2col(rng):
     x, w = rng.standard_normal((2, 9, 9, 2)), rng.standard_normal((3, 2, 3, 3))
     with pytest.raises(ValueError, match="'fft' needs stride 1, got stride 2"):
@@ -121,7 +140,7 @@ def test_fft_on_a_strided_layer_is_an_error_and_auto_uses_im2col(rng):
         fftconv.conv2d_fft_forward(x, w, None, 2, 0)
     with pytest.raises(ValueError, match="unknown convolution algorithm 'direct'"):
         ops.conv2d_forward(x, w, algo="direct")
-    out, cache = ops.conv2d_forward(x, w, stride=2, algo="auto")
+    out, cache = conv_auto(x, w, None, 2, 0)
     assert not isinstance(cache, fftconv.FFTConvCache)
     assert convplan.decision(x.shape, w.shape, 2, 0, x.dtype)["reason"] == "strided layer"
     np.testing.assert_allclose(out, reference.conv2d_ref(x, w, np.zeros(3), 2, 0))
@@ -149,7 +168,7 @@ def test_auto_benchmarks_once_and_extrapolates(monkeypatch):
 def test_auto_decides_on_real_timings(rng):
     """A real (small) probe: the choice is one of the two and is remembered."""
     x, w = rng.random((4, 16, 16, 3), dtype=np.float32), rng.random((4, 3, 5, 5), dtype=np.float32)
-    out, _ = ops.conv2d_forward(x, w, algo="auto")
+    out, _ = conv_auto(x, w)
     d = convplan.decision(x.shape, w.shape, 1, 0, np.float32)
     assert d["algo"] in ("im2col", "fft") and d["im2col_s"] > 0 and d["fft_s"] > 0
     # FFT normwise log2(P) 6.7 u = 3.2e-6 per transform, P = 16^2, 3 transforms, halved: 4.8e-6; measured 2.4e-7
@@ -179,14 +198,14 @@ def test_auto_on_a_device_times_both_on_the_whole_batch_and_stores_nothing(cp, r
     real = convplan._probe
     monkeypatch.setattr(convplan, "_probe", lambda *a: seen.append(a) or real(*a))
     x, w = rng.standard_normal((6, 9, 8, 3)), rng.standard_normal((4, 3, 3, 3))
-    out, _ = ops.conv2d_forward(cp.asarray(x), cp.asarray(w), None, 1, 0, algo="auto")
+    out, _ = conv_auto(cp.asarray(x), cp.asarray(w), None, 1, 0)
     assert len(seen) == 1 and seen[0][-1] is cp                  # probed with the device's module
     d = convplan.decision(x.shape, w.shape, 1, 0, x.dtype, xp=cp)
     assert d["algo"] in ("im2col", "fft") and d["im2col_s"] > 0 and d["fft_s"] > 0
     assert d["reason"].startswith("forward + backward timed on 6 (im2col) and 6 (fft) images")
     assert not os.path.exists(convplan.store_path())
     assert rel_error(out, ops.conv2d_forward(x, w, None, 1, 0, algo="im2col")[0]) < 1e-12
-    ops.conv2d_forward(cp.asarray(x[:4]), cp.asarray(w), None, 1, 0, algo="auto")
+    conv_auto(cp.asarray(x[:4]), cp.asarray(w), None, 1, 0)
     assert [a[0][0] for a in seen] == [6, 4]                     # another batch size is timed anew, not scaled
 
 
