@@ -138,7 +138,8 @@ def build_parser():
     _common(x, config=False)
     x.add_argument("--only", nargs="+", metavar="NAME",
                    help="experiments to run (default: the seed's six); the best preset's ablation rows are best, "
-                        "best_no_crop, best_listed, best_koch")
+                        "best_no_crop, best_listed, best_koch; the Omniglot presets omniglot-small and "
+                        "omniglot-koch run with --seeds only, in their own section of the table")
     x.add_argument("--out", default="runs", help=f"root of the run folders (default: {_here('runs')})")
     x.add_argument("--results", default=os.path.join("docs", "results.md"),
                    help=f"results table to write (default: {_here(os.path.join('docs', 'results.md'))})")
@@ -258,8 +259,8 @@ def _check_args(args):
     opts = vars(args)
     if args.command == "evaluate":
         _dataset_of_model(args)
-    if args.command in ("evaluate", "experiments"):
-        _data_dir(args, opts.get("dataset"))
+    if args.command == "evaluate":
+        _data_dir(args, args.dataset)          # experiments: each preset's dataset's default (report.run_experiments)
     for dest, value in opts.items():
         if "" in (value if isinstance(value, list) else [value]):
             raise ConfigError(f"{POSITIONALS.get(dest, '--' + dest.replace('_', '-'))} is empty; give a value")
@@ -312,10 +313,9 @@ def _dataset_of_model(args):
 
 def _data_dir(args, dataset):
     """--data-dir, or the default folder of ``dataset``."""
-    from minisiamese.data import default_data_dir
-    from minisiamese.omniglot import DEFAULT_DATA_DIR
+    from minisiamese.pipeline import default_data_dir_of
     if args.data_dir is None:
-        args.data_dir = DEFAULT_DATA_DIR if dataset == "omniglot" else default_data_dir()
+        args.data_dir = default_data_dir_of(dataset)
         _check_folder("--data-dir", args.data_dir)
     return args.data_dir
 

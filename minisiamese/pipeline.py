@@ -12,8 +12,8 @@ import time
 from . import omniglot, oneshot
 from .backend import device_name, get_backend
 from .calibration import map_threshold
-from .data import (check_data_dir, check_disjoint, file_digest, load_pairset, open_regular, pairset_from_pairs,
-                   read_pairs, read_pairs_folds)
+from .data import (check_data_dir, check_disjoint, default_data_dir, file_digest, load_pairset, open_regular,
+                   pairset_from_pairs, read_pairs, read_pairs_folds)
 from .errors import (MAX_SEED, CheckpointError, ConfigError, DataError, TrainingError, is_number, require_int,
                      require_number, shown)
 from .evaluate import (evaluate_folds, evaluate_omniglot, evaluate_pairset, load_trained, oneshot_task_accuracy,
@@ -28,6 +28,11 @@ RESULT_FILE = "results.json"     # its presence marks a run finished
 SEEDS, SELECTION = "seeds", "selection"       # folders of seed runs and of selection runs, kept results alike
 RUN_FILES = (RESULT_FILE, "model.npz", "best.npz", "checkpoint.npz", "history.json", "config.json",
              "figures")                                                  # what starting over replaces
+
+
+def default_data_dir_of(dataset):
+    """The data folder of ``dataset`` ("lfw-a" or "omniglot") when none is given."""
+    return omniglot.DEFAULT_DATA_DIR if dataset == "omniglot" else default_data_dir()
 
 
 def train_and_evaluate(config, out_dir, data_dir, device, seed, cache_dir, resume=False, log=print,

@@ -3,6 +3,7 @@ copies in docs/results/), build the tables, copy and draw the figures."""
 import json
 import os
 import platform
+import shutil
 import time
 
 import numpy as np
@@ -10,10 +11,10 @@ import numpy as np
 from .data import open_regular
 from .errors import ConfigError, DataError
 from .fileio import write_text
-from .pipeline import (RESULT_FILE, SEEDS, SELECTION, check_results, check_kept_writable, kept_path, read_results,
-                       run_experiment, seed_of_run, seed_run_name)
+from .pipeline import (RESULT_FILE, SEEDS, SELECTION, check_kept_writable, check_results, default_data_dir_of,
+                       kept_path, read_results, run_experiment, seed_of_run, seed_run_name)
 from .plots import pyplot, save_figure
-from .runconfig import ABLATION, BEST, EXPERIMENTS, SEED_BEST, TITLES
+from .runconfig import ABLATION, BEST, EXPERIMENTS, OMNIGLOT, SEED_BEST, TITLES
 from .stats import bootstrap_diff, mean_se, paired_t, sample_sd, t_critical
 
 
@@ -23,7 +24,6 @@ FIGURES = (("history.png", "training curves"), ("roc.png", "ROC"), ("pairs.png",
 
 def copy_figures(rows, out_root, dest_root):
     """Copy each finished experiment's figures next to the results table."""
-    import shutil
     for name in rows:
         for fig, _ in FIGURES:
             src = os.path.join(out_root, name, "figures", fig)
@@ -70,7 +70,7 @@ def check_report_inputs(out_root, results_path, selected=(), force=False):
     errors say that --force would."""
     kept = kept_path(results_path)
     seed_of = {SEEDS: seed_of_run}                                   # only seed runs' names say a seed
-    run_dirs = [(os.path.join(out_root, name), False, None) for name in TITLES]
+    run_dirs = [(os.path.join(out_root, name), False, None) for name in TITLES if name not in OMNIGLOT]
     for part in ("sel", SEEDS):                                      # other results skipped
         folder = os.path.join(out_root, part)
         if os.path.isdir(folder):
@@ -101,7 +101,7 @@ def collect(out_root, kept_dir=None):
     ``out_root`` replaces its kept copy, which is rewritten from it -- with its
     training history -- so the table survives a checkout without runs/."""
     rows = {}
-    for name in TITLES:
+    for name in (n for n in TITLES if n not in OMNIGLOT):                # Omniglot's presets run over seeds only
         kept = os.path.join(kept_dir, f"{name}.json") if kept_dir else None
         path = os.path.join(out_root, name, RESULT_FILE)
         if os.path.lexists(path):
@@ -141,9 +141,11 @@ def collect_selection(runs_dir, kept_dir):
 def collect_seeds(runs_dir, kept_dir):
     """The runs of presets over several seeds (``experiments --seeds``, in
     RUNS/seeds/NAME-sSEED): each finished, test-evaluated one is kept as
-    ``kept_dir/NAME-sSEED.json``; returns preset -> {seed: results}."""
+    ``kept_dir/NAME-sSEED.json``; returns preset -> {seed: results}, LFW-a's
+    and Omniglot's presets alike (a result's ``dataset`` tells them apart)."""
     out = {}
-    for name, res in _collect_folder(runs_dir, kept_dir, lambda r: "accuracy" in r, seed_of_run).items():
+    tested = lambda r: "accuracy" in r or "lake20" in r                 # noqa: E731  (LFW-a's or Omniglot's)
+    for name, res in _collect_folder(runs_dir, kept_dir, tested, seed_of_run).items():
         if seed_of_run(name) is not None:
             out.setdefault(name.rpartition("-s")[0], {})[seed_of_run(name)] = res
     return {p: dict(sorted(runs.items())) for p, runs in sorted(out.items())}
@@ -347,15 +349,15 @@ def comparison_lines(seed_rows, references=("baseline", "best"), pairs=(("bn512w
     return lines
 
 
-def plot_seed_curves(seed_rows, path):
-    """Validation loss, accuracy and AUC per epoch of every seed run: one colour
-    per preset, one line style per seed (the curves behind the seeds table)."""
+def plot_seed_curves(seed_rows, path, keys=("val_loss", "val_accuracy", "val_auc")):
+    """The validation figures ``keys`` per epoch of every seed run: one colour
+    per preset, one line style per seed (the curves behind a seeds table)."""
     rows, styles = {}, {}
     for i, (preset, runs) in enumerate(seed_rows.items()):
         for j, (seed, res) in enumerate(runs.items()):
             name = f"{preset} seed {seed}"
             rows[name], styles[name] = res, (f"C{i % 10}", ("-", "--", ":", "-.")[j % 4])
-    return plot_val_curves(rows, path, keys=("val_loss", "val_accuracy", "val_auc"), styles=styles)
+    return plot_val_curves(rows, path, keys=keys, styles=styles)
 
 
 def _cal(rs, get):
@@ -444,6 +446,70 @@ def seeds_markdown(seed_rows, figure=None):
     return lines + [""]
 
 
+# Koch's experiment as others ran it (issue 35), each with how its protocol differs from this one's
+OMNIGLOT_REFERENCES = (
+    ("Koch et al. 2015, Siamese net", "105x105, 12 of the 20 drawers, 150k pairs x 9 affine versions, its own 400 "
+     "within-alphabet 20-way trials", "0.920"),
+    ("Lake et al. 2015, people", "Lake's 20 runs", "0.955"),
+    ("Lake et al. 2015, HBPL", "Lake's 20 runs (0.952 in Koch's table)", "0.967"),
+    ("Vinyals et al. 2016, Siamese baseline", "28x28, random 20-way trials over the test characters", "0.881"),
+    ("fangpin/siamese-pytorch", "random cross-alphabet 20-way trials (easier)", "0.895"),
+    ("tensorfreitas/Siamese-Networks-for-One-Shot-Learning", "SGD / Adam", "0.70 / 0.80-0.82"),
+    ("sharwinbobde's reproduction", "", "0.755"))
+
+
+def _se_cell(part, key="accuracy", se="se"):
+    """'0.800 (SE 0.024)': one run's figure and its standard error."""
+    return f"{part[key]:.3f} (SE {part[se]:.3f})"
+
+
+def omniglot_markdown(seed_rows, figure=None, runs_figure=None, notes=None):
+    """Koch's experiment: each Omniglot preset's seed runs (mean ± SD over seeds, then one row per seed with
+    each figure's standard error), beside the published figures and how their protocols differ
+    (``figure``: the validation curves; ``runs_figure``: a few of Lake's runs as one seed answered them)."""
+    lines = ["## Omniglot: Koch's experiment (20-way one-shot)", "",
+             "Trained on the 30 background alphabets, all 20 drawers (Lake's standard protocol; Koch trained on "
+             "12), strokes 1 on 0; validated on 320 within-alphabet 20-way tasks of the 10 evaluation alphabets "
+             "that Lake's runs do not use (early stopping and the kept weights follow them); tested once on "
+             "*Lake's 20 runs* (400 trials, each test item given to the training image of highest score; SE over "
+             "the 20 runs), on *10,000 within-alphabet* 20-way trials over the 10 run alphabets (binomial SE) "
+             "and on *10,000 verification pairs* of those alphabets (accuracy at 0.5 and AUC). Every figure is "
+             "labelled with the input size the net saw. Runs: `python3 cli.py experiments --only NAME --seeds "
+             "0 1 2`, kept in `docs/results/seeds/NAME-sSEED.json`.", ""]
+    if not seed_rows:
+        return lines + ["No Omniglot preset has finished a seed run yet.", ""]
+    lines += ["| preset | input | seeds | device | Lake's 20 runs | within-alphabet 20-way | verification accuracy | "
+              "verification AUC | validation 20-way | epochs (best) | training time |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, runs in seed_rows.items():
+        rs = list(runs.values())
+        size = ", ".join(sorted({f"{r['config']['model']['input_size']}x{r['config']['model']['input_size']}"
+                                 for r in rs}))
+        devices = ", ".join(sorted({r["device"] for r in rs}))
+        cells = [_sd(r["lake20"]["accuracy"] for r in rs), _sd(r["within20"]["accuracy"] for r in rs),
+                 _sd(r["verification"]["accuracy"] for r in rs), _sd(r["verification"]["auc"] for r in rs),
+                 _sd(r["val"]["oneshot"] for r in rs)]
+        epochs = ", ".join(f"{r['epochs_run']} ({r['best_epoch']})" for r in rs)
+        minutes = ", ".join(f"{r['train_seconds'] / 60:.0f}" for r in rs)
+        lines.append(f"| **{name}** (mean ± SD) | {size} | {', '.join(map(str, runs))} | {devices} | "
+                     + " | ".join(cells) + f" | {epochs} | {minutes} min |")
+        for seed, r in runs.items():
+            v = r["verification"]
+            lines.append(f"| {name} seed {seed} | | | | {_se_cell(r['lake20'])} | {_se_cell(r['within20'])} | "
+                         f"{_se_cell(v, 'accuracy', 'accuracy_se')} | {_se_cell(v, 'auc', 'auc_se')} | "
+                         f"{r['val']['oneshot']:.3f} | | |")
+    lines += ["", "Published figures, and how their protocols differ from the one above:", "",
+              "| who | protocol | 20-way accuracy |", "|---|---|---|"]
+    lines += [f"| {who} | {how} | {acc} |" for who, how, acc in OMNIGLOT_REFERENCES]
+    if figure and any(r.get("history") for runs in seed_rows.values() for r in runs.values()):
+        lines += ["", f"![validation 20-way accuracy and AUC per epoch of every Omniglot seed run]({figure})"]
+    if runs_figure:
+        lines += ["", f"![a few of Lake's runs: each test item, the image chosen and the correct one]({runs_figure})"]
+    if notes:
+        lines += ["", notes.strip()]
+    return lines + [""]
+
+
 def plot_val_curves(rows, path, keys=("val_accuracy",), styles=None):
     """Every row's validation figures (``keys`` of its history, one panel each)
     per epoch, the rows side by side; ``styles`` maps a row to its (colour, line
@@ -471,7 +537,7 @@ def plot_val_curves(rows, path, keys=("val_accuracy",), styles=None):
 
 
 def results_markdown(rows, command, figures_rel=None, discussion=None, selection=None, selection_notes=None,
-                     seeds=None):
+                     seeds=None, omniglot=None, omniglot_notes=None, omniglot_runs_figure=None):
     lines = ["# Results on LFW-a (View 1)", "",
              "Trained on pairsDevTrain (80 % train / 20 % validation, stratified, seeded), evaluated on "
              "pairsDevTest: binary accuracy at threshold 0.5, one-shot accuracy over 500 10-way tasks "
@@ -511,6 +577,8 @@ def results_markdown(rows, command, figures_rel=None, discussion=None, selection
     lines += seeds_markdown(seeds or {}, f"{figures_rel}/seeds.png" if figures_rel else None)
     lines += selection_markdown(selection or {}, selection_notes,
                                 f"{figures_rel}/selection.png" if figures_rel else None)
+    lines += omniglot_markdown(omniglot or {}, f"{figures_rel}/omniglot.png" if figures_rel else None,
+                               omniglot_runs_figure, omniglot_notes)
     if discussion:
         lines += ["## Discussion", "", discussion.strip(), ""]
     if figures_rel:
@@ -558,19 +626,40 @@ def write_report(out_root, results_path, command):
     rows = collect(out_root, kept)
     selection = collect_selection(os.path.join(out_root, "sel"), os.path.join(kept, SELECTION))
     seeds = collect_seeds(os.path.join(out_root, SEEDS), os.path.join(kept, SEEDS))
+    omniglot = {p: runs for p, runs in seeds.items() if p in OMNIGLOT}
+    seeds = {p: runs for p, runs in seeds.items() if p not in OMNIGLOT}
     figures = os.path.join(docs, "figures", "results")
     copy_figures(rows, out_root, figures)
+    runs_figure = _copy_lake_runs(omniglot, os.path.join(out_root, SEEDS), figures)
     os.makedirs(figures, exist_ok=True)
     plot_val_curves({n: r for n, r in rows.items() if n in EXPERIMENTS}, os.path.join(figures, "val_accuracy.png"))
     ablation_rows = {n: r for n, r in rows.items() if n in ABLATION}
     plot_val_curves({**selection, **ablation_rows}, os.path.join(figures, "selection.png"),
                     keys=("val_loss", "val_accuracy", "val_auc"))
     plot_seed_curves(seeds, os.path.join(figures, "seeds.png"))
+    plot_seed_curves(omniglot, os.path.join(figures, "omniglot.png"), keys=("val_oneshot", "val_auc"))
     write_text(results_path, results_markdown(
         rows, command, figures_rel="figures/results", discussion=_read_optional(os.path.join(kept, "discussion.md")),
         selection=selection, selection_notes=_read_optional(os.path.join(kept, "selection", "notes.md")),
-        seeds=seeds))
+        seeds=seeds, omniglot=omniglot, omniglot_notes=_read_optional(os.path.join(kept, "omniglot.md")),
+        omniglot_runs_figure=runs_figure and f"figures/results/{runs_figure}"))
     return rows
+
+
+def _copy_lake_runs(omniglot, seeds_dir, figures):
+    """Copy the Lake's-runs figure of each Omniglot preset's lowest seed whose run folder is here to
+    FIGURES/NAME/lake_runs.png; the path of the first one that exists there, relative to ``figures``."""
+    shown_path = None
+    for preset, runs in omniglot.items():
+        for seed in runs:
+            src = os.path.join(seeds_dir, seed_run_name(preset, seed), "figures", "lake_runs.png")
+            if os.path.isfile(src):
+                os.makedirs(os.path.join(figures, preset), exist_ok=True)
+                shutil.copyfile(src, os.path.join(figures, preset, "lake_runs.png"))
+                break
+        if shown_path is None and os.path.isfile(os.path.join(figures, preset, "lake_runs.png")):
+            shown_path = f"{preset}/lake_runs.png"
+    return shown_path
 
 
 def run_experiments(names, seeds, out_root, results_path, make_config, data_dir, device, seed, cache_dir,
@@ -582,14 +671,26 @@ def run_experiments(names, seeds, out_root, results_path, make_config, data_dir,
     OUT/seeds/NAME-sSEED, kept as docs/results/seeds/NAME-sSEED.json (finished
     ones skipped, interrupted ones resumed); then the table written to
     ``results_path``.  ``make_config(name)``: the experiment's config.  Returns
-    the table's rows."""
+    the table's rows.  ``data_dir``: the data folder, None for each dataset's
+    default (the only way to run LFW-a's and Omniglot's presets together); an
+    Omniglot preset runs with ``seeds`` only."""
     only, names = names, selected(names)
+    if not seeds and any(n in OMNIGLOT for n in names):
+        raise ConfigError(f"{', '.join(n for n in names if n in OMNIGLOT)}: an Omniglot preset runs over seeds, "
+                          f"its table is the mean over them; add --seeds 0 1 2")
     runs = [(name, s) for name in names for s in seeds] if seeds else [(name, None) for name in names]
+    configs = {name: make_config(name) for name in names}
+    datasets = sorted({cfg.dataset for cfg in configs.values()})
+    if data_dir is not None and len(datasets) > 1:
+        raise ConfigError(f"--data-dir {data_dir!r} is one folder, but the experiments train on {' and '.join(datasets)}; "
+                          f"run each dataset's experiments on their own, or leave --data-dir out")
+    data_dirs = {name: data_dir or default_data_dir_of(configs[name].dataset) for name in names}
     check_report_inputs(out_root, results_path, {seed_run_name(n, s) if seeds else n for n, s in runs}, force)
     check_kept_writable(results_path, bool(seeds))
     for name, s in runs:
-        run_experiment(seed_run_name(name, s) if seeds else name, make_config(name),
-                       os.path.join(out_root, SEEDS) if seeds else out_root, data_dir, device, seed if s is None else s,
+        run_experiment(seed_run_name(name, s) if seeds else name, configs[name],
+                       os.path.join(out_root, SEEDS) if seeds else out_root, data_dirs[name], device,
+                       seed if s is None else s,
                        cache_dir, log=log, force=force, progress=progress, kept=kept_path(results_path, name, s))
     command += (f" --only {' '.join(only)}" if only else "") + \
         (f" --seeds {' '.join(map(str, seeds))}" if seeds else "")

@@ -263,10 +263,10 @@ OMNIGLOT = {"omniglot-koch": ("omniglot-koch: Koch's net and protocol at 105x105
 DEFAULT_PRESETS = {"lfw-a": "baseline", "omniglot": "omniglot-koch"}      # train's preset without --preset
 
 # Whole runs by name (--preset); architectures by name are config.MODEL_PRESETS.  The experiments command
-# (docs/results.md, LFW-a's table) runs the names of TITLES; the Omniglot presets are not among them.
+# (docs/results.md) runs the names of TITLES; the Omniglot presets only over seeds (their own section).
 RUN_PRESETS = {name: cfg for table in (EXPERIMENTS, ABLATION, CANDIDATES, OMNIGLOT)
                for name, (_, cfg) in table.items()}
-TITLES = {name: title for table in (EXPERIMENTS, ABLATION, CANDIDATES) for name, (title, _) in table.items()}
+TITLES = {name: title for table in (EXPERIMENTS, ABLATION, CANDIDATES, OMNIGLOT) for name, (title, _) in table.items()}
 
 # The seed report's numbers, per experiment where it gave them (best per column overall:
 # accuracy 0.670, one-shot 0.252, recall 0.692, precision 0.710, AUC 0.739).

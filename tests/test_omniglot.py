@@ -350,3 +350,59 @@ def test_real_runs_parse_and_their_images_load(tmp_path):
     assert img.shape == (105, 105) and (img == 255).mean() < 0.3           # strokes, inverted, are the few
     alphabet = omniglot.scan_set(REAL, omniglot.EVALUATION, ["Angelic"])
     assert len(alphabet) == 20 and all(len(paths) == 20 for _, _, paths in alphabet)
+
+
+def _omniglot_result(seed, lake):
+    """What an Omniglot run's results.json holds, as the report reads it."""
+    history = [{"epoch": e, "loss": 0.5, "val_loss": 0.4, "val_accuracy": 0.9, "val_auc": 0.95,
+                "val_oneshot": 0.5 + 0.1 * e, "lr": 1e-3, "seconds": 30.0} for e in (1, 2)]
+    return {"dataset": "omniglot", "seed": seed, "device": "cpu", "epochs_run": 2, "best_epoch": 2,
+            "train_seconds": 600.0, "wall_seconds": 660.0, "history": history,
+            "val": {"loss": 0.4, "accuracy": 0.9, "auc": 0.95, "oneshot": 0.7, "oneshot_tasks": 320,
+                    "oneshot_way": 20},
+            "lake20": {"accuracy": lake, "se": 0.024, "trials": 400, "runs": 20, "way": 20},
+            "within20": {"accuracy": lake - 0.1, "se": 0.005, "trials": 10000, "way": 20},
+            "verification": {"pairs": 10000, "accuracy": 0.9, "accuracy_se": 0.003, "auc": 0.96, "auc_se": 0.002},
+            "config": RUN_PRESETS["omniglot-small"].to_dict()}
+
+
+def test_experiments_run_omniglot_presets_over_seeds_in_their_own_section(tmp_path, monkeypatch):
+    """`experiments --only omniglot-small --seeds 0 1` trains each seed in OUT/seeds/NAME-sSEED on Omniglot's
+    default folder, keeps it beside LFW-a's seeds, and the table gets an Omniglot section (mean ± SD over
+    seeds, each seed's SE, the published figures), not a row of LFW-a's seeds table."""
+    from minisiamese import pipeline, report
+    trained = []
+
+    def fake(config, out_dir, data_dir, device, seed, cache_dir, **kwargs):
+        res = _omniglot_result(seed, (0.8, 0.9)[seed])
+        os.makedirs(out_dir, exist_ok=True)
+        json.dump(res, open(os.path.join(out_dir, "results.json"), "w"))
+        json.dump(res.pop("history"), open(os.path.join(out_dir, "history.json"), "w"))
+        trained.append((os.path.basename(out_dir), data_dir, config.dataset))
+        return res
+    monkeypatch.setattr(pipeline, "train_and_evaluate", fake)
+    results = tmp_path / "docs" / "results.md"
+    report.run_experiments(["omniglot-small"], [0, 1], str(tmp_path / "runs"), str(results),
+                           lambda name: ExperimentConfig.preset(name), None, "cpu", 0, None, log=lambda m: None,
+                           progress=False)
+    assert trained == [(f"omniglot-small-s{s}", omniglot.DEFAULT_DATA_DIR, "omniglot") for s in (0, 1)]
+    assert sorted(os.listdir(tmp_path / "docs" / "results" / "seeds")) == ["omniglot-small-s0.json",
+                                                                          "omniglot-small-s1.json"]
+    table = results.read_text()
+    section = table[table.index("## Omniglot"):]
+    row = next(line for line in section.splitlines() if line.startswith("| **omniglot-small**"))
+    assert "| 28x28 | 0, 1 | cpu | 0.850 ± 0.071 | 0.750 ± 0.071 | 0.900 ± 0.000 |" in row, row
+    assert "| omniglot-small seed 1 | | | | 0.900 (SE 0.024) | 0.800 (SE 0.005) |" in section
+    assert "| Koch et al. 2015, Siamese net | 105x105, 12 of the 20 drawers" in section
+    assert "| omniglot-small |" not in table[table.index("## Over seeds"):table.index("## Omniglot")]
+    assert os.path.isfile(tmp_path / "docs" / "figures" / "results" / "omniglot.png")
+
+
+def test_experiments_refuse_omniglot_without_seeds_and_one_folder_for_two_datasets(tmp_path):
+    from minisiamese import report
+    args = (str(tmp_path / "runs"), str(tmp_path / "results.md"), ExperimentConfig.preset)
+    with pytest.raises(ConfigError, match="omniglot-small: an Omniglot preset runs over seeds"):
+        report.run_experiments(["omniglot-small"], None, *args, None, "cpu", 0, None)
+    with pytest.raises(ConfigError, match="is one folder, but the experiments train on lfw-a and omniglot"):
+        report.run_experiments(["baseline", "omniglot-small"], [0], *args, "data", "cpu", 0, None)
+    assert not os.path.exists(tmp_path / "runs")                   # refused before anything was written
