@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 
+from .calibration import ece_floor
 from .data import open_regular
 from .errors import ConfigError, DataError
 from .fileio import write_text
@@ -402,7 +403,28 @@ def calibration_markdown(seed_rows):
                  pair(rs, lambda r: v2(r, "ece"), lambda r: v2(r, "ece", True)),
                  pair(rs, lambda r: v2(r, "brier"), lambda r: v2(r, "brier", True))]
         lines.append(f"| {name} | {', '.join(str(s) for s in seed_rows[name])} | " + " | ".join(cells) + " |")
+    lines += [""] + [line for name, rs in have.items() for line in _ece_floor_lines(name, seed_rows[name])]
     return lines + [""]
+
+
+def _ece_floor_lines(name, runs):
+    """How low ECE can go on these samples: the ECE a perfectly calibrated model giving each seed's test
+    probabilities would show (:func:`~minisiamese.calibration.ece_floor`, 1,000 label draws), on the test pairs
+    and at the count of View 2's leak-free pairs (the test probabilities resampled: View 2's own are not kept)."""
+    have = {s: r for s, r in runs.items() if r.get("test_probs") and "before_calibration" in r}
+    if not have:
+        return []
+    cells = []
+    for seed, r in have.items():
+        floors = [ece_floor(r["test_probs"])]
+        n = r.get("view2", {}).get("leak_free", {}).get("pairs")
+        if n:
+            floors.append(ece_floor(r["test_probs"], n=n))
+        cells.append(f"seed {seed}: " + "; ".join(f"{m:.3f} [{lo:.3f}, {hi:.3f}]" for m, lo, hi in floors))
+    return [f"- {name}: the ECE a perfectly calibrated model with the same p(same) would show on these samples, "
+            f"mean [5th, 95th percentile] over 1,000 draws of the labels, on the test pairs; and on View 2's "
+            f"leak-free count of pairs: {' | '.join(cells)}. An ECE inside that range is as calibrated as the "
+            f"sample can tell."]
 
 
 def seeds_markdown(seed_rows, figure=None):

@@ -238,3 +238,18 @@ def test_the_seeds_table_shows_raw_and_calibrated_figures_and_the_checks_refuse_
                 {"before_calibration": [1]}):
         with pytest.raises(Exception, match="damaged results"):
             pipeline.check_results(kept_run(**bad), "x.json")
+
+
+def test_ece_floor_is_the_ece_of_labels_drawn_from_p():
+    """For p = 0.5 everywhere all pairs share one bin, so ECE = |fraction same - 0.5|, whose mean over
+    Bernoulli(0.5) labels is known exactly from the binomial distribution."""
+    from math import comb
+    from minisiamese.calibration import ece_floor
+    n = 100
+    exact = sum(comb(n, k) / 2 ** n * abs(k / n - 0.5) for k in range(n + 1))       # 0.0398
+    mean, lo, hi = ece_floor(np.full(n, 0.5), draws=4000)
+    assert abs(mean - exact) < 0.003                     # the simulation's SE is about 0.03 / sqrt(4000) = 0.0005
+    assert lo < mean < hi
+    # resampled to 4x the pairs: the floor halves (it scales as 1 / sqrt(n))
+    bigger, _, _ = ece_floor(np.full(n, 0.5), n=4 * n, draws=4000)
+    assert abs(bigger - exact / 2) < 0.002
