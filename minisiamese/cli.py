@@ -28,6 +28,7 @@ from minisiamese.fileio import CACHE_ENV, cache_root
 
 DATASETS = ("lfw-a", "omniglot")       # runconfig.DATASETS, without importing the library for --help
 PACK_SIZES = (20, 1000)   # data.MIN_FACE_SIDE; a 1000x1000 face is already 1 MB (13 GB for LFW's 13,233)
+PACK_PAIRS, PACK_FACE = ("pairsDevTrain.txt", "pairsDevTest.txt"), (105, 1.0)     # pack's LFW-a defaults
 
 
 def _here(path):
@@ -180,24 +181,29 @@ def build_parser():
     i.add_argument("--cache-dir", default=cache_root(), help=_cache_help("gallery embeddings"))
     i.add_argument("--debug", action="store_true")
 
-    k = sub.add_parser("pack", help="write the preprocessed faces of some pairs files as one small .npz",
-                       description="For machines that cannot hold the JPEGs (a GPU box reached by copying a "
-                                   "folder, say): writes OUT/faces-<size>[-crop<c>].npz (uint8 faces, about 11 KB "
-                                   "each) and copies of the pairs files; use OUT as --data-dir there.")
-    k.add_argument("--data-dir", default=None, help="LFW-a folder (default: as for train)")
+    k = sub.add_parser("pack", help="write a data set as one small .npz for another machine",
+                       description="For machines that cannot hold the image files (a GPU box reached by copying "
+                                   "a folder, say); use OUT as --data-dir there. LFW-a: writes "
+                                   "OUT/faces-<size>[-crop<c>].npz (uint8 faces, about 11 KB each) and copies of "
+                                   "the pairs files. --dataset omniglot: writes OUT/omniglot-packed.npz, every "
+                                   "image the protocol reads (the background and evaluation sets, Lake's runs) "
+                                   "at 105x105, 1 bit a pixel, compressed; train and evaluate with --dataset "
+                                   "omniglot --data-dir OUT at any input size.")
+    k.add_argument("--dataset", choices=DATASETS, default=DATASETS[0], help="what to pack (default: %(default)s)")
+    k.add_argument("--data-dir", default=None, help="the data set's folder (default: as for train)")
     k.add_argument("--out", required=True, help="folder to write")
-    k.add_argument("--pairs", nargs="+", default=["pairsDevTrain.txt", "pairsDevTest.txt"],
-                   help="pairs files whose faces to pack (default: %(default)s)")
-    k.add_argument("--people-of", nargs="+", default=[], metavar="PAIRS",
-                   help="also pack every image of every person in these pairs files, as training with pairs "
+    k.add_argument("--pairs", nargs="+", help=f"LFW-a: pairs files whose faces to pack (default: "
+                                              f"{' '.join(PACK_PAIRS)})")
+    k.add_argument("--people-of", nargs="+", metavar="PAIRS",
+                   help="LFW-a: also pack every image of every person in these pairs files, as training with pairs "
                         "drawn from identities needs (the best and bn512 presets): --people-of "
                         "pairsDevTrain.txt")
-    k.add_argument("--size", type=int, default=105,
-                   help=f"face size in pixels, the model's input_size, {PACK_SIZES[0]} to {PACK_SIZES[1]} "
-                        f"(default: %(default)s)")
-    k.add_argument("--crop", type=float, default=1.0,
-                   help="keep the centre square of this fraction of the image side before resizing, as the "
-                        "model's config says (default: %(default)s, the whole image)")
+    k.add_argument("--size", type=int,
+                   help=f"LFW-a: face size in pixels, the model's input_size, {PACK_SIZES[0]} to {PACK_SIZES[1]} "
+                        f"(default: {PACK_FACE[0]})")
+    k.add_argument("--crop", type=float,
+                   help="LFW-a: keep the centre square of this fraction of the image side before resizing, as the "
+                        f"model's config says (default: {PACK_FACE[1]:g}, the whole image)")
     k.add_argument("--cache-dir", default=cache_root(), help=_cache_help("preprocessed images"))
     k.add_argument("--debug", action="store_true")
 
@@ -429,14 +435,30 @@ def cmd_identify(args):
 
 
 def cmd_pack(args):
-    from minisiamese.data import check_data_dir, default_data_dir, pack_faces
-    data_dir = args.data_dir or default_data_dir()
+    lfw_only = {"--pairs": args.pairs, "--people-of": args.people_of, "--size": args.size, "--crop": args.crop}
+    if args.dataset == "omniglot":
+        given = [option for option, value in lfw_only.items() if value is not None]
+        if given:
+            raise ConfigError(f"{', '.join(given)}: LFW-a only; --dataset omniglot packs every image its protocol "
+                              f"reads, at 105x105 (the model's input size is chosen when training)")
+        return _pack_omniglot(args)
+    from minisiamese.data import check_data_dir, pack_faces
+    data_dir = _data_dir(args, args.dataset)
     check_data_dir(data_dir, needs=())
     if os.path.realpath(args.out) == os.path.realpath(data_dir):
-            raise ConfigError(f"--out {args.out!r} is the data folder: packing would write over its pairs files; "
+        raise ConfigError(f"--out {args.out!r} is the data folder: packing would write over its pairs files; "
                           f"give a new folder")
-    path, n = pack_faces(data_dir, args.out, args.pairs, args.cache_dir, args.size, args.crop, args.people_of)
-    print(f"wrote {path}: {n} faces of {args.size}x{args.size} ({os.path.getsize(path) / 2 ** 20:.1f} MiB)")
+    size, crop = args.size or PACK_FACE[0], PACK_FACE[1] if args.crop is None else args.crop
+    path, n = pack_faces(data_dir, args.out, args.pairs or PACK_PAIRS, args.cache_dir, size, crop,
+                         args.people_of or ())
+    print(f"wrote {path}: {n} faces of {size}x{size} ({os.path.getsize(path) / 2 ** 20:.1f} MiB)")
+
+
+def _pack_omniglot(args):
+    from minisiamese.omniglot import pack_omniglot
+    path, n, shared = pack_omniglot(_data_dir(args, args.dataset), args.out)
+    print(f"wrote {path}: {n} Omniglot images of 105x105 at 1 bit a pixel ({shared} run images stored as "
+          f"references to the same pixels in the sets) ({os.path.getsize(path) / 2 ** 20:.2f} MiB)")
 
 
 def cmd_download(args):

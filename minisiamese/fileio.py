@@ -86,13 +86,15 @@ def write_json(path, obj, **dumps):
     write_text(path, json.dumps(obj, **{"indent": 1, **dumps}))
 
 
-def save_arrays(path, arrays):
-    """Write a dict of arrays (NumPy or CuPy) as an uncompressed .npz, atomically."""
+def save_arrays(path, arrays, compressed=False):
+    """Write a dict of arrays (NumPy or CuPy) as an .npz, atomically: uncompressed, or with ``compressed``
+    deflated (``np.savez_compressed``)."""
     host = {k: to_numpy(v) for k, v in arrays.items()}
     for k, v in host.items():
         if v.dtype == object:
             raise TypeError(f"refusing to save object array {k!r}")
-    atomic_write(path, lambda f: np.savez(f, **host))
+    save = np.savez_compressed if compressed else np.savez
+    atomic_write(path, lambda f: save(f, **host))
 
 
 def load_arrays(path, names=None):
