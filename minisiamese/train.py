@@ -20,6 +20,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -27,7 +28,7 @@ from . import checkpoint as ckpt
 from . import calibration, convplan, omniglot
 from .augment import augment_batch
 from .backend import get_backend, to_numpy
-from .data import Normalizer, check_data_dir, file_digest, load_pairset, people_in, to_unit_float
+from .data import Normalizer, PairSet, check_data_dir, file_digest, load_pairset, people_in, to_unit_float
 from .errors import MAX_SEED, ConfigError, DataError, TrainingError, require_int
 from .evaluate import oneshot_task_accuracy
 from .fileio import remove_leftovers, write_text
@@ -163,6 +164,116 @@ def val_loss_and_acc(net, pairset, normalizer, batch_size):
     return losses_ / n + penalty, float(np.mean((sigmoid(z) >= 0.5) == (pairset.labels == 1))), z
 
 
+@dataclass
+class RunData:
+    """What a run trains and validates on, read and checked (:func:`lfw_a_data`, :func:`omniglot_data`)."""
+    valset: PairSet                # the validation pairs
+    trainset: PairSet = None       # the listed training pairs; None for Omniglot
+    pool: IdentityPool = None      # draws pairs_per_epoch training pairs afresh each epoch; None: trainset's
+    pairs_per_epoch: int = 0
+    val_tasks: list = field(default_factory=list)     # validation one-shot tasks over valset's images (Omniglot)
+    data_digests: dict = field(default_factory=dict)  # pairs file -> SHA-256 (Omniglot has none: faces identify it)
+    train_images: np.ndarray = None                   # what the normalisation is fitted on
+    read: list = field(default_factory=list)          # every image array read
+
+
+def lfw_a_data(cfg, data_dir, seed, cache_dir, log):
+    """LFW-a: the training pairs file split into training and validation pairs (people-disjoint when
+    pairs are drawn from identities)."""
+    t, m = cfg.train, cfg.model
+    check_data_dir(data_dir, needs=(t.train_pairs, t.test_pairs))
+    # what identifies the data, by pairs file; the pipeline adds the test file's when it reads it
+    digests = {t.train_pairs: file_digest(os.path.join(data_dir, t.train_pairs), "training pairs",
+                                          kind="pairs file")}
+    full = load_pairset(data_dir, t.train_pairs, cache_dir, m.input_size, m.crop)
+    trainset, valset = split_training_pairs(full, t, seed, os.path.join(data_dir, t.train_pairs))
+    d = RunData(valset=valset, trainset=trainset, data_digests=digests, read=[full.images])
+    if t.pairs == "identities":
+        people = people_in(full.pairs) - people_in(valset.pairs)
+        d.pool = IdentityPool.load(data_dir, people, cache_dir, m.input_size, m.crop)
+        d.pairs_per_epoch = t.pairs_per_epoch or len(trainset)
+        d.train_images = d.pool.images
+        d.read.append(d.pool.images)
+        log(f"data: {d.pairs_per_epoch} pairs drawn afresh each epoch from {len(people)} people "
+            f"({len(d.pool.images)} images, {len(d.pool.multi)} people with 2 or more; unrestricted "
+            f"protocol), {len(valset)} validation pairs whose people are all left out")
+    else:
+        d.train_images = full.images[np.unique(np.concatenate([trainset.idx1, trainset.idx2]))]
+        log(f"data: {len(trainset)} training pairs, {len(valset)} validation pairs ({len(full.images)} images)")
+    log(f"faces: {m.input_size}x{m.input_size}" + (f", the centre {m.crop:g} of each image" if m.crop < 1
+                                                    else ", the whole image"))
+    return d
+
+
+def omniglot_data(cfg, data_dir, seed, cache_dir, log):
+    """Omniglot: a pool of every background image (pairs drawn afresh each epoch, within and across
+    alphabets), validation pairs and within-alphabet tasks of the validation alphabets
+    (:mod:`minisiamese.omniglot`); ``seed`` is not needed, they are drawn from fixed seeds."""
+    t, m = cfg.train, cfg.model
+    if not os.path.isdir(data_dir):
+        raise DataError(omniglot.missing_data_message(data_dir))
+    pool = omniglot.training_pool(data_dir, m.input_size, cache_dir)
+    valset, tasks = omniglot.validation_data(data_dir, t.val_pairs, t.val_tasks, t.oneshot_way, m.input_size,
+                                             cache_dir)
+    log(f"data: {t.pairs_per_epoch} pairs drawn afresh each epoch from the background set "
+        f"({len(pool.names)} characters of {len(pool.group_names)} alphabets, "
+        f"{len(pool.images)} images, every drawer; half the different pairs within an alphabet); "
+        f"validation: {len(valset)} pairs and {len(tasks)} within-alphabet "
+        f"{t.oneshot_way}-way tasks of the validation alphabets")
+    log(f"images: {m.input_size}x{m.input_size}, strokes 1 on 0")
+    return RunData(valset=valset, pool=pool, pairs_per_epoch=t.pairs_per_epoch, val_tasks=tasks,
+                   train_images=pool.images, read=[pool.images, valset.images])
+
+
+def check_same_run(run, cfg, seed, data_dir, data_digests, faces_digest, path, log):
+    """Refuse to continue another run from the checkpoint ``run`` (a :class:`TrainCheckpoint` read from
+    ``path``): one written for other settings than ``cfg`` (but those a resume may change), another
+    ``seed``, or other data (the pairs files' ``data_digests``, the images' ``faces_digest``, both as read
+    from ``data_dir``); ``log`` warns when an older checkpoint does not record its data."""
+    # the settings a resume may change: more (or fewer) epochs continue the same run; calibration acts
+    # after the last epoch, so a finished run resumed with it on is calibrated (older runs: issue 36)
+    stored = run.config.replace(train=dataclasses.replace(run.config.train, epochs=cfg.train.epochs,
+                                                          calibrate=cfg.train.calibrate))
+    differences = config_differences(stored.to_dict(), cfg.to_dict())
+    if differences:
+        raise TrainingError(f"{path}: this checkpoint was written for a different configuration "
+                            f"({'; '.join(differences)}); resume with the same settings (only --epochs and "
+                            f"train.calibrate may change), or use a fresh --out")
+    if run.seed != seed:
+        raise TrainingError(f"{path}: written with --seed {run.seed}, not {seed}")
+    if run.data is None:
+        log(f"warning: {path} does not record which data it was trained on (an older checkpoint); "
+            f"resuming without checking --data-dir")
+        return
+    for name, digest in data_digests.items():
+        if name in run.data and run.data[name] != digest:
+            raise TrainingError(f"{path}: {os.path.join(data_dir, name)} is not the file this run was "
+                                f"trained on (SHA-256 {digest[:12]}..., checkpoint {run.data[name][:12]}...); "
+                                f"resume with the same --data-dir, or use a fresh --out")
+    if run.faces_digest and faces_digest and run.faces_digest != faces_digest:
+        raise TrainingError(f"{path}: the faces read from {data_dir} are not those this run was trained on "
+                            f"(same pairs file, but the images differ: another copy of them, or a Pillow "
+                            f"that resizes them differently); resume with the same --data-dir, or use a "
+                            f"fresh --out")
+
+
+def fit_calibration(z, y, accuracy, log):
+    """Platt's [a, c] fitted on the validation logits ``z`` and labels ``y``, and its figures there
+    (ECE, Brier, accuracy at 0.5, and those before it); (None, None) with a note in ``log`` when it cannot
+    be fitted (the model keeps its raw probabilities).  ``accuracy``: the raw sigmoid's at 0.5."""
+    try:
+        platt = calibration.fit_platt(z, y)
+    except ValueError as exc:
+        log(f"not calibrated: {exc}; the model keeps its raw probabilities and its threshold")
+        return None, None
+    q = calibration.apply_platt(z, platt)
+    after = {"platt": platt.tolist(), **calibration.summary(y, q), "accuracy": float(np.mean((q >= 0.5) == (y == 1))),
+             "before": calibration.summary(y, sigmoid(z))}
+    log(f"calibration on the validation pairs: p = sigmoid({platt[0]:.4g} z {platt[1]:+.4g}); ECE "
+        f"{after['before']['ece']:.3f} -> {after['ece']:.3f}, accuracy at 0.5 {accuracy:.3f} -> {after['accuracy']:.3f}")
+    return platt, after
+
+
 class Trainer:
     def __init__(self, config, out_dir, data_dir, device="cpu", seed=0, cache_dir=None,
                  log=print, progress=True):
@@ -201,63 +312,16 @@ class Trainer:
         ``pairs_per_epoch`` afresh each epoch), the validation pairs (``valset``) and validation one-shot
         tasks (``val_tasks``, over valset's images; Omniglot only), each checked; then the normalisation,
         fitted on the training images, and the digest of every image read."""
-        self.val_tasks = []
-        train_images, read = self._load_omniglot() if self.cfg.dataset == "omniglot" else self._load_lfw_a()
-        self.normalizer = Normalizer.fit(to_unit_float(train_images)) if self.cfg.normalize else Normalizer()
+        load = omniglot_data if self.cfg.dataset == "omniglot" else lfw_a_data
+        d = load(self.cfg, self.data_dir, self.seed, self.cache_dir, self.log)
+        self.trainset, self.valset, self.pool, self.val_tasks = d.trainset, d.valset, d.pool, d.val_tasks
+        self.pairs_per_epoch, self.data_digests = d.pairs_per_epoch, d.data_digests
+        self.normalizer = Normalizer.fit(to_unit_float(d.train_images)) if self.cfg.normalize else Normalizer()
         # the images themselves, as read: a resume from another copy of them (same pairs file) is refused
         h = hashlib.sha256()
-        for images in read:
+        for images in d.read:
             h.update(images.tobytes())
         self.faces_digest = h.hexdigest()
-
-    def _load_lfw_a(self):
-        """LFW-a: the training pairs file split into training and validation pairs (people-disjoint when
-        pairs are drawn from identities).  Returns (training images, every image read)."""
-        t = self.cfg.train
-        check_data_dir(self.data_dir, needs=(t.train_pairs, t.test_pairs))
-        # what identifies the data, by pairs file; the pipeline adds the test file's when it reads it
-        self.data_digests = {t.train_pairs: file_digest(os.path.join(self.data_dir, t.train_pairs), "training pairs",
-                                                        kind="pairs file")}
-        m = self.cfg.model
-        full = load_pairset(self.data_dir, t.train_pairs, self.cache_dir, m.input_size, m.crop)
-        self.trainset, self.valset = split_training_pairs(full, t, self.seed,
-                                                          os.path.join(self.data_dir, t.train_pairs))
-        self.pool = None
-        if t.pairs == "identities":
-            people = people_in(full.pairs) - people_in(self.valset.pairs)
-            self.pool = IdentityPool.load(self.data_dir, people, self.cache_dir, m.input_size, m.crop)
-            self.pairs_per_epoch = t.pairs_per_epoch or len(self.trainset)
-            train_images = self.pool.images
-            self.log(f"data: {self.pairs_per_epoch} pairs drawn afresh each epoch from {len(people)} people "
-                     f"({len(self.pool.images)} images, {len(self.pool.multi)} people with 2 or more; unrestricted "
-                     f"protocol), {len(self.valset)} validation pairs whose people are all left out")
-        else:
-            train_images = full.images[np.unique(np.concatenate([self.trainset.idx1, self.trainset.idx2]))]
-            self.log(f"data: {len(self.trainset)} training pairs, {len(self.valset)} validation pairs "
-                     f"({len(full.images)} images)")
-        self.log(f"faces: {m.input_size}x{m.input_size}" + (f", the centre {m.crop:g} of each image" if m.crop < 1
-                                                               else ", the whole image"))
-        return train_images, [full.images] + ([self.pool.images] if self.pool is not None else [])
-
-    def _load_omniglot(self):
-        """Omniglot: a pool of every background image (pairs drawn afresh each epoch, within and across
-        alphabets), validation pairs and within-alphabet tasks of the validation alphabets
-        (:mod:`minisiamese.omniglot`).  Returns (training images, every image read)."""
-        t, m = self.cfg.train, self.cfg.model
-        if not os.path.isdir(self.data_dir):
-            raise DataError(omniglot.missing_data_message(self.data_dir))
-        self.data_digests = {}                  # no pairs files: faces_digest identifies the data
-        self.trainset, self.pairs_per_epoch = None, t.pairs_per_epoch
-        self.pool = omniglot.training_pool(self.data_dir, m.input_size, self.cache_dir)
-        self.valset, self.val_tasks = omniglot.validation_data(self.data_dir, t.val_pairs, t.val_tasks, t.oneshot_way,
-                                                               m.input_size, self.cache_dir)
-        self.log(f"data: {self.pairs_per_epoch} pairs drawn afresh each epoch from the background set "
-                 f"({len(self.pool.names)} characters of {len(self.pool.group_names)} alphabets, "
-                 f"{len(self.pool.images)} images, every drawer; half the different pairs within an alphabet); "
-                 f"validation: {len(self.valset)} pairs and {len(self.val_tasks)} within-alphabet "
-                 f"{t.oneshot_way}-way tasks of the validation alphabets")
-        self.log(f"images: {m.input_size}x{m.input_size}, strokes 1 on 0")
-        return self.pool.images, [self.pool.images, self.valset.images]
 
     def _val_oneshot(self):
         """Accuracy on the validation one-shot tasks (ties broken at random, by the run's seed)."""
@@ -296,44 +360,15 @@ class Trainer:
 
     def _load_checkpoint(self):
         """Continue from checkpoint.npz, read and checked (:func:`~minisiamese.runfiles.read_checkpoint`),
-        once it is known to be this run's (:meth:`_check_same_run`)."""
+        once it is known to be this run's (:func:`check_same_run`)."""
         run = read_checkpoint(self.checkpoint_path)
-        self._check_same_run(run)
+        check_same_run(run, self.cfg, self.seed, self.data_dir, self.data_digests, self.faces_digest,
+                       self.checkpoint_path, self.log)
         self._new_state(run.conv_algos)
         self.net.load_state_dict(run.params, source=self.checkpoint_path)
         self.opt.load_state_dict(run.optimizer, self.xp)
         self.normalizer = run.normalizer
         self.state = run.state
-
-    def _check_same_run(self, run):
-        """Refuse to continue another run: a checkpoint written for other settings (but those a resume may
-        change), another seed, or other data (pairs files or images)."""
-        path = self.checkpoint_path
-        # the settings a resume may change: more (or fewer) epochs continue the same run; calibration acts
-        # after the last epoch, so a finished run resumed with it on is calibrated (older runs: issue 36)
-        stored = run.config.replace(train=dataclasses.replace(run.config.train, epochs=self.cfg.train.epochs,
-                                                              calibrate=self.cfg.train.calibrate))
-        differences = config_differences(stored.to_dict(), self.cfg.to_dict())
-        if differences:
-            raise TrainingError(f"{path}: this checkpoint was written for a different configuration "
-                                f"({'; '.join(differences)}); resume with the same settings (only --epochs and "
-                                f"train.calibrate may change), or use a fresh --out")
-        if run.seed != self.seed:
-            raise TrainingError(f"{path}: written with --seed {run.seed}, not {self.seed}")
-        if run.data is None:
-            self.log(f"warning: {path} does not record which data it was trained on (an older checkpoint); "
-                     f"resuming without checking --data-dir")
-            return
-        for name, digest in self.data_digests.items():
-            if name in run.data and run.data[name] != digest:
-                raise TrainingError(f"{path}: {os.path.join(self.data_dir, name)} is not the file this run was "
-                                    f"trained on (SHA-256 {digest[:12]}..., checkpoint {run.data[name][:12]}...); "
-                                    f"resume with the same --data-dir, or use a fresh --out")
-        if run.faces_digest and self.faces_digest and run.faces_digest != self.faces_digest:
-            raise TrainingError(f"{path}: the faces read from {self.data_dir} are not those this run was trained on "
-                                f"(same pairs file, but the images differ: another copy of them, or a Pillow "
-                                f"that resizes them differently); resume with the same --data-dir, or use a "
-                                f"fresh --out")
 
     # ------------------------------------------------------------------ training
     def _epoch_rows(self, epoch):
@@ -522,18 +557,9 @@ class Trainer:
                                    oneshot_way=self.cfg.train.oneshot_way)
         self.net.calibration = None
         if self.cfg.train.calibrate:
-            try:
-                self.net.calibration = calibration.fit_platt(z, y)
-            except ValueError as exc:
-                self.log(f"not calibrated: {exc}; the model keeps its raw probabilities and its threshold")
-            else:
-                q = calibration.apply_platt(z, self.net.calibration)
-                after = self.val_result["calibrated"] = {
-                    "platt": self.net.calibration.tolist(), **calibration.summary(y, q),
-                    "accuracy": float(np.mean((q >= 0.5) == (y == 1))), "before": calibration.summary(y, p)}
-                self.log(f"calibration on the validation pairs: p = sigmoid({self.net.calibration[0]:.4g} z "
-                         f"{self.net.calibration[1]:+.4g}); ECE {after['before']['ece']:.3f} -> {after['ece']:.3f}, "
-                         f"accuracy at 0.5 {acc:.3f} -> {after['accuracy']:.3f}")
+            self.net.calibration, calibrated = fit_calibration(z, y, acc, self.log)
+            if calibrated:
+                self.val_result["calibrated"] = calibrated
         self._write(ckpt.save_model, self.model_path, self.net, extra=dict(
             self.normalizer.to_extra(), threshold=np.array(self.threshold),
             best_epoch=np.array(self.best_epoch), experiment=np.array(self.cfg.to_json())))
