@@ -8,11 +8,11 @@ import numpy as np
 
 from .calibration import check_platt
 from .config import ModelConfig
-from .errors import CheckpointError, ConfigError, require_int, shown
+from .errors import CheckpointError, ConfigError, require_number, shown
 from .fileio import load_arrays, save_arrays
 
-FORMAT = "minisiamese-weights-1"           # model.npz, best.npz
-TRAIN_FORMAT = "minisiamese-train-1"       # checkpoint.npz: the whole training state (minisiamese.train)
+FORMAT = "minisiamese-weights-1"           # model.npz, best.npz (a run's other files: minisiamese.runfiles)
+THRESHOLD_SLACK = 1e-3                     # how far outside [0, 1] a stored decision threshold may lie
 
 
 def save_model(path, net, extra=None):
@@ -70,47 +70,9 @@ def check_params(path, config, params):
         raise CheckpointError(f"{path}: unexpected parameters {unexpected}")
 
 
-# ----------------------------------------------------------------------------- the training checkpoint
-def damaged(path, what):
-    """The error for a training checkpoint whose array ``what`` cannot be right."""
-    return CheckpointError(f"{path}: damaged training checkpoint ({what}); continue from a copy, or start "
-                           f"again with --overwrite")
-
-
-def stored_int(arrays, key, path, lo, hi):
-    """A checkpoint's 0-d integer ``key`` in [lo, hi]."""
-    v = arrays.get(key)
-    if v is None:
-        raise damaged(path, f"{key} is missing")
-    return require_int(key, v.tolist(), lo, hi, error=lambda m: damaged(path, m))     # 0-d: a Python scalar
-
-
-def stored_float(arrays, key, path, default=None, nan=False):
-    """A checkpoint's 0-d number ``key`` (inf allowed; NaN only when ``nan``)."""
-    v = arrays.get(key)
-    if v is None:
-        if default is None:
-            raise damaged(path, f"{key} is missing")
-        return default
-    if v.shape != () or v.dtype.kind not in "iuf" or (np.isnan(v) and not nan):
-        raise damaged(path, f"{key} must be a number, got {shown(v.tolist())}")
-    return float(v)
-
-
-def stored_json(arrays, key, path, kind, default=None):
-    """A checkpoint's JSON text ``key``, decoded to a ``kind`` (list or dict); ``default`` when absent or ''."""
-    v = arrays.get(key)
-    if v is None or (v.shape == () and v.dtype.kind == "U" and str(v) == "" and default is not None):
-        if default is None:
-            raise damaged(path, f"{key} is missing")
-        return default
-    if v.shape != () or v.dtype.kind != "U":
-        raise damaged(path, f"{key} must be JSON text")
-    try:
-        out = json.loads(str(v))
-    except (ValueError, RecursionError):
-        raise damaged(path, f"{key} is not valid JSON") from None
-    if not isinstance(out, kind):
-        raise damaged(path, f"{key} must be a JSON {'list' if kind is list else 'object'}, got "
-                            f"{type(out).__name__}")
-    return out
+def check_threshold(name, value, error):
+    """``value`` when it is a decision threshold: a probability in [0, 1] -- or a hair outside it, up to
+    :data:`THRESHOLD_SLACK`, where ``metrics.best_threshold`` may place it (below the lowest or above the
+    highest probability); else ``error("NAME must be a probability in [0, 1], got VALUE")`` raised."""
+    return require_number(name, value, -THRESHOLD_SLACK, 1 + THRESHOLD_SLACK,
+                          error=lambda _: error(f"{name} must be a probability in [0, 1], got {shown(value):.80}"))

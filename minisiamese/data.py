@@ -7,6 +7,7 @@ Every problem with the files becomes one :class:`DataError` whose message names
 the file (and line) at fault.
 """
 import hashlib
+import math
 import os
 import re
 import stat
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import CheckpointError, DataError, require_number
+from .errors import CheckpointError, DataError, require_int, require_number
 from .fileio import atomic_write, load_arrays, save_arrays
 
 IMAGE_SIZE = 105
@@ -214,9 +215,8 @@ def read_pairs_folds(path):
         raise DataError(f"{path}:1: expected 'folds pairs_per_fold', got {lines[0].strip()!r}")
     folds = _int_field(path, 1, header[0], "fold count")
     count = _int_field(path, 1, header[1], "pairs per fold")
-    if folds < 2:
-        raise DataError(f"{path}:1: View 2 needs at least 2 folds (the threshold of each fold is chosen on the "
-                        f"others), got {folds}")
+    require_int("fold count", folds, 2, error=lambda _: DataError(
+        f"{path}:1: View 2 needs at least 2 folds (the threshold of each fold is chosen on the others), got {folds}"))
     out = [_parse_block(path, lines, 1 + f * 2 * count, count) for f in range(folds)]
     if len(lines) != 1 + folds * 2 * count:
         raise DataError(f"{path}:{2 + folds * 2 * count}: lines beyond the {folds} folds the header promises")
@@ -656,7 +656,9 @@ class Normalizer:
             mean, std = float(extra.get("norm_mean", 0.0)), float(extra.get("norm_std", 1.0))
         except (TypeError, ValueError):
             raise CheckpointError(f"{source}: norm_mean and norm_std must be numbers") from None
-        if not (np.isfinite(mean) and np.isfinite(std) and std > 0):
-            raise CheckpointError(f"{source}: bad normalisation (norm_mean {mean!r}, norm_std {std!r}): the mean "
-                                  f"must be finite, the std finite and > 0")
+        def bad(_):
+            return CheckpointError(f"{source}: bad normalisation (norm_mean {mean!r}, norm_std {std!r}): the mean "
+                                   f"must be finite, the std finite and > 0")
+        require_number("norm_mean", mean, -math.inf, error=bad)         # any finite mean
+        require_number("norm_std", std, 0, lo_open=True, error=bad)
         return cls(mean, std)

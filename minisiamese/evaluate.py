@@ -8,30 +8,13 @@ import numpy as np
 from . import calibration as cal
 from . import metrics, omniglot, oneshot, plots, stats
 from .backend import to_numpy
-from .checkpoint import TRAIN_FORMAT
+from .checkpoint import check_threshold
 from .data import (Normalizer, check_data_dir, is_view2_file, load_pairset, pairset_from_pairs, people_in, read_pairs,
                    read_pairs_folds)
 from .errors import CheckpointError, DataError
-from .fileio import load_arrays, write_json
+from .fileio import load_arrays
 from .model import load_model
-
-
-
-
-def _not_a_model(path):
-    """Why ``path`` is no weights file, when it is something a user mistakes for
-    one (a run folder, a training checkpoint); else None."""
-    if os.path.exists(path) and not os.path.isfile(path):
-        inside = os.path.join(path, "model.npz")
-        return (f"{path}: a {'folder' if os.path.isdir(path) else 'special file'}, not a weights file"
-                + (f"; use {inside}" if os.path.isfile(inside) else ""))
-    try:
-        tag = str(load_arrays(path).get("format", ""))
-    except CheckpointError:
-        return None
-    if tag == TRAIN_FORMAT:
-        return f"{path}: is a training state (checkpoint.npz); use the model.npz beside it"
-    return None
+from .runfiles import not_a_model, refuse_run_folder, write_results
 
 
 def load_trained(path, device="cpu", flip_average=None):
@@ -44,14 +27,13 @@ def load_trained(path, device="cpu", flip_average=None):
     try:
         net, extra = load_model(path, backend=device, with_extra=True)
     except CheckpointError as exc:
-        raise CheckpointError(_not_a_model(path) or str(exc)) from None
+        raise CheckpointError(not_a_model(path) or str(exc)) from None
     if flip_average is not None:
         net.config = net.config.replace(flip_average=bool(flip_average))
     threshold = extra.get("threshold", np.array(0.5))
-    # best_threshold may place it a hair outside [0, 1] (below the lowest or above the highest probability)
-    if threshold.shape != () or threshold.dtype.kind != "f" or not -1e-3 <= float(threshold) <= 1 + 1e-3:
-        raise CheckpointError(f"{path}: its decision threshold must be a probability in [0, 1], "
-                              f"got {threshold.tolist()!r:.80}")
+    # a 0-d float array gives a Python float; any other array stays an array, which is no probability
+    threshold = check_threshold("its decision threshold", threshold.tolist() if threshold.dtype.kind == "f"
+                                else threshold, error=lambda m: CheckpointError(f"{path}: {m}"))
     return net, Normalizer.from_extra(extra, source=path), cal.map_threshold(float(threshold), net.calibration)
 
 
@@ -333,15 +315,6 @@ def train_people(data_dir, train_pairs="pairsDevTrain.txt"):
     return people_in(read_pairs(path))
 
 
-def refuse_run_folder(out_dir):
-    """An evaluation writes results.json and figures/ into ``out_dir``: refuse
-    a training run's folder, whose results.json (config, seed, history, test
-    figures) it would replace."""
-    if out_dir and any(os.path.exists(os.path.join(out_dir, f)) for f in ("model.npz", "checkpoint.npz")):
-        raise DataError(f"--out {out_dir}: holds a training run (model.npz or checkpoint.npz); an evaluation "
-                        "there would replace the run's results.json and figures; give another folder")
-
-
 def evaluate_model_file(model_path, data_dir, pairs="pairsDevTest.txt", device="cpu", out_dir=None,
                         cache_dir=None, n_way=10, seed=0, batch_size=128, flip_average=None):
     refuse_run_folder(out_dir)
@@ -363,7 +336,7 @@ def evaluate_model_file(model_path, data_dir, pairs="pairsDevTest.txt", device="
     res["model"] = str(model_path)
     res["flip_average"] = net.config.flip_average
     if out_dir:
-        write_json(os.path.join(out_dir, "results.json"), res)
+        write_results(out_dir, res)
     return res
 
 
@@ -380,5 +353,5 @@ def evaluate_omniglot_file(model_path, data_dir, device="cpu", out_dir=None, cac
                                                       os.path.join(out_dir, "figures") if out_dir else None)}
     res.update(model=str(model_path), flip_average=net.config.flip_average)
     if out_dir:
-        write_json(os.path.join(out_dir, "results.json"), res)
+        write_results(out_dir, res)
     return res

@@ -2,32 +2,27 @@
 file, train, evaluate on the test pairs and View 2, write the results and
 figures.  The CLI's ``train`` is :func:`train_and_evaluate`; its ``experiments``
 runs :func:`run_experiment` for each named preset."""
-import errno
 import json
 import os
-import shutil
-import tempfile
 import time
 
 from . import omniglot, oneshot
 from .backend import device_name, get_backend
 from .calibration import map_threshold
-from .data import (check_data_dir, check_disjoint, default_data_dir, file_digest, load_pairset, open_regular,
-                   pairset_from_pairs, read_pairs, read_pairs_folds)
-from .errors import (MAX_SEED, CheckpointError, ConfigError, DataError, TrainingError, is_number, require_int,
-                     require_number, shown)
+from .data import (check_data_dir, check_disjoint, default_data_dir, file_digest, load_pairset, pairset_from_pairs,
+                   read_pairs, read_pairs_folds)
+from .errors import MAX_SEED, CheckpointError, ConfigError, DataError, require_int, shown
 from .evaluate import (evaluate_folds, evaluate_omniglot, evaluate_pairset, load_trained, oneshot_task_accuracy,
-                       omniglot_summary, refuse_run_folder, train_people)
-from .fileio import load_arrays, write_json
+                       omniglot_summary, train_people)
+from .fileio import load_arrays
 from .plots import plot_history
 from .runconfig import PAIR_SOURCES, ExperimentConfig
 from .runlock import run_lock
-from .train import Trainer, checkpoint_progress, split_training_pairs, stratified_subset
+from .runfiles import (CHECKPOINT_FILE, RESULT_FILE, check_folder, read_results, refuse_run_folder,
+                       refuse_used_folder, remove_run, write_results)
+from .train import Trainer, split_training_pairs, stratified_subset
 
-RESULT_FILE = "results.json"     # its presence marks a run finished
 SEEDS, SELECTION = "seeds", "selection"       # folders of seed runs and of selection runs, kept results alike
-RUN_FILES = (RESULT_FILE, "model.npz", "best.npz", "checkpoint.npz", "history.json", "config.json",
-             "figures")                                                  # what starting over replaces
 
 
 def default_data_dir_of(dataset):
@@ -48,59 +43,23 @@ def train_and_evaluate(config, out_dir, data_dir, device, seed, cache_dir, resum
     Without ``resume``, a folder that holds a run (finished, or stopped with a
     checkpoint) is refused after those checks unless ``overwrite``, which
     starts over in it."""
-    _check_folder(out_dir, "run folder")
+    check_folder(out_dir, "run folder")
     if cache_dir:
-        _check_folder(cache_dir, "cache folder")
+        check_folder(cache_dir, "cache folder")
     with run_lock(out_dir):
         return _train_and_evaluate(config, out_dir, data_dir, device, seed, cache_dir, resume, log, progress,
                                    experiment, test, overwrite)
-
-
-def _check_folder(path, what):
-    """A TrainingError before the first step when the folder ``path`` cannot be created or written in."""
-    try:
-        os.makedirs(path, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as exc:
-        why = ("it is a file, not a folder" if os.path.isfile(path) else
-               "a part of the path is a file, not a folder" if exc.errno == errno.ENOTDIR else
-               exc.strerror or str(exc))
-        raise TrainingError(f"{path}: cannot write the {what} there ({why})") from None
-
-
-def _refuse_a_used_folder(out_dir, resume=False):
-    """Never start over silently where a run's work is: a finished run, or one
-    stopped with a checkpoint.  ``resume``: --resume was given, but there is no
-    checkpoint.npz to continue from."""
-    held = [name for name in (RESULT_FILE, "model.npz") if os.path.exists(os.path.join(out_dir, name))]
-    checkpoint = os.path.join(out_dir, "checkpoint.npz")
-    if held:
-        what = f"a finished run ({', '.join(held)})"
-    elif os.path.exists(checkpoint):
-        what = f"a run {checkpoint_progress(checkpoint)} ({checkpoint})"
-    else:
-        return
-    if resume:
-        raise TrainingError(f"{out_dir} holds {what} but no checkpoint.npz to resume from; choose another "
-                            f"--out, or pass --overwrite to start over")
-    raise TrainingError(f"{out_dir} holds {what}; continue it with --resume, choose another --out, "
-                        f"or pass --overwrite to start over")
 
 
 def _fit(trainer, resume, overwrite, log):
     """Train, once the data is checked; a folder that holds a run is refused, or
     with ``overwrite`` its files are removed first."""
     if not overwrite and not (resume and os.path.exists(trainer.checkpoint_path)):
-        _refuse_a_used_folder(trainer.out_dir, resume)  # --resume with nothing to resume must not overwrite either
-    old = [path for path in (os.path.join(trainer.out_dir, name) for name in RUN_FILES) if os.path.exists(path)]
-    if overwrite and old:
-        log(f"--overwrite: starting over, removing {', '.join(old)}")
-        for path in old:
-            if os.path.isdir(path):
-                shutil.rmtree(path)
-            else:
-                os.remove(path)
+        refuse_used_folder(trainer.out_dir, resume)    # --resume with nothing to resume must not overwrite either
+    if overwrite:
+        old = remove_run(trainer.out_dir)
+        if old:
+            log(f"--overwrite: starting over, removing {', '.join(old)}")
     return trainer.fit(resume=resume)
 
 
@@ -112,7 +71,7 @@ def _train_and_evaluate(config, out_dir, data_dir, device, seed, cache_dir, resu
         history = _fit(trainer, resume, overwrite, log)
         res = _run_facts(config, trainer, history, device, seed, experiment)
         res["wall_seconds"] = res["train_seconds"]
-        _write_results(out_dir, res)
+        write_results(out_dir, res)
         v = res["val"]
         log(f"validation ({v['pairs']} pairs, best weights): loss {v['loss']:.4f}, accuracy {v['accuracy']:.3f}, "
             f"AUC {v['auc']:.3f}" + (f", {v['oneshot_way']}-way one-shot {v['oneshot']:.3f} ({v['oneshot_tasks']} "
@@ -154,7 +113,7 @@ def _train_and_evaluate(config, out_dir, data_dir, device, seed, cache_dir, resu
     res.update(_run_facts(config, trainer, history, device, seed, experiment))
     # all epochs (also those of earlier, resumed invocations) plus this evaluation
     res["wall_seconds"] = res["train_seconds"] + time.time() - t_eval
-    _write_results(out_dir, res)
+    write_results(out_dir, res)
     log(f"test ({res['pairs']} pairs): accuracy {res['accuracy']:.3f}, precision {res['precision']:.3f}, "
         f"recall {res['recall']:.3f}, AUC {res['auc']:.3f}, one-shot {res['oneshot']:.3f} "
         f"({res['oneshot_tasks']} {res['oneshot_way']}-way tasks)")
@@ -194,7 +153,7 @@ def _omniglot_finals(config, trainer, out_dir, data_dir, device, seed, cache_dir
     res = evaluate_omniglot(trainer.net, trainer.normalizer, finals, threshold, seed, config.train.batch_size, figures)
     res.update(_run_facts(config, trainer, history, device, seed, experiment))
     res["wall_seconds"] = res["train_seconds"] + time.time() - t_eval
-    _write_results(out_dir, res)
+    write_results(out_dir, res)
     for line in omniglot_summary(res):
         log(line)
     log(f"model: {trainer.model_path}; figures: {figures}")
@@ -218,110 +177,6 @@ def _run_facts(config, trainer, history, device, seed, experiment):
             "best_epoch": trainer.best_epoch + 1, "val": trainer.val_result, "parameters": trainer.net.num_params(),
             "seed": seed, "conv_plan": trainer.conv_plan, "train_seconds": sum(h["seconds"] for h in history),
             "model": trainer.model_path, "config": config.to_dict()}
-
-
-def _write_results(out_dir, res):
-    # atomic: its presence is what marks the experiment finished
-    write_json(os.path.join(out_dir, RESULT_FILE), res)
-
-
-FRACTIONS = ("accuracy", "oneshot", "recall", "precision", "auc")       # a results file's figures in [0, 1]
-
-
-def check_results(res, path, seed=None):
-    """A results.json (or its kept copy under docs/results/) holds what the
-    report reads from it, of the right types, every accuracy and AUC a number in
-    [0, 1] (NaN is none), and the seed its file's name says (``seed``: for
-    NAME-sSEED; a result may omit its seed); else a DataError naming the file
-    and the field.  Returns ``res``."""
-    def bad(what):
-        return DataError(f"{path}: damaged results ({what}); restore it (git checkout, for a kept copy) or delete "
-                         f"it to run again")
-    if not isinstance(res, dict):
-        raise bad(f"expected a JSON object, got {type(res).__name__}")
-    needed = ("wall_seconds", "epochs_run", "best_epoch") + (
-        ("accuracy", "oneshot", "recall", "precision", "auc", "parameters") if "accuracy" in res else ())
-    for key in needed:
-        if not is_number(res.get(key)):
-            raise bad(f"{key} must be a number, got {shown(res.get(key))}"[:300])
-    for key, parts in (("tuned", ("threshold", "accuracy", "precision", "recall")), ("val", ("accuracy", "auc"))):
-        if key in res and not (isinstance(res[key], dict) and all(is_number(res[key].get(k)) for k in parts)):
-            raise bad(f"{key} must be an object of numbers {list(parts)}")
-
-    def fraction(name, v):
-        require_number(name, v, 0, 1, what="a number ", error=lambda m: bad(m[:300]))
-    for key in FRACTIONS:
-        if key in needed:
-            fraction(key, res[key])
-    for key in ("tuned", "val"):
-        for k in ("accuracy", "precision", "recall", "auc"):
-            if k in res.get(key, {}):
-                fraction(f"{key}.{k}", res[key][k])
-    if "seed" in res:
-        require_int("seed", res["seed"], 0, MAX_SEED, error=bad)
-        if seed is not None and res["seed"] != seed:
-            raise bad(f"its name says seed {seed}, its seed field {res['seed']}: a copy of another seed's results?")
-    if "view2" in res:
-        v = res["view2"]
-        for part in (v, v.get("leak_free") if isinstance(v, dict) else None):
-            folds = part.get("folds") if isinstance(part, dict) else None
-            if not (isinstance(folds, list) and is_number(part.get("accuracy_mean"), True)    # None: a subset
-                    and is_number(part.get("auc_mean"), True) and is_number(part.get("pairs"))  # with no pair or
-                    and (folds or part.get("pairs") == 0)                                       # one class only
-                    and all(isinstance(f, dict) and is_number(f.get("accuracy"), True) and is_number(f.get("auc"), True)
-                            for f in folds)):
-                raise bad("view2 and view2.leak_free must each hold accuracy_mean, auc_mean, pairs and per-fold "
-                          "accuracy and auc")
-            for k in ("accuracy_mean", "auc_mean"):
-                if part[k] is not None:
-                    fraction(f"view2 {k}", part[k])
-            for f in folds:
-                for k in ("accuracy", "auc"):
-                    if f[k] is not None:
-                        fraction(f"view2 fold {k}", f[k])
-    parts = [res] + ([res["view2"], res["view2"].get("leak_free")] if isinstance(res.get("view2"), dict) else [])
-    for part in parts:
-        for where in (part, part.get("before_calibration") if isinstance(part, dict) else None):
-            if where is None:
-                continue
-            if not isinstance(where, dict):
-                raise bad("before_calibration must be an object of numbers")
-            for key in ("ece", "brier", "accuracy_at_half", "accuracy_at_threshold"):
-                if key in where:
-                    require_number(key, where[key], 0, 1, what="a number ", error=lambda m: bad(m[:300]))
-    for key in ("history", "test_probs", "test_labels", "conv_plan"):
-        if key in res and not isinstance(res[key], list):
-            raise bad(f"{key} must be a list")
-    if not all(isinstance(h, dict) and all(is_number(x, True) for x in h.values())
-               for h in res.get("history", [])):
-        raise bad("history must be a list of objects of numbers")
-    for key in ("test_probs", "test_labels"):
-        if not all(is_number(x) for x in res.get(key, [])):
-            raise bad(f"{key} must be a list of numbers")
-    if not all(isinstance(c, dict) and isinstance(c.get("layer"), str) and isinstance(c.get("algo"), str)
-               for c in res.get("conv_plan", [])):
-        raise bad("conv_plan must be a list of {layer, algo}")
-    for key in ("device", "protocol", "warning", "dataset"):
-        if key in res and not isinstance(res[key], str):
-            raise bad(f"{key} must be text")
-    return res
-
-
-def read_results(path, runs_only=False, seed=None):
-    """A results.json read and checked (:func:`check_results`; ``seed``: the one
-    its name says); a DataError naming it otherwise, also when it is no regular
-    file (a named pipe is never read).  With ``runs_only``, the results of
-    something other than a training run (``evaluate --out`` writes no
-    ``epochs_run``) give None."""
-    try:
-        with open_regular(path, note="; results are regular files") as f:
-            res = json.loads(f.read().decode("utf-8"))
-    except (OSError, ValueError, RecursionError) as exc:                # ValueError: bad JSON or UTF-8
-        raise DataError(f"{path}: cannot read the results ({str(exc)[:200]}); restore it (git checkout, for a "
-                        f"kept copy) or delete it to run again") from None
-    if runs_only and isinstance(res, dict) and "epochs_run" not in res:
-        return None
-    return check_results(res, path, seed)
 
 
 def seed_run_name(preset, seed):
@@ -350,8 +205,8 @@ def check_kept_writable(results_path, seeds=False):
     """A TrainingError, before any training, when the folder of the results
     table ``results_path`` or its kept results folder (the seeds' with
     ``seeds``) cannot be created or written in."""
-    _check_folder(os.path.dirname(results_path) or ".", "results table's folder")
-    _check_folder(os.path.join(kept_path(results_path), SEEDS) if seeds else kept_path(results_path),
+    check_folder(os.path.dirname(results_path) or ".", "results table's folder")
+    check_folder(os.path.join(kept_path(results_path), SEEDS) if seeds else kept_path(results_path),
                   "kept results folder")
 
 
@@ -380,7 +235,7 @@ def _run_of_model(model_path):
     pairs file the run read, by name, as its checkpoint records them (None
     without a checkpoint)."""
     run_dir = os.path.dirname(os.path.abspath(model_path))
-    results, state = os.path.join(run_dir, RESULT_FILE), os.path.join(run_dir, "checkpoint.npz")
+    results, state = os.path.join(run_dir, RESULT_FILE), os.path.join(run_dir, CHECKPOINT_FILE)
     if not (os.path.isfile(results) or os.path.isfile(state)):
         raise DataError(f"{run_dir}: neither {RESULT_FILE} nor checkpoint.npz beside {os.path.basename(model_path)}, "
                         "so the run's validation split (its config and seed) is unknown")
@@ -431,7 +286,7 @@ def evaluate_validation(model_path, data_dir, device="cpu", out_dir=None, cache_
                    pairs_file="Omniglot's validation pairs and tasks (the validation alphabets)",
                    flip_average=net.config.flip_average)
         if out_dir:
-            write_json(os.path.join(out_dir, RESULT_FILE), res)
+            write_results(out_dir, res)
         return res
     check_data_dir(data_dir, needs=(t.train_pairs,))
     path = os.path.join(data_dir, t.train_pairs)
@@ -448,5 +303,5 @@ def evaluate_validation(model_path, data_dir, device="cpu", out_dir=None, cache_
     res.update({"pairs_file": f"validation split of {t.train_pairs} (seed {seed})", "model": str(model_path),
                 "flip_average": net.config.flip_average, "training_pairs_checked": bool(data and t.train_pairs in data)})
     if out_dir:
-        write_json(os.path.join(out_dir, RESULT_FILE), res)
+        write_results(out_dir, res)
     return res

@@ -9,12 +9,12 @@ import time
 import numpy as np
 
 from .calibration import ece_floor
-from .data import open_regular
 from .errors import ConfigError, DataError
 from .fileio import write_text
-from .pipeline import (RESULT_FILE, SEEDS, SELECTION, check_kept_writable, check_results, default_data_dir_of,
-                       kept_path, read_results, run_experiment, seed_of_run, seed_run_name)
+from .pipeline import (SEEDS, SELECTION, check_kept_writable, default_data_dir_of, kept_path, run_experiment,
+                       seed_of_run, seed_run_name)
 from .plots import pyplot, save_figure
+from .runfiles import HISTORY_FILE, RESULT_FILE, read_history, read_results
 from .runconfig import ABLATION, BEST, EXPERIMENTS, OMNIGLOT, SEED_BEST, TITLES
 from .stats import bootstrap_diff, mean_se, paired_t, sample_sd, t_critical
 
@@ -41,14 +41,9 @@ def _finished(run_dir, runs_only=False, seed=None):
     res = read_results(os.path.join(run_dir, RESULT_FILE), runs_only, seed)
     if res is None:
         return None
-    history = os.path.join(run_dir, "history.json")
+    history = os.path.join(run_dir, HISTORY_FILE)
     if os.path.lexists(history):
-        try:
-            with open_regular(history, note="; a history is a regular file") as f:
-                res["history"] = json.loads(f.read().decode("utf-8"))
-        except (OSError, ValueError, RecursionError) as exc:
-            raise DataError(f"{history}: cannot read the training history ({str(exc)[:200]})") from None
-        check_results(res, history)
+        res["history"] = read_history(history)
     res.pop("model", None)
     return res
 

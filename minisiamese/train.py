@@ -16,24 +16,22 @@ import errno
 import hashlib
 import json
 import os
-import re
 import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import checkpoint as ckpt
-from .checkpoint import TRAIN_FORMAT
 from . import calibration, convplan, omniglot
 from .augment import augment_batch
 from .backend import get_backend, to_numpy
-from .data import Normalizer, check_data_dir, file_digest, load_pairset, people_in, to_unit_float
-from .errors import (MAX_SEED, CheckpointError, ConfigError, DataError, TrainingError, is_number, require_int,
-                     require_number, shown)
+from .data import Normalizer, PairSet, check_data_dir, file_digest, load_pairset, people_in, to_unit_float
+from .errors import MAX_SEED, ConfigError, DataError, TrainingError, require_int
 from .evaluate import oneshot_task_accuracy
-from .fileio import load_arrays, remove_leftovers, save_arrays, write_json, write_text
+from .fileio import remove_leftovers, write_text
 from .losses import bce_with_logits_forward
 from .metrics import best_threshold, roc_auc
 from .model import SiameseNet
@@ -41,33 +39,12 @@ from .ops import sigmoid
 from .optim import Adam, ExponentialDecay
 from .pairsampler import IdentityPool
 from .runconfig import MONITORS, ExperimentConfig
+from .runfiles import (BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, HISTORY_FILE, MODEL_FILE, RUN_WRITES,
+                       TrainCheckpoint, TrainState, read_checkpoint, rng_state, set_rng_state, write_checkpoint,
+                       write_history)
 from .runlock import run_lock
 
 DIVERGENCE_FACTOR = 10       # a training loss this many times the first one stops the run
-
-
-RUN_WRITES = ("checkpoint.npz", "best.npz", "model.npz", "history.json", "config.json")   # a Trainer's files
-RESOLVED_ALGOS = tuple(a for a in convplan.ALGOS if a != "auto")      # what a run's fixed plan names
-HISTORY_NUMBERS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "val_auc")   # what training reads back
-
-
-def _check_partial(p, epoch, path):
-    """Where an interrupted epoch stopped: the epoch after the last finished one,
-    its step and running sums, and the two generators' states."""
-    ints = {"epoch": (epoch + 1, epoch + 1), "step": (0, 2 ** 62), "correct": (0, 2 ** 62), "seen": (0, 2 ** 62)}
-    for key, (lo, hi) in ints.items():
-        require_int(f"partial.{key}", p.get(key), lo, hi, error=lambda m: ckpt.damaged(path, m))
-    for key in ("loss", "seconds"):
-        if not is_number(p.get(key)):
-            raise ckpt.damaged(path, f"partial.{key} must be a number, got {shown(p.get(key))}")
-    for key in ("aug_rng", "dropout_rng"):
-        text = p.get(key)
-        try:
-            if not isinstance(text, str):
-                raise TypeError
-            _set_rng_state(np.random.default_rng(), text)           # on a throwaway generator
-        except (TypeError, ValueError, KeyError, RecursionError):
-            raise ckpt.damaged(path, f"partial.{key} is not a NumPy generator's state") from None
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -80,17 +57,6 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 STOP_SIGNALS = {signal.SIGINT: ("Ctrl-C", "interrupted"), signal.SIGTERM: ("SIGTERM", "terminated by SIGTERM")}
-
-
-def _rng_state(rng):
-    """JSON of a NumPy generator's state ('' for generators without one, e.g. CuPy's)."""
-    bit_gen = getattr(rng, "bit_generator", None)
-    return json.dumps(bit_gen.state) if bit_gen is not None and type(rng).__module__.startswith("numpy") else ""
-
-
-def _set_rng_state(rng, text):
-    if text:
-        rng.bit_generator.state = json.loads(text)
 
 
 def epoch_rng(seed, epoch, stream):
@@ -120,18 +86,6 @@ def _check_split_size(labels, train_cfg, path):
         subset = f" (after --max-pairs {train_cfg.max_pairs})" if train_cfg.max_pairs else ""
         raise DataError(f"{path}: {counts[1]} same-person and {counts[0]} different-person pairs{subset} are too few "
                         f"for a {vf:g} validation split: it needs at least {need} of each ({2 * need} pairs)")
-
-
-def checkpoint_progress(path):
-    """Where the training checkpoint ``path`` stopped, in words ('stopped at epoch 3, step 12')."""
-    try:
-        a = load_arrays(path)
-        partial = json.loads(str(a["partial"])) if str(a.get("partial", "")) else None
-        if partial:
-            return f"stopped at epoch {partial['epoch'] + 1}, step {partial['step'] + 1}"
-        return f"stopped after epoch {int(a['epoch']) + 1}"
-    except (CheckpointError, KeyError, TypeError, ValueError):
-        return "with a checkpoint that cannot be read"
 
 
 def stratified_subset(labels, n, seed):
@@ -210,6 +164,116 @@ def val_loss_and_acc(net, pairset, normalizer, batch_size):
     return losses_ / n + penalty, float(np.mean((sigmoid(z) >= 0.5) == (pairset.labels == 1))), z
 
 
+@dataclass
+class RunData:
+    """What a run trains and validates on, read and checked (:func:`lfw_a_data`, :func:`omniglot_data`)."""
+    valset: PairSet                # the validation pairs
+    trainset: PairSet = None       # the listed training pairs; None for Omniglot
+    pool: IdentityPool = None      # draws pairs_per_epoch training pairs afresh each epoch; None: trainset's
+    pairs_per_epoch: int = 0
+    val_tasks: list = field(default_factory=list)     # validation one-shot tasks over valset's images (Omniglot)
+    data_digests: dict = field(default_factory=dict)  # pairs file -> SHA-256 (Omniglot has none: faces identify it)
+    train_images: np.ndarray = None                   # what the normalisation is fitted on
+    read: list = field(default_factory=list)          # every image array read
+
+
+def lfw_a_data(cfg, data_dir, seed, cache_dir, log):
+    """LFW-a: the training pairs file split into training and validation pairs (people-disjoint when
+    pairs are drawn from identities)."""
+    t, m = cfg.train, cfg.model
+    check_data_dir(data_dir, needs=(t.train_pairs, t.test_pairs))
+    # what identifies the data, by pairs file; the pipeline adds the test file's when it reads it
+    digests = {t.train_pairs: file_digest(os.path.join(data_dir, t.train_pairs), "training pairs",
+                                          kind="pairs file")}
+    full = load_pairset(data_dir, t.train_pairs, cache_dir, m.input_size, m.crop)
+    trainset, valset = split_training_pairs(full, t, seed, os.path.join(data_dir, t.train_pairs))
+    d = RunData(valset=valset, trainset=trainset, data_digests=digests, read=[full.images])
+    if t.pairs == "identities":
+        people = people_in(full.pairs) - people_in(valset.pairs)
+        d.pool = IdentityPool.load(data_dir, people, cache_dir, m.input_size, m.crop)
+        d.pairs_per_epoch = t.pairs_per_epoch or len(trainset)
+        d.train_images = d.pool.images
+        d.read.append(d.pool.images)
+        log(f"data: {d.pairs_per_epoch} pairs drawn afresh each epoch from {len(people)} people "
+            f"({len(d.pool.images)} images, {len(d.pool.multi)} people with 2 or more; unrestricted "
+            f"protocol), {len(valset)} validation pairs whose people are all left out")
+    else:
+        d.train_images = full.images[np.unique(np.concatenate([trainset.idx1, trainset.idx2]))]
+        log(f"data: {len(trainset)} training pairs, {len(valset)} validation pairs ({len(full.images)} images)")
+    log(f"faces: {m.input_size}x{m.input_size}" + (f", the centre {m.crop:g} of each image" if m.crop < 1
+                                                    else ", the whole image"))
+    return d
+
+
+def omniglot_data(cfg, data_dir, seed, cache_dir, log):
+    """Omniglot: a pool of every background image (pairs drawn afresh each epoch, within and across
+    alphabets), validation pairs and within-alphabet tasks of the validation alphabets
+    (:mod:`minisiamese.omniglot`); ``seed`` is not needed, they are drawn from fixed seeds."""
+    t, m = cfg.train, cfg.model
+    if not os.path.isdir(data_dir):
+        raise DataError(omniglot.missing_data_message(data_dir))
+    pool = omniglot.training_pool(data_dir, m.input_size, cache_dir)
+    valset, tasks = omniglot.validation_data(data_dir, t.val_pairs, t.val_tasks, t.oneshot_way, m.input_size,
+                                             cache_dir)
+    log(f"data: {t.pairs_per_epoch} pairs drawn afresh each epoch from the background set "
+        f"({len(pool.names)} characters of {len(pool.group_names)} alphabets, "
+        f"{len(pool.images)} images, every drawer; half the different pairs within an alphabet); "
+        f"validation: {len(valset)} pairs and {len(tasks)} within-alphabet "
+        f"{t.oneshot_way}-way tasks of the validation alphabets")
+    log(f"images: {m.input_size}x{m.input_size}, strokes 1 on 0")
+    return RunData(valset=valset, pool=pool, pairs_per_epoch=t.pairs_per_epoch, val_tasks=tasks,
+                   train_images=pool.images, read=[pool.images, valset.images])
+
+
+def check_same_run(run, cfg, seed, data_dir, data_digests, faces_digest, path, log):
+    """Refuse to continue another run from the checkpoint ``run`` (a :class:`TrainCheckpoint` read from
+    ``path``): one written for other settings than ``cfg`` (but those a resume may change), another
+    ``seed``, or other data (the pairs files' ``data_digests``, the images' ``faces_digest``, both as read
+    from ``data_dir``); ``log`` warns when an older checkpoint does not record its data."""
+    # the settings a resume may change: more (or fewer) epochs continue the same run; calibration acts
+    # after the last epoch, so a finished run resumed with it on is calibrated (older runs: issue 36)
+    stored = run.config.replace(train=dataclasses.replace(run.config.train, epochs=cfg.train.epochs,
+                                                          calibrate=cfg.train.calibrate))
+    differences = config_differences(stored.to_dict(), cfg.to_dict())
+    if differences:
+        raise TrainingError(f"{path}: this checkpoint was written for a different configuration "
+                            f"({'; '.join(differences)}); resume with the same settings (only --epochs and "
+                            f"train.calibrate may change), or use a fresh --out")
+    if run.seed != seed:
+        raise TrainingError(f"{path}: written with --seed {run.seed}, not {seed}")
+    if run.data is None:
+        log(f"warning: {path} does not record which data it was trained on (an older checkpoint); "
+            f"resuming without checking --data-dir")
+        return
+    for name, digest in data_digests.items():
+        if name in run.data and run.data[name] != digest:
+            raise TrainingError(f"{path}: {os.path.join(data_dir, name)} is not the file this run was "
+                                f"trained on (SHA-256 {digest[:12]}..., checkpoint {run.data[name][:12]}...); "
+                                f"resume with the same --data-dir, or use a fresh --out")
+    if run.faces_digest and faces_digest and run.faces_digest != faces_digest:
+        raise TrainingError(f"{path}: the faces read from {data_dir} are not those this run was trained on "
+                            f"(same pairs file, but the images differ: another copy of them, or a Pillow "
+                            f"that resizes them differently); resume with the same --data-dir, or use a "
+                            f"fresh --out")
+
+
+def fit_calibration(z, y, accuracy, log):
+    """Platt's [a, c] fitted on the validation logits ``z`` and labels ``y``, and its figures there
+    (ECE, Brier, accuracy at 0.5, and those before it); (None, None) with a note in ``log`` when it cannot
+    be fitted (the model keeps its raw probabilities).  ``accuracy``: the raw sigmoid's at 0.5."""
+    try:
+        platt = calibration.fit_platt(z, y)
+    except ValueError as exc:
+        log(f"not calibrated: {exc}; the model keeps its raw probabilities and its threshold")
+        return None, None
+    q = calibration.apply_platt(z, platt)
+    after = {"platt": platt.tolist(), **calibration.summary(y, q), "accuracy": float(np.mean((q >= 0.5) == (y == 1))),
+             "before": calibration.summary(y, sigmoid(z))}
+    log(f"calibration on the validation pairs: p = sigmoid({platt[0]:.4g} z {platt[1]:+.4g}); ECE "
+        f"{after['before']['ece']:.3f} -> {after['ece']:.3f}, accuracy at 0.5 {accuracy:.3f} -> {after['accuracy']:.3f}")
+    return platt, after
+
+
 class Trainer:
     def __init__(self, config, out_dir, data_dir, device="cpu", seed=0, cache_dir=None,
                  log=print, progress=True):
@@ -221,13 +285,26 @@ class Trainer:
         self.log = log
         self.progress = Progress(enabled=progress)
         self.xp = get_backend(device)
-        self.checkpoint_path = os.path.join(out_dir, "checkpoint.npz")
-        self.best_path = os.path.join(out_dir, "best.npz")
-        self.model_path = os.path.join(out_dir, "model.npz")
-        self.history_path = os.path.join(out_dir, "history.json")
+        self.checkpoint_path = os.path.join(out_dir, CHECKPOINT_FILE)
+        self.best_path = os.path.join(out_dir, BEST_FILE)
+        self.model_path = os.path.join(out_dir, MODEL_FILE)
+        self.history_path = os.path.join(out_dir, HISTORY_FILE)
         self._stop_requested, self._stop_signal = False, signal.SIGINT
+        # the data (load_data): training pairs (a PairSet, or a pool drawing pairs_per_epoch each epoch),
+        # validation pairs and one-shot tasks, the normalisation
+        self.trainset = self.valset = self.pool = self.normalizer = None
+        self.val_tasks, self.pairs_per_epoch = [], 0
         self.data_digests = {}       # pairs file -> SHA-256: load_data fills it (the pipeline adds the test file)
         self.faces_digest = None     # SHA-256 of the preprocessed faces trained and validated on (load_data)
+        self.net = self.opt = self.conv_plan = None     # _new_state
+        self.state = TrainState()    # the run's progress, saved in checkpoint.npz with the weights and Adam's
+        self.threshold = self.val_result = None         # _finish: the validation-chosen threshold and figures
+
+    # the state's figures, as the pipeline (and a library caller) reads them
+    history = property(lambda self: self.state.history)
+    best_epoch = property(lambda self: self.state.best_epoch)
+    start_epoch = property(lambda self: self.state.start_epoch)
+    partial = property(lambda self: self.state.partial)
 
     # ------------------------------------------------------------------ data
     def load_data(self):
@@ -235,63 +312,16 @@ class Trainer:
         ``pairs_per_epoch`` afresh each epoch), the validation pairs (``valset``) and validation one-shot
         tasks (``val_tasks``, over valset's images; Omniglot only), each checked; then the normalisation,
         fitted on the training images, and the digest of every image read."""
-        self.val_tasks = []
-        train_images, read = self._load_omniglot() if self.cfg.dataset == "omniglot" else self._load_lfw_a()
-        self.normalizer = Normalizer.fit(to_unit_float(train_images)) if self.cfg.normalize else Normalizer()
+        load = omniglot_data if self.cfg.dataset == "omniglot" else lfw_a_data
+        d = load(self.cfg, self.data_dir, self.seed, self.cache_dir, self.log)
+        self.trainset, self.valset, self.pool, self.val_tasks = d.trainset, d.valset, d.pool, d.val_tasks
+        self.pairs_per_epoch, self.data_digests = d.pairs_per_epoch, d.data_digests
+        self.normalizer = Normalizer.fit(to_unit_float(d.train_images)) if self.cfg.normalize else Normalizer()
         # the images themselves, as read: a resume from another copy of them (same pairs file) is refused
         h = hashlib.sha256()
-        for images in read:
+        for images in d.read:
             h.update(images.tobytes())
         self.faces_digest = h.hexdigest()
-
-    def _load_lfw_a(self):
-        """LFW-a: the training pairs file split into training and validation pairs (people-disjoint when
-        pairs are drawn from identities).  Returns (training images, every image read)."""
-        t = self.cfg.train
-        check_data_dir(self.data_dir, needs=(t.train_pairs, t.test_pairs))
-        # what identifies the data, by pairs file; the pipeline adds the test file's when it reads it
-        self.data_digests = {t.train_pairs: file_digest(os.path.join(self.data_dir, t.train_pairs), "training pairs",
-                                                        kind="pairs file")}
-        m = self.cfg.model
-        full = load_pairset(self.data_dir, t.train_pairs, self.cache_dir, m.input_size, m.crop)
-        self.trainset, self.valset = split_training_pairs(full, t, self.seed,
-                                                          os.path.join(self.data_dir, t.train_pairs))
-        self.pool = None
-        if t.pairs == "identities":
-            people = people_in(full.pairs) - people_in(self.valset.pairs)
-            self.pool = IdentityPool.load(self.data_dir, people, self.cache_dir, m.input_size, m.crop)
-            self.pairs_per_epoch = t.pairs_per_epoch or len(self.trainset)
-            train_images = self.pool.images
-            self.log(f"data: {self.pairs_per_epoch} pairs drawn afresh each epoch from {len(people)} people "
-                     f"({len(self.pool.images)} images, {len(self.pool.multi)} people with 2 or more; unrestricted "
-                     f"protocol), {len(self.valset)} validation pairs whose people are all left out")
-        else:
-            train_images = full.images[np.unique(np.concatenate([self.trainset.idx1, self.trainset.idx2]))]
-            self.log(f"data: {len(self.trainset)} training pairs, {len(self.valset)} validation pairs "
-                     f"({len(full.images)} images)")
-        self.log(f"faces: {m.input_size}x{m.input_size}" + (f", the centre {m.crop:g} of each image" if m.crop < 1
-                                                               else ", the whole image"))
-        return train_images, [full.images] + ([self.pool.images] if self.pool is not None else [])
-
-    def _load_omniglot(self):
-        """Omniglot: a pool of every background image (pairs drawn afresh each epoch, within and across
-        alphabets), validation pairs and within-alphabet tasks of the validation alphabets
-        (:mod:`minisiamese.omniglot`).  Returns (training images, every image read)."""
-        t, m = self.cfg.train, self.cfg.model
-        if not os.path.isdir(self.data_dir):
-            raise DataError(omniglot.missing_data_message(self.data_dir))
-        self.data_digests = {}                  # no pairs files: faces_digest identifies the data
-        self.trainset, self.pairs_per_epoch = None, t.pairs_per_epoch
-        self.pool = omniglot.training_pool(self.data_dir, m.input_size, self.cache_dir)
-        self.valset, self.val_tasks = omniglot.validation_data(self.data_dir, t.val_pairs, t.val_tasks, t.oneshot_way,
-                                                               m.input_size, self.cache_dir)
-        self.log(f"data: {self.pairs_per_epoch} pairs drawn afresh each epoch from the background set "
-                 f"({len(self.pool.names)} characters of {len(self.pool.group_names)} alphabets, "
-                 f"{len(self.pool.images)} images, every drawer; half the different pairs within an alphabet); "
-                 f"validation: {len(self.valset)} pairs and {len(self.val_tasks)} within-alphabet "
-                 f"{t.oneshot_way}-way tasks of the validation alphabets")
-        self.log(f"images: {m.input_size}x{m.input_size}, strokes 1 on 0")
-        return self.pool.images, [self.pool.images, self.valset.images]
 
     def _val_oneshot(self):
         """Accuracy on the validation one-shot tasks (ties broken at random, by the run's seed)."""
@@ -306,28 +336,14 @@ class Trainer:
         self.conv_plan = self.net.fix_conv_plan(2 * self.cfg.train.batch_size, conv_algos)
         t = self.cfg.train
         self.opt = Adam(lr=t.lr, beta1=t.beta1, beta2=t.beta2, eps=t.eps)
-        self.history, self.start_epoch = [], 0
-        self.best_val, self.best_epoch, self.wait = float("inf"), -1, 0
-        self.reference_loss = None
-        self.partial = None          # where an interrupted epoch stopped (see _train_epoch)
+        self.state = TrainState()
 
-    def _save_checkpoint(self, epoch, partial=None):
-        """``epoch``: the last finished epoch (0-based, -1 for none); ``partial``:
-        where the epoch after it was interrupted, or None."""
-        arrays = {"format": np.array(TRAIN_FORMAT), "config": np.array(self.cfg.to_json()),
-                  "seed": np.array(self.seed), "epoch": np.array(epoch),
-                  "history": np.array(json.dumps(self.history)),
-                  "best_val": np.array(self.best_val), "best_epoch": np.array(self.best_epoch),
-                  "wait": np.array(self.wait), "partial": np.array(json.dumps(partial) if partial else ""),
-                  "data": np.array(json.dumps(self.data_digests)),
-                  "faces_digest": np.array(self.faces_digest or ""),
-                  "conv_algos": np.array(json.dumps(self.net.conv_algos)),
-                  "reference_loss": np.array(np.nan if self.reference_loss is None else self.reference_loss)}
-        arrays.update({f"param/{k}": v for k, v in self.net.state_dict().items()})
-        arrays.update({f"opt/{k}": np.asarray(v) if np.isscalar(v) else v
-                       for k, v in self.opt.state_dict().items()})
-        arrays.update(self.normalizer.to_extra())
-        self._write(save_arrays, self.checkpoint_path, arrays)
+    def _save_checkpoint(self):
+        """checkpoint.npz: the state (an interrupted epoch's ``partial`` included), weights, Adam, data."""
+        self._write(write_checkpoint, self.checkpoint_path, TrainCheckpoint(
+            config=self.cfg, seed=self.seed, state=self.state, params=self.net.state_dict(),
+            optimizer=self.opt.state_dict(), normalizer=self.normalizer, conv_algos=self.net.conv_algos,
+            data=self.data_digests, faces_digest=self.faces_digest or ""))
 
     def _kept(self):
         return self.checkpoint_path if os.path.exists(self.checkpoint_path) else "(none yet: no epoch finished)"
@@ -343,106 +359,16 @@ class Trainer:
             raise TrainingError(f"{path}: {why}; the last good state is kept in {self._kept()}") from None
 
     def _load_checkpoint(self):
-        path = self.checkpoint_path
-        a = load_arrays(path)
-        if "format" not in a or str(a["format"]) != TRAIN_FORMAT:
-            raise CheckpointError(f"{path}: not a minisiamese training checkpoint")
-        try:
-            stored = ExperimentConfig.from_dict(json.loads(str(a["config"])), source=f"{path}: config")
-        except (ConfigError, ValueError, RecursionError, KeyError) as exc:   # ValueError: bad JSON, a long number
-            raise CheckpointError(f"{path}: bad stored config ({exc})") from None
-        # the settings a resume may change: more (or fewer) epochs continue the same run; calibration acts
-        # after the last epoch, so a finished run resumed with it on is calibrated (older runs: issue 36)
-        stored = stored.replace(train=dataclasses.replace(stored.train, epochs=self.cfg.train.epochs,
-                                                          calibrate=self.cfg.train.calibrate))
-        differences = config_differences(stored.to_dict(), self.cfg.to_dict())
-        if differences:
-            raise TrainingError(f"{path}: this checkpoint was written for a different configuration "
-                                f"({'; '.join(differences)}); resume with the same settings (only --epochs and "
-                                f"train.calibrate may change), or use a fresh --out")
-        # any integer the array may hold: the seed's own bound (MAX_SEED) is self.seed's, so a stored seed
-        # beyond it is refused below as a seed other than this run's
-        seed = ckpt.stored_int(a, "seed", path, 0, 2 ** 64 - 1)
-        if seed != self.seed:
-            raise TrainingError(f"{path}: written with --seed {seed}, not {self.seed}")
-        self._check_data(a)
-        # the algorithm of each conv layer ("conv_plan" in checkpoints written before it was renamed)
-        key = next((k for k in ("conv_algos", "conv_plan") if k in a), None)
-        algos = ckpt.stored_json(a, key, path, list) if key else None
-        if algos is not None and (len(algos) != len(self.cfg.model.conv_filters)
-                                  or not all(isinstance(x, str) and x in RESOLVED_ALGOS for x in algos)):
-            raise ckpt.damaged(path, f"{key} must name one of {list(RESOLVED_ALGOS)} per conv layer, "
-                                     f"got {shown(algos)}")
-        self._new_state(algos)
-        params = {k[6:]: v for k, v in a.items() if k.startswith("param/")}
-        ckpt.check_params(path, self.cfg.model, params)
-        self.net.load_state_dict(params, source=path)
-        self._load_optimizer(a)
-        epoch = ckpt.stored_int(a, "epoch", path, -1, 10 ** 5)
-        self.history = ckpt.stored_json(a, "history", path, list)
-        if len(self.history) != epoch + 1 or not all(
-                isinstance(h, dict) and all(is_number(h.get(k, 0)) for k in HISTORY_NUMBERS) and "loss" in h
-                for h in self.history):
-            raise ckpt.damaged(path, f"history must hold one record of numbers per finished epoch ({epoch + 1})")
-        self.start_epoch = epoch + 1
-        self.best_val = ckpt.stored_float(a, "best_val", path)
-        self.best_epoch = ckpt.stored_int(a, "best_epoch", path, -1, epoch)
-        self.wait = ckpt.stored_int(a, "wait", path, 0, 10 ** 5)
-        self.normalizer = Normalizer.from_extra(a, source=path)
-        ref = ckpt.stored_float(a, "reference_loss", path, default=float("nan"), nan=True)
-        self.reference_loss = None if np.isnan(ref) else ref
-        self.partial = ckpt.stored_json(a, "partial", path, dict, default={}) or None
-        if self.partial:
-            _check_partial(self.partial, epoch, path)
-            self.start_epoch = self.partial["epoch"]
-
-    def _load_optimizer(self, a):
-        """Adam's state from the checkpoint: its step count, learning-rate scale
-        and, once it has taken a step, both moments of every trained parameter
-        (batch norm's running statistics have none)."""
-        params = self.net.params
-        state = {k[4:]: v for k, v in a.items() if k.startswith("opt/")}
-        path = self.checkpoint_path
-        t = ckpt.stored_int(a, "opt/t", path, 0, 2 ** 62)
-        require_number("opt/lr_scale", ckpt.stored_float(a, "opt/lr_scale", path), 0, 1,   # 0: a steep decay
-                       error=lambda m: ckpt.damaged(path, m))                           # underflowed
-        for moment in ("m", "v"):
-            names = {k[2:] for k in state if k.startswith(f"{moment}/")}
-            if names != (set(params) if t else set()):
-                raise ckpt.damaged(path, f"opt/{moment}/ must hold one array per parameter after step {t}")
-            for name in names:
-                m = state[f"{moment}/{name}"]
-                if m.shape != params[name].shape or m.dtype.kind != "f" or not np.isfinite(m).all() \
-                        or (moment == "v" and (m < 0).any()):
-                    raise ckpt.damaged(path, f"opt/{moment}/{name} must be finite floating point of shape "
-                                             f"{params[name].shape}")
-        self.opt.load_state_dict(state, self.xp)
-
-    def _check_data(self, a):
-        """Refuse to continue a run on other data: the pairs files must be those it was trained on."""
-        path = self.checkpoint_path
-        if "data" not in a:
-            self.log(f"warning: {path} does not record which data it was trained on (an older checkpoint); "
-                     f"resuming without checking --data-dir")
-            return
-        stored = ckpt.stored_json(a, "data", path, dict)
-        if not all(isinstance(v, str) for v in stored.values()):
-            raise ckpt.damaged(path, "data must map each pairs file to its SHA-256 text")
-        for name, digest in self.data_digests.items():
-            if name in stored and stored[name] != digest:
-                raise TrainingError(f"{path}: {os.path.join(self.data_dir, name)} is not the file this run was "
-                                    f"trained on (SHA-256 {digest[:12]}..., checkpoint {stored[name][:12]}...); "
-                                    f"resume with the same --data-dir, or use a fresh --out")
-        stored_faces = a.get("faces_digest", np.array(""))                      # absent in older checkpoints
-        if stored_faces.shape != () or stored_faces.dtype.kind != "U" \
-                or not re.fullmatch(r"(|[0-9a-f]{64})", str(stored_faces)):
-            raise ckpt.damaged(path, "faces_digest must be a SHA-256 in hex")
-        stored_faces = str(stored_faces)
-        if stored_faces and self.faces_digest and stored_faces != self.faces_digest:
-            raise TrainingError(f"{path}: the faces read from {self.data_dir} are not those this run was trained on "
-                                f"(same pairs file, but the images differ: another copy of them, or a Pillow "
-                                f"that resizes them differently); resume with the same --data-dir, or use a "
-                                f"fresh --out")
+        """Continue from checkpoint.npz, read and checked (:func:`~minisiamese.runfiles.read_checkpoint`),
+        once it is known to be this run's (:func:`check_same_run`)."""
+        run = read_checkpoint(self.checkpoint_path)
+        check_same_run(run, self.cfg, self.seed, self.data_dir, self.data_digests, self.faces_digest,
+                       self.checkpoint_path, self.log)
+        self._new_state(run.conv_algos)
+        self.net.load_state_dict(run.params, source=self.checkpoint_path)
+        self.opt.load_state_dict(run.optimizer, self.xp)
+        self.normalizer = run.normalizer
+        self.state = run.state
 
     # ------------------------------------------------------------------ training
     def _epoch_rows(self, epoch):
@@ -462,15 +388,16 @@ class Trainer:
         silently.  The last checkpoint (end of the previous epoch) is kept."""
         xp = self.xp
         bad = [k for k, g in grads.items() if not bool(xp.isfinite(g).all())]
-        if self.reference_loss is None and np.isfinite(loss):
-            self.reference_loss = self.history[0]["loss"] if self.history else loss
+        s = self.state
+        if s.reference_loss is None and np.isfinite(loss):
+            s.reference_loss = s.history[0]["loss"] if s.history else loss
         if not np.isfinite(loss):
             what = f"the loss is not finite ({loss})"
         elif bad:
             what = f"the gradient of {bad[0]} is not finite (loss {loss:.4g})"
-        elif loss > DIVERGENCE_FACTOR * self.reference_loss:
+        elif loss > DIVERGENCE_FACTOR * s.reference_loss:
             what = (f"the loss {loss:.4g} is over {DIVERGENCE_FACTOR}x the first training loss "
-                    f"{self.reference_loss:.4g}: training is diverging")
+                    f"{s.reference_loss:.4g}: training is diverging")
         else:
             return
         self.progress.end()
@@ -494,21 +421,21 @@ class Trainer:
         aug_rng = epoch_rng(self.seed, epoch, 2)
         pairs, rows, flags = self._epoch_rows(epoch)
         start, total_loss, correct, seen, before = 0, 0.0, 0, 0, 0.0
-        if self.partial is not None and self.partial["epoch"] == epoch:
-            p = self.partial
+        p = self.state.partial
+        if p is not None and p["epoch"] == epoch:
             start, total_loss, correct, seen, before = p["step"], p["loss"], p["correct"], p["seen"], p["seconds"]
-            _set_rng_state(aug_rng, p["aug_rng"])
-            _set_rng_state(self.net.rng, p["dropout_rng"])
-        self.partial = None
+            set_rng_state(aug_rng, p["aug_rng"])
+            set_rng_state(self.net.rng, p["dropout_rng"])
+        self.state.partial = None
         t0 = time.perf_counter() - before
         steps = -(-len(rows) // t.batch_size)
         for step in range(start, steps):
             if self._stop_requested:
                 self.progress.end()
-                state = {"epoch": epoch, "step": step, "loss": total_loss, "correct": correct, "seen": seen,
-                         "seconds": time.perf_counter() - t0, "aug_rng": _rng_state(aug_rng),
-                         "dropout_rng": _rng_state(self.net.rng)}
-                self._save_checkpoint(epoch - 1, partial=state)
+                self.state.partial = {"epoch": epoch, "step": step, "loss": total_loss, "correct": correct,
+                                      "seen": seen, "seconds": time.perf_counter() - t0,
+                                      "aug_rng": rng_state(aug_rng), "dropout_rng": rng_state(self.net.rng)}
+                self._save_checkpoint()
                 stopped = STOP_SIGNALS[self._stop_signal][1]
                 raise TrainingInterrupted(f"{stopped} at epoch {epoch + 1}, step {step + 1}: the state is saved in "
                                           f"{self.checkpoint_path}; continue with --resume", self._stop_signal)
@@ -548,7 +475,7 @@ class Trainer:
             return self._fit(resume)
 
     def _fit(self, resume):
-        if not hasattr(self, "trainset"):
+        if self.valset is None:
             self.load_data()
         leftovers = remove_leftovers(self.out_dir, RUN_WRITES)  # the run lock is held: no live write owns them
         if leftovers:
@@ -556,15 +483,15 @@ class Trainer:
                      f"{', '.join(leftovers)}")
         if resume and os.path.exists(self.checkpoint_path):
             self._load_checkpoint()
-            where = (f"at epoch {self.partial['epoch'] + 1}, step {self.partial['step'] + 1}" if self.partial
-                     else f"after epoch {self.start_epoch}")
+            p = self.state.partial
+            where = f"at epoch {p['epoch'] + 1}, step {p['step'] + 1}" if p else f"after epoch {self.start_epoch}"
             self.log(f"resuming {where} from {self.checkpoint_path}")
         else:
             if resume:
                 self.log(f"--resume: no checkpoint in {self.out_dir}, starting afresh")
             self._new_state()
         self.log("conv plan: " + convplan.describe_plan(self.conv_plan))
-        self._write(write_text, os.path.join(self.out_dir, "config.json"), self.cfg.to_json())
+        self._write(write_text, os.path.join(self.out_dir, CONFIG_FILE), self.cfg.to_json())
         self._stop_requested = False
         in_main = threading.current_thread() is threading.main_thread()
         previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS} if in_main else {}
@@ -577,12 +504,12 @@ class Trainer:
         return self.history
 
     def _epochs(self):
-        t = self.cfg.train
-        stopped = self.wait >= t.patience
-        for epoch in range(self.start_epoch, t.epochs):
+        t, s = self.cfg.train, self.state
+        stopped = s.wait >= t.patience
+        for epoch in range(s.start_epoch, t.epochs):
             if stopped:
                 break
-            t_epoch = time.perf_counter() - (self.partial["seconds"] if self.partial else 0.0)
+            t_epoch = time.perf_counter() - (s.partial["seconds"] if s.partial else 0.0)
             loss, acc, _ = self._train_epoch(epoch)
             val_loss, val_acc, z = val_loss_and_acc(self.net, self.valset, self.normalizer, t.batch_size)
             val_auc = roc_auc(self.valset.labels, sigmoid(z))
@@ -592,28 +519,28 @@ class Trainer:
             measured = {"val_loss": val_loss, "val_accuracy": val_acc, "val_auc": val_auc}
             if self.val_tasks:
                 measured["val_oneshot"] = self._val_oneshot()
-            score = MONITORS[t.monitor] * monitored(self.history, measured, t.monitor, t.monitor_window)
-            improved = score < self.best_val                    # best_val: the signed score, lower is better
+            score = MONITORS[t.monitor] * monitored(s.history, measured, t.monitor, t.monitor_window)
+            improved = score < s.best_val                       # best_val: the signed score, lower is better
             if improved:
-                self.best_val, self.best_epoch, self.wait = score, epoch, 0
+                s.best_val, s.best_epoch, s.wait = score, epoch, 0
                 self._write(ckpt.save_model, self.best_path, self.net,
                             extra=dict(self.normalizer.to_extra(), epoch=np.array(epoch)))
             else:
-                self.wait += 1
+                s.wait += 1
             secs = time.perf_counter() - t_epoch                # training + validation
-            self.history.append({"epoch": epoch + 1, "loss": loss, "accuracy": acc, **measured,
-                                 "lr": t.lr * self.opt.lr_scale, "seconds": secs})
-            self._save_checkpoint(epoch)
-            self._write(write_json, self.history_path, self.history)
+            s.history.append({"epoch": epoch + 1, "loss": loss, "accuracy": acc, **measured,
+                              "lr": t.lr * self.opt.lr_scale, "seconds": secs})
+            self._save_checkpoint()
+            self._write(write_history, self.history_path, s.history)
             self.log(f"epoch {epoch + 1}/{t.epochs}: loss {loss:.4f} acc {acc:.3f} | val_loss {val_loss:.4f} "
                      f"val_acc {val_acc:.3f} val_auc {val_auc:.3f}"
                      + (f" val_oneshot {measured['val_oneshot']:.3f}" if self.val_tasks else "") + f" | lr {t.lr * self.opt.lr_scale:.3g} | {secs:.0f}s"
                      + (" *" if improved else ""))
-            stopped = self.wait >= t.patience
+            stopped = s.wait >= t.patience
             if stopped:
                 what = t.monitor + (f" (mean of the last {t.monitor_window} epochs)" if t.monitor_window > 1 else "")
                 self.log(f"early stopping: {what} has not improved for {t.patience} epochs; "
-                         f"restoring the weights of epoch {self.best_epoch + 1}")
+                         f"restoring the weights of epoch {s.best_epoch + 1}")
 
     def _finish(self):
         """Restore the best weights, choose the decision threshold on validation,
@@ -630,18 +557,9 @@ class Trainer:
                                    oneshot_way=self.cfg.train.oneshot_way)
         self.net.calibration = None
         if self.cfg.train.calibrate:
-            try:
-                self.net.calibration = calibration.fit_platt(z, y)
-            except ValueError as exc:
-                self.log(f"not calibrated: {exc}; the model keeps its raw probabilities and its threshold")
-            else:
-                q = calibration.apply_platt(z, self.net.calibration)
-                after = self.val_result["calibrated"] = {
-                    "platt": self.net.calibration.tolist(), **calibration.summary(y, q),
-                    "accuracy": float(np.mean((q >= 0.5) == (y == 1))), "before": calibration.summary(y, p)}
-                self.log(f"calibration on the validation pairs: p = sigmoid({self.net.calibration[0]:.4g} z "
-                         f"{self.net.calibration[1]:+.4g}); ECE {after['before']['ece']:.3f} -> {after['ece']:.3f}, "
-                         f"accuracy at 0.5 {acc:.3f} -> {after['accuracy']:.3f}")
+            self.net.calibration, calibrated = fit_calibration(z, y, acc, self.log)
+            if calibrated:
+                self.val_result["calibrated"] = calibrated
         self._write(ckpt.save_model, self.model_path, self.net, extra=dict(
             self.normalizer.to_extra(), threshold=np.array(self.threshold),
             best_epoch=np.array(self.best_epoch), experiment=np.array(self.cfg.to_json())))

@@ -220,14 +220,14 @@ def kept_run(**fields):
 
 
 def test_the_seeds_table_shows_raw_and_calibrated_figures_and_the_checks_refuse_bad_ones():
-    from minisiamese import pipeline
+    from minisiamese import runfiles
     from minisiamese.report import seeds_markdown
     before = {"accuracy_at_half": 0.66, "ece": 0.2, "brier": 0.2}
     runs = {s: kept_run(ece=0.02 + s / 100, brier=0.15, before_calibration=before) for s in (0, 1)}
     for r in runs.values():
         r["view2"]["leak_free"].update(accuracy_at_half=0.78, accuracy_at_threshold=0.77, ece=0.03, brier=0.16,
                                        before_calibration=before)
-        assert pipeline.check_results(r, "x.json") is r
+        assert runfiles.check_results(r, "x.json") is r
     table = "\n".join(seeds_markdown({"bn512w": runs, "old": {0: kept_run()}}))
     assert "### Calibration" in table
     row = next(line for line in table.splitlines() if line.startswith("| bn512w | 0, 1 | 0.660 ± 0.000 →"))
@@ -237,7 +237,7 @@ def test_the_seeds_table_shows_raw_and_calibrated_figures_and_the_checks_refuse_
     for bad in ({"ece": float("nan")}, {"brier": 1.5}, {"before_calibration": {"ece": "x"}},
                 {"before_calibration": [1]}):
         with pytest.raises(Exception, match="damaged results"):
-            pipeline.check_results(kept_run(**bad), "x.json")
+            runfiles.check_results(kept_run(**bad), "x.json")
 
 
 def test_ece_floor_is_the_ece_of_labels_drawn_from_p():

@@ -10,7 +10,7 @@ import pytest
 import cli
 from fixtures import make_dataset
 from minisiamese import ModelConfig, SiameseNet
-from minisiamese import pipeline
+from minisiamese import pipeline, runfiles
 from minisiamese import report as ex
 from minisiamese.data import DataError
 from minisiamese.evaluate import evaluate_folds, train_people
@@ -186,10 +186,10 @@ def test_results_the_pipeline_writes_for_odd_data_and_other_commands_pass_the_ch
     sel/ is not a training run and is left out, not called damaged."""
     res = json.load(open(os.path.join(KEPT, "seeds", "bn512w-uncal-s0.json")))
     res["view2"]["leak_free"] = {"accuracy_mean": None, "auc_mean": None, "pairs": 0, "folds": []}
-    assert pipeline.check_results(res, "x.json") is res
+    assert runfiles.check_results(res, "x.json") is res
     res["view2"]["leak_free"] = {"accuracy_mean": 0.7, "auc_mean": None, "pairs": 4,
                                  "folds": [{"accuracy": 0.7, "auc": None}]}
-    assert pipeline.check_results(res, "x.json") is res
+    assert runfiles.check_results(res, "x.json") is res
     table = "\n".join(ex.seeds_markdown({"p": {0: res}}))
     assert "| p | unrestricted | 0 | cpu |" in table and "| 0.700 | n/a |" in table
     other = tmp_path / "runs" / "sel" / "evaluated"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fixtures import make_dataset
-from minisiamese import ModelConfig, SiameseNet, cli, convplan, evaluate, save_model, train
+from minisiamese import ModelConfig, SiameseNet, cli, convplan, evaluate, runfiles, save_model
 from minisiamese.fileio import cache_root, save_arrays
 
 CFG = ModelConfig(input_size=20, conv_filters=(3, 4), conv_kernels=(3, 3), dense_units=5)
@@ -24,7 +24,7 @@ def files(tmp_path_factory):
     run = root / "run"
     run.mkdir()
     save_model(str(run / "model.npz"), SiameseNet(CFG, seed=0), extra={"threshold": np.array(0.5)})
-    save_arrays(str(run / "checkpoint.npz"), {"format": np.array(train.TRAIN_FORMAT)})
+    save_arrays(str(run / "checkpoint.npz"), {"format": np.array(runfiles.TRAIN_FORMAT)})
     query = os.path.join(data, "lfw2", names[0], f"{names[0]}_0001.jpg")
     return {"data": data, "model": str(run / "model.npz"), "run": str(run), "query": query,
             "gallery": os.path.join(data, "lfw2"), "root": root}

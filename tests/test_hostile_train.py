@@ -17,7 +17,7 @@ import pytest
 
 import cli
 from fixtures import make_dataset, tiny_config
-from minisiamese import fileio, pipeline
+from minisiamese import fileio, pipeline, runfiles
 from minisiamese.fileio import load_arrays, save_arrays
 from minisiamese.train import TrainingError, config_differences
 
@@ -241,7 +241,7 @@ def _first(a, prefix):
 
 @pytest.mark.parametrize("damage, expected", [
     (lambda a: a.pop("seed"), "seed is missing"),
-    (lambda a: a.update(seed=np.array("x")), r"seed must be an integer in \[0, 18446744073709551615\], got 'x'"),
+    (lambda a: a.update(seed=np.array("x")), r"seed must be an integer in \[0, 4294967295\], got 'x'"),
     (lambda a: a.update(epoch=np.array(-7)), r"epoch must be an integer in \[-1, 100000\], got -7"),
     (lambda a: a.update(epoch=np.array(10 ** 15)), "epoch must be an integer"),
     (lambda a: a.update(history=np.array("[{")), "history is not valid JSON"),
@@ -349,7 +349,7 @@ def test_an_out_or_cache_folder_that_cannot_be_written_is_one_line(finished, tmp
     assert (tmp_path / "file").read_text() == "not a folder"
     what = "run folder" if flag == "--out" else "cache folder"    # the pipeline's own check, for library callers
     with pytest.raises(TrainingError, match=re.escape(f"{path}: cannot write the {what} there ({why})")):
-        pipeline._check_folder(path, what)
+        runfiles.check_folder(path, what)
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder")

@@ -360,9 +360,10 @@ def _omniglot_result(seed, lake):
             "train_seconds": 600.0, "wall_seconds": 660.0, "history": history,
             "val": {"loss": 0.4, "accuracy": 0.9, "auc": 0.95, "oneshot": 0.7, "oneshot_tasks": 320,
                     "oneshot_way": 20},
-            "lake20": {"accuracy": lake, "se": 0.024, "trials": 400, "runs": 20, "way": 20},
+            "lake20": {"accuracy": lake, "se": 0.024, "se_binomial": 0.02, "trials": 400, "runs": 20, "way": 20},
             "within20": {"accuracy": lake - 0.1, "se": 0.005, "trials": 10000, "way": 20},
-            "verification": {"pairs": 10000, "accuracy": 0.9, "accuracy_se": 0.003, "auc": 0.96, "auc_se": 0.002},
+            "verification": {"pairs": 10000, "accuracy": 0.9, "accuracy_se": 0.003, "auc": 0.96, "auc_se": 0.002,
+                             "threshold": 0.6, "accuracy_at_threshold": 0.9, "accuracy_at_threshold_se": 0.003},
             "config": RUN_PRESETS["omniglot-small"].to_dict()}
 
 
