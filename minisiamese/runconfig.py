@@ -245,12 +245,15 @@ OMNIGLOT_KOCH = ExperimentConfig(
     train=TrainConfig(pairs="identities", pairs_per_epoch=150000, epochs=200, patience=20, monitor="val_oneshot",
                       val_tasks=320, oneshot_way=20),
     augment=AugmentConfig(kind="koch", copies=8))
-# omniglot-small: a candidate for the 2-core CPU (2 hours a run), NOT yet chosen on validation -- its settings
-# are provisional: 28x28 inputs (Omniglot's strokes survive the 105 -> 28 resize; label every figure "28x28"),
-# a 3-layer conv stack (32@3, 64@3, 128@3) with batch norm, a 256-unit linear code, |d| and d^2 in
-# the head, Adam at lr 1e-3, 10,000 fresh pairs an epoch plus one distorted copy of each (157 steps; a step
-# took 0.5 to 1.4 s on the shared 2-core CPU, so 1.5 to 4 minutes an epoch), at most 30 epochs, stopped on
-# validation one-shot accuracy.  Koch's +-2 pixel shifts are a larger share of a 28-pixel image.
+# omniglot-small: the 2-core CPU's preset (about 15 minutes a run), chosen on validation alone: 28x28 inputs
+# (Omniglot's strokes survive the 105 -> 28 resize; every figure says "28x28"), a 3-layer conv stack (32@3, 64@3,
+# 128@3) with batch norm, a 256-unit linear code, |d| and d^2 in the head, Adam at lr 1e-3, 10,000 fresh pairs
+# an epoch plus one distorted copy of each (157 steps), at most 30 epochs, stopped on validation one-shot
+# accuracy.  The one other candidate, twice as wide (64@3, 128@3, 256@3, a 512-unit code; 40 epochs, patience 10,
+# the mean of 3 epochs), tracked it within the noise of 320 validation tasks through 19 epochs (the best 3-epoch
+# mean 0.633 against 0.631 at the same epoch; its validation AUC lower from epoch 13) at 1.5x the time a step,
+# so the cheaper net was kept (docs/results/omniglot.md).  Koch's +-2 pixel shifts are a larger share of a
+# 28-pixel image.
 OMNIGLOT_SMALL = ExperimentConfig(
     dataset="omniglot",
     model=ModelConfig(input_size=28, conv_filters=(32, 64, 128), conv_kernels=(3, 3, 3), dense_units=256,
@@ -259,7 +262,7 @@ OMNIGLOT_SMALL = ExperimentConfig(
                       monitor="val_oneshot", val_tasks=320, oneshot_way=20),
     augment=AugmentConfig(kind="koch", copies=1))
 OMNIGLOT = {"omniglot-koch": ("omniglot-koch: Koch's net and protocol at 105x105", OMNIGLOT_KOCH),
-            "omniglot-small": ("omniglot-small: 28x28, batch norm, Adam (provisional)", OMNIGLOT_SMALL)}
+            "omniglot-small": ("omniglot-small: 28x28, batch norm, Adam", OMNIGLOT_SMALL)}
 DEFAULT_PRESETS = {"lfw-a": "baseline", "omniglot": "omniglot-koch"}      # train's preset without --preset
 
 # Whole runs by name (--preset); architectures by name are config.MODEL_PRESETS.  The experiments command
