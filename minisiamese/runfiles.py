@@ -389,7 +389,8 @@ def check_results(res, path, seed=None):
             if k in res.get(key, {}):
                 fraction(f"{key}.{k}", res[key][k])
     if "seed" in res:
-        require_int("seed", res["seed"], 0, MAX_SEED, error=bad)
+        require_int("seed", res["seed"], 0, MAX_SEED,
+                    error=lambda m: bad(f"seed {shown(res['seed'])} is not an integer in [0, {MAX_SEED}]"))
         if seed is not None and res["seed"] != seed:
             raise bad(f"its name says seed {seed}, its seed field {res['seed']}: a copy of another seed's results?")
     _check_view2(res, fraction, bad)

@@ -213,6 +213,15 @@ def test_results_whose_seed_contradicts_their_name_are_refused(tmp_path):
         runfiles.read_results(path, seed=3)
 
 
+@pytest.mark.parametrize("seed", ["x", True, -1, MAX_SEED + 1])
+def test_a_results_seed_that_is_no_seed_is_named(tmp_path, seed):
+    res = dict(omniglot_results(), seed=seed)
+    runfiles.write_results(str(tmp_path), res)
+    path = os.path.join(tmp_path, runfiles.RESULT_FILE)
+    with pytest.raises(DataError, match=rf"{path}: damaged results \(seed {seed!r} is not an integer in \[0, {MAX_SEED}\]\)"):
+        runfiles.read_results(path)
+
+
 def test_a_stored_threshold_may_lie_a_hair_outside_zero_one():
     def error(m):
         return ValueError(m)
