@@ -3,7 +3,8 @@ documented here, one writer and one checked reader; and the folder's own rules.
 
 A run folder (``train --out``) holds:
 
-* ``config.json``: the run's :class:`~minisiamese.runconfig.ExperimentConfig` as JSON, written at each start.
+* ``config.json``: the run's :class:`~minisiamese.runconfig.ExperimentConfig` as JSON, written at each start
+  (:func:`write_config`; read back by ``ExperimentConfig.from_file``).
 * ``checkpoint.npz``: the whole training state (below), after every epoch and on Ctrl-C or SIGTERM.
 * ``best.npz`` and ``model.npz``: weights files (:mod:`minisiamese.checkpoint`): the best epoch's weights so
   far, and the final model (the best weights, the validation threshold, the calibration).
@@ -299,6 +300,13 @@ def checkpoint_progress(path):
         return f"stopped after epoch {int(a['epoch']) + 1}"
     except (CheckpointError, KeyError, TypeError, ValueError):
         return "with a checkpoint that cannot be read"
+
+
+# ----------------------------------------------------------------------------- config.json
+def write_config(path, config):
+    """config.json: the run's :class:`~minisiamese.runconfig.ExperimentConfig` as its JSON (sorted keys,
+    indent 1), atomically; :meth:`ExperimentConfig.from_file` reads it back, checked."""
+    write_text(path, config.to_json())
 
 
 # ----------------------------------------------------------------------------- history.json

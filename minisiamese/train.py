@@ -32,7 +32,7 @@ from .backend import get_backend, to_numpy
 from .data import Normalizer, PairSet, check_data_dir, file_digest, load_pairset, people_in, to_unit_float
 from .errors import MAX_SEED, ConfigError, DataError, TrainingError, require_int
 from .evaluate import oneshot_task_accuracy
-from .fileio import remove_leftovers, write_text
+from .fileio import remove_leftovers
 from .losses import bce_with_logits_forward
 from .metrics import best_threshold, roc_auc
 from .model import SiameseNet
@@ -42,7 +42,7 @@ from .pairsampler import IdentityPool
 from .runconfig import MONITORS, ExperimentConfig
 from .runfiles import (BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, HISTORY_FILE, MODEL_FILE, RUN_WRITES,
                        TrainCheckpoint, TrainState, read_checkpoint, rng_state, set_rng_state, write_checkpoint,
-                       write_history)
+                       write_config, write_history)
 from .runlock import run_lock
 
 DIVERGENCE_FACTOR = 10       # a training loss this many times the first one stops the run
@@ -559,7 +559,7 @@ class Trainer:
                 self.log(f"--resume: no checkpoint in {self.out_dir}, starting afresh")
             self._new_state()
         self.log("conv plan: " + convplan.describe_plan(self.conv_plan))
-        self._write(write_text, os.path.join(self.out_dir, CONFIG_FILE), self.cfg.to_json())
+        self._write(write_config, os.path.join(self.out_dir, CONFIG_FILE), self.cfg)
         self._stop_requested = False
         with stop_signals_to(self._on_signal):
             self._epochs()

@@ -255,6 +255,14 @@ def test_an_evaluate_out_folder_gives_no_kept_copy_with_runs_only(tmp_path):
     assert runfiles.kept_copy(str(tmp_path), runs_only=True) is None
 
 
+def test_config_json_round_trips_through_its_writer(tmp_path):
+    config = ExperimentConfig.from_dict({"model": TINY_MODEL, "train": {"batch_size": 4, "epochs": 7}})
+    path = str(tmp_path / runfiles.CONFIG_FILE)
+    runfiles.write_config(path, config)
+    assert ExperimentConfig.from_file(path) == config
+    assert open(path).read() == config.to_json()
+
+
 def test_a_stored_threshold_may_lie_a_hair_outside_zero_one():
     def error(m):
         return ValueError(m)
