@@ -49,6 +49,18 @@ def read_model_file(path):
     return config, params, extra
 
 
+def trained_dataset(path):
+    """The data set ("lfw-a" or "omniglot") the run that wrote the weights file ``path`` trained on, from
+    the experiment config a run stores in its model.npz (``extra/experiment``, the ExperimentConfig's JSON;
+    no "dataset" in it: "lfw-a"), read alone and unchecked; None when the file cannot be read or holds none
+    (the evaluation's full read, :func:`read_model_file`, then names what is wrong)."""
+    try:
+        stored = load_arrays(path, names=["extra/experiment"]).get("extra/experiment")
+        return json.loads(str(stored)).get("dataset", "lfw-a") if stored is not None else None
+    except (CheckpointError, ValueError, AttributeError, RecursionError):
+        return None
+
+
 def check_params(path, config, params):
     """``params`` (name -> array) must be exactly what ``config``'s network
     holds -- its parameters and batch norm's running statistics -- each of its

@@ -309,7 +309,7 @@ def _config(args, preset=None):
 
 def _dataset_of_model(args):
     """evaluate's --dataset: by default the one the model trained on; one naming another is refused."""
-    from minisiamese.evaluate import trained_dataset
+    from minisiamese.checkpoint import trained_dataset
     trained = trained_dataset(args.checkpoint) if os.path.isfile(args.checkpoint) else None
     if args.dataset and trained and args.dataset != trained:
         raise ConfigError(f"--dataset {args.dataset}: {args.checkpoint} was trained on {trained}; evaluate it "

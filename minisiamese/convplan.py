@@ -193,8 +193,33 @@ def _estimate(layer, x_shape, w_shape, pad, dtype, need_dx, xp=np):
                       f"images, estimated for {N}"}
 
 
+def layer_plan(settings, input_shapes, weight_shapes, images, dtype=np.float32, xp=np, timings=True):
+    """The algorithm each conv layer runs for a batch of ``images`` inputs: a list of {"layer", "setting",
+    "algo"} dicts, layer k (1-based) named "conv<k>", with its ``settings[k - 1]`` (one of :data:`ALGOS`),
+    input (H, W, C) ``input_shapes[k - 1]`` and kernel ``weight_shapes[k - 1]``; with ``timings`` also
+    what ``auto`` measured (:func:`decision`).  Layer 1 is timed without dx, which a network's first
+    layer never computes."""
+    plan = []
+    for k, (setting, (H, W, C), w_shape) in enumerate(zip(settings, input_shapes, weight_shapes), 1):
+        args = ((images, H, W, C), w_shape, 1, 0, dtype, xp, k > 1)
+        entry = {"layer": f"conv{k}", "setting": setting, "algo": resolve(setting, *args)}
+        if timings and setting == "auto":
+            entry.update({key: v for key, v in decision(*args).items() if key != "algo"})
+        plan.append(entry)
+    return plan
+
+
+def stored_plan(settings, algos):
+    """The plan (as :func:`layer_plan` gives it, each step marked "stored") of a stored list of ``algos``,
+    for layers set to ``settings``; a ValueError unless it names "im2col" or "fft" for each layer."""
+    if len(algos) != len(settings) or any(a not in ("im2col", "fft") for a in algos):
+        raise ValueError(f"conv plan {algos!r}: expected one of 'im2col'/'fft' per conv layer ({len(settings)})")
+    return [{"layer": f"conv{k}", "setting": s, "algo": a, "stored": True}
+            for k, (s, a) in enumerate(zip(settings, algos), 1)]
+
+
 def describe_plan(plan):
-    """One line for a log: each layer's algorithm and why (a model's conv_plan())."""
+    """One line for a log: each layer's algorithm and why (a :func:`layer_plan`)."""
     def why(step):
         if step.get("stored"):
             return f"from the stored plan; set to {step['setting']}"

@@ -1,6 +1,5 @@
 """Evaluation on a pairs file: verification metrics, ROC, one-shot tasks, figures; and Omniglot's final
 figures (Lake's runs, within-alphabet trials, verification pairs: :func:`evaluate_omniglot`)."""
-import json
 import os
 
 import numpy as np
@@ -12,7 +11,6 @@ from .checkpoint import check_threshold
 from .data import (Normalizer, check_data_dir, is_view2_file, load_pairset, pairset_from_pairs, people_in, read_pairs,
                    read_pairs_folds)
 from .errors import CheckpointError, DataError
-from .fileio import load_arrays
 from .model import load_model
 from .runfiles import not_a_model, refuse_run_folder, write_results
 
@@ -35,17 +33,6 @@ def load_trained(path, device="cpu", flip_average=None):
     threshold = check_threshold("its decision threshold", threshold.tolist() if threshold.dtype.kind == "f"
                                 else threshold, error=lambda m: CheckpointError(f"{path}: {m}"))
     return net, Normalizer.from_extra(extra, source=path), cal.map_threshold(float(threshold), net.calibration)
-
-
-def trained_dataset(path):
-    """The data set ("lfw-a" or "omniglot") the run that wrote model file
-    ``path`` trained on, from the experiment config stored in it; None when the
-    file cannot be read or holds none (the evaluation then names what is wrong)."""
-    try:
-        stored = load_arrays(path, names=["extra/experiment"]).get("extra/experiment")
-        return json.loads(str(stored)).get("dataset", "lfw-a") if stored is not None else None
-    except (CheckpointError, ValueError, AttributeError, RecursionError):
-        return None
 
 
 def decision_threshold(net, threshold):

@@ -49,6 +49,20 @@ def init_buffers(config, dtype=np.float32):
             for name, shape in config.buffer_shapes().items()}
 
 
+def channels_last(x, name, size, dtype, xp):
+    """Images ``x`` (N, 1, size, size), numeric and finite, as (N, size, size, 1) channels-last arrays of
+    ``dtype`` on ``xp``; an InputError naming ``name`` otherwise."""
+    if not hasattr(x, "shape") or x.ndim != 4 or tuple(x.shape[1:]) != (1, size, size):
+        shape = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
+        raise InputError(f"{name}: expected images of shape (N, 1, {size}, {size}), got {shape}")
+    if x.dtype.kind not in "fiub":
+        raise InputError(f"{name}: expected a numeric array, got dtype {x.dtype}")
+    x = xp.asarray(x, dtype=dtype)
+    if not bool(xp.isfinite(x).all()):
+        raise InputError(f"{name}: contains NaN or Inf pixels")
+    return x.reshape(x.shape[0], size, size, 1)          # C = 1: NCHW -> NHWC is a reshape
+
+
 class SiameseNet:
     """The Koch et al. Siamese network, forward and backward written out by hand.
 
@@ -95,17 +109,8 @@ class SiameseNet:
 
     # ------------------------------------------------------------------ inputs
     def _images(self, x, name):
-        """(N, 1, S, S) in [0, 1] -> (N, S, S, 1) channels-last, model dtype."""
-        S = self.config.input_size
-        if not hasattr(x, "shape") or x.ndim != 4 or tuple(x.shape[1:]) != (1, S, S):
-            shape = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
-            raise InputError(f"{name}: expected images of shape (N, 1, {S}, {S}), got {shape}")
-        if x.dtype.kind not in "fiub":
-            raise InputError(f"{name}: expected a numeric array, got dtype {x.dtype}")
-        x = self.xp.asarray(x, dtype=self.dtype)
-        if not bool(self.xp.isfinite(x).all()):
-            raise InputError(f"{name}: contains NaN or Inf pixels")
-        return x.reshape(x.shape[0], S, S, 1)          # C = 1: NCHW -> NHWC is a reshape
+        """(N, 1, S, S) in [0, 1] -> (N, S, S, 1) channels-last, model dtype (:func:`channels_last`)."""
+        return channels_last(x, name, self.config.input_size, self.dtype, self.xp)
 
     def _pair(self, x1, x2):
         a, b = self._images(x1, "x1"), self._images(x2, "x2")
@@ -160,29 +165,13 @@ class SiameseNet:
         c_bn = None
         if bn:
             h, c_bn = self._normalize_forward(h, "bn_dense", train)
-        h, c_emb = self._activation_forward(h)
+        h, c_emb = ops.activation_forward(h, self.config.embedding_activation)
         return h, (caches, c_flat, c_drop, c_dense, c_bn, c_emb)
-
-    def _activation_forward(self, h):
-        act = self.config.embedding_activation
-        if act == "sigmoid":
-            return ops.sigmoid_forward(h)
-        if act == "relu":
-            return ops.relu_forward(h)
-        return h, None
-
-    def _activation_backward(self, d, cache):
-        act = self.config.embedding_activation
-        if act == "sigmoid":
-            return ops.sigmoid_backward(d, cache)
-        if act == "relu":
-            return ops.relu_backward(d, cache)
-        return d
 
     def _tower_backward(self, dh, cache, grads):
         """Adds the tower's parameter gradients into ``grads``."""
         caches, c_flat, c_drop, c_dense, c_bn, c_emb = cache
-        d = self._activation_backward(dh, c_emb)
+        d = ops.activation_backward(dh, c_emb, self.config.embedding_activation)
         if c_bn is not None:
             d, grads["bn_dense.gamma"], grads["bn_dense.beta"] = ops.batchnorm_backward(d, c_bn)
         d, grads["dense.w"], db = ops.dense_backward(d, c_dense)
@@ -197,33 +186,19 @@ class SiameseNet:
             caches[k - 1] = None                                # free the activations early
 
     def conv_plan(self, images, timings=True):
-        """The algorithm each conv layer runs for a batch of ``images`` tower
-        inputs (2 x the pairs of a batch): a list of {"layer", "setting",
-        "algo"} dicts, with ``timings`` also what ``auto`` measured.  Resolving
-        ``"auto"`` times the algorithms once per layer shape and machine (see
-        :mod:`minisiamese.convplan`); conv1 is timed without dx, which its
-        backward pass never computes."""
-        plan = []
-        for k, (setting, (H, W, C)) in enumerate(zip(self.config.conv_algo, self.config.conv_input_shapes()), 1):
-            args = ((images, H, W, C), self.params[f"conv{k}.w"].shape, 1, 0, self.dtype, self.xp, k > 1)
-            entry = {"layer": f"conv{k}", "setting": setting, "algo": convplan.resolve(setting, *args)}
-            if timings and setting == "auto":
-                entry.update({key: v for key, v in convplan.decision(*args).items() if key != "algo"})
-            plan.append(entry)
-        return plan
+        """The algorithm each conv layer runs for a batch of ``images`` tower inputs (2 x the pairs of a
+        batch): :func:`minisiamese.convplan.layer_plan` of the config's settings ("auto" is timed once per
+        layer shape and machine)."""
+        weights = [self.params[f"conv{k}.w"].shape for k in range(1, self.n_conv + 1)]
+        return convplan.layer_plan(self.config.conv_algo, self.config.conv_input_shapes(), weights, images,
+                                   self.dtype, self.xp, timings)
 
     def fix_conv_plan(self, images=None, algos=None):
         """Fix the layers' algorithms for every later batch: the plan resolved
         for ``images`` tower inputs, or the given list of ``algos`` (a stored
         plan, so a resumed run computes exactly what the first one did).
         Returns the plan as :meth:`conv_plan` describes it."""
-        if algos is None:
-            plan = self.conv_plan(images)
-        else:
-            if len(algos) != self.n_conv or any(a not in ("im2col", "fft") for a in algos):
-                raise ValueError(f"conv plan {algos!r}: expected one of 'im2col'/'fft' per conv layer ({self.n_conv})")
-            plan = [{"layer": f"conv{k}", "setting": s, "algo": a, "stored": True}
-                    for k, (s, a) in enumerate(zip(self.config.conv_algo, algos), 1)]
+        plan = self.conv_plan(images) if algos is None else convplan.stored_plan(self.config.conv_algo, algos)
         self.conv_algos = [step["algo"] for step in plan]
         return plan
 

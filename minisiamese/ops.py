@@ -259,6 +259,25 @@ def sigmoid_backward(dout, cache):
     return dout * cache * (1 - cache)
 
 
+def activation_forward(x, act):
+    """The tower code's activation ``act`` (a ModelConfig's ``embedding_activation``): "sigmoid", "relu",
+    or "none".  Returns (out, cache); cache None without an activation."""
+    if act == "sigmoid":
+        return sigmoid_forward(x)
+    if act == "relu":
+        return relu_forward(x)
+    return x, None
+
+
+def activation_backward(dout, cache, act):
+    """dx of :func:`activation_forward` with the same ``act``."""
+    if act == "sigmoid":
+        return sigmoid_backward(dout, cache)
+    if act == "relu":
+        return relu_backward(dout, cache)
+    return dout
+
+
 def dropout_forward(x, rate, train, rng):
     """Inverted dropout: in training each unit is zeroed with probability ``rate``
     and survivors are scaled by 1/(1 - rate), so evaluation is the identity.

@@ -2,7 +2,6 @@
 file, train, evaluate on the test pairs and View 2, write the results and
 figures.  The CLI's ``train`` is :func:`train_and_evaluate`; its ``experiments``
 runs :func:`run_experiment` for each named preset."""
-import json
 import os
 import time
 
@@ -11,14 +10,13 @@ from .backend import device_name, get_backend
 from .calibration import map_threshold
 from .data import (check_data_dir, check_disjoint, default_data_dir, file_digest, load_pairset, pairset_from_pairs,
                    read_pairs, read_pairs_folds)
-from .errors import MAX_SEED, CheckpointError, ConfigError, DataError, require_int, shown
+from .errors import CheckpointError, ConfigError, DataError
 from .evaluate import (evaluate_folds, evaluate_omniglot, evaluate_pairset, load_trained, oneshot_task_accuracy,
                        omniglot_summary, train_people)
-from .fileio import load_arrays
 from .plots import plot_history
 from .runconfig import PAIR_SOURCES, ExperimentConfig
 from .runlock import run_lock
-from .runfiles import (CHECKPOINT_FILE, RESULT_FILE, check_folder, read_results, refuse_run_folder,
+from .runfiles import (CHECKPOINT_FILE, RESULT_FILE, check_folder, read_checkpoint, read_results, refuse_run_folder,
                        refuse_used_folder, remove_run, write_results)
 from .train import Trainer, split_training_pairs, stratified_subset
 
@@ -230,37 +228,29 @@ def run_experiment(name, config, out_root, data_dir, device, seed, cache_dir, lo
 
 
 def _run_of_model(model_path):
-    """(config, seed, data) of the run that wrote ``model_path``, from the
-    results.json or the checkpoint.npz beside it; ``data``: the SHA-256 of each
-    pairs file the run read, by name, as its checkpoint records them (None
-    without a checkpoint)."""
+    """(config, seed, data) of the run that wrote ``model_path``, from the results.json or the
+    checkpoint.npz beside it, each read and checked by its reader in :mod:`minisiamese.runfiles`;
+    ``data``: the SHA-256 of each pairs file the run read, by name, as its checkpoint records them (None
+    without a checkpoint, or with an older one that does not)."""
     run_dir = os.path.dirname(os.path.abspath(model_path))
     results, state = os.path.join(run_dir, RESULT_FILE), os.path.join(run_dir, CHECKPOINT_FILE)
     if not (os.path.isfile(results) or os.path.isfile(state)):
         raise DataError(f"{run_dir}: neither {RESULT_FILE} nor checkpoint.npz beside {os.path.basename(model_path)}, "
                         "so the run's validation split (its config and seed) is unknown")
-    source = state
     try:
-        a = load_arrays(state) if os.path.isfile(state) else {}
-        source = results if os.path.isfile(results) else state
-        if source == results:
-            with open(results) as f:
-                res = json.load(f)
-            if not isinstance(res, dict):
-                raise ValueError("not a JSON object")
-            config, seed = res["config"], res["seed"]
-        else:
-            config, seed = json.loads(str(a["config"])), a["seed"].item()
-        require_int("seed", seed, 0, MAX_SEED,
-                    error=lambda m: ValueError(f"seed {shown(seed)} is not an integer in [0, {MAX_SEED}]"))
-        config = ExperimentConfig.from_dict(config, source=source)
-        source = state
-        data = dict(json.loads(str(a["data"]))) if "data" in a else None
-        return config, seed, data
+        run = read_checkpoint(state) if os.path.isfile(state) else None
+        res = read_results(results) if os.path.isfile(results) else None
+    except (CheckpointError, DataError) as exc:
+        raise DataError(f"cannot tell how the run of {model_path} split the validation pairs: {exc}") from None
+    if res is None:
+        return run.config, run.seed, run.data
+    try:
+        config, seed = res["config"], res["seed"]                    # the seed's range: read_results checks it
+        return ExperimentConfig.from_dict(config, source=results), seed, run.data if run else None
     except KeyError as exc:
-        raise DataError(f"{source}: no {exc} in it, so the run's validation split is unknown") from None
-    except (OSError, TypeError, ValueError, RecursionError, CheckpointError, ConfigError) as exc:
-        raise DataError(f"{source}: cannot tell how its run split the validation pairs ({exc})") from None
+        raise DataError(f"{results}: no {exc} in it, so the run's validation split is unknown") from None
+    except ConfigError as exc:
+        raise DataError(f"{results}: cannot tell how its run split the validation pairs ({exc})") from None
 
 
 def evaluate_validation(model_path, data_dir, device="cpu", out_dir=None, cache_dir=None, batch_size=128,

@@ -14,7 +14,7 @@ from .fileio import write_text
 from .pipeline import (SEEDS, SELECTION, check_kept_writable, default_data_dir_of, kept_path, run_experiment,
                        seed_of_run, seed_run_name)
 from .plots import pyplot, save_figure
-from .runfiles import HISTORY_FILE, RESULT_FILE, read_history, read_results
+from .runfiles import RESULT_FILE, kept_copy, read_results, write_kept
 from .runconfig import ABLATION, BEST, EXPERIMENTS, OMNIGLOT, SEED_BEST, TITLES
 from .stats import bootstrap_diff, mean_se, paired_t, sample_sd, t_critical
 
@@ -33,27 +33,13 @@ def copy_figures(rows, out_root, dest_root):
                 shutil.copyfile(src, os.path.join(dest_root, name, fig))
 
 
-def _finished(run_dir, runs_only=False, seed=None):
-    """A finished run's results with its training history and without its
-    model path (a path on the machine that ran it), read and checked
-    (``seed``: the one its name says); with ``runs_only``, None for a folder
-    that holds no training run's results (``evaluate --out`` there)."""
-    res = read_results(os.path.join(run_dir, RESULT_FILE), runs_only, seed)
-    if res is None:
-        return None
-    history = os.path.join(run_dir, HISTORY_FILE)
-    if os.path.lexists(history):
-        res["history"] = read_history(history)
-    res.pop("model", None)
-    return res
-
-
 def _keep(run_dir, kept, seed=None):
-    """:func:`_finished`, written to ``kept`` when given -- only once checked, so
-    a damaged run folder never replaces a good kept copy."""
-    res = _finished(run_dir, seed=seed)
+    """:func:`~minisiamese.runfiles.kept_copy` of the run in ``run_dir``, written to ``kept`` when given
+    (:func:`~minisiamese.runfiles.write_kept`) -- only once checked, so a damaged run folder never
+    replaces a good kept copy."""
+    res = kept_copy(run_dir, seed=seed)
     if kept:
-        write_text(kept, json.dumps(res, indent=1, sort_keys=True) + "\n")
+        write_kept(kept, res)
     return res
 
 
@@ -76,7 +62,7 @@ def check_report_inputs(out_root, results_path, selected=(), force=False):
                   for part in ("", SELECTION, SEEDS) if os.path.isdir(os.path.join(kept, part))
                   for fname in sorted(os.listdir(os.path.join(kept, part))) if fname.endswith(".json")]
     # lexists: a named pipe or a folder where a results file belongs is named now, and never read
-    reads = [(os.path.basename(d), lambda d=d, only=only, s=s: _finished(d, only, s), d) for d, only, s in run_dirs
+    reads = [(os.path.basename(d), lambda d=d, only=only, s=s: kept_copy(d, only, s), d) for d, only, s in run_dirs
              if os.path.lexists(os.path.join(d, RESULT_FILE))]
     reads += [(os.path.basename(f)[:-5], lambda f=f, s=s: read_results(f, seed=s), f) for f, s in kept_files]
     for name, read, path in reads:

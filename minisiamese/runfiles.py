@@ -3,7 +3,8 @@ documented here, one writer and one checked reader; and the folder's own rules.
 
 A run folder (``train --out``) holds:
 
-* ``config.json``: the run's :class:`~minisiamese.runconfig.ExperimentConfig` as JSON, written at each start.
+* ``config.json``: the run's :class:`~minisiamese.runconfig.ExperimentConfig` as JSON, written at each start
+  (:func:`write_config`; read back by ``ExperimentConfig.from_file``).
 * ``checkpoint.npz``: the whole training state (below), after every epoch and on Ctrl-C or SIGTERM.
 * ``best.npz`` and ``model.npz``: weights files (:mod:`minisiamese.checkpoint`): the best epoch's weights so
   far, and the final model (the best weights, the validation threshold, the calibration).
@@ -47,6 +48,10 @@ finite number (records of older runs lack some keys).
 
 **results.json** (:func:`write_results`, :func:`read_results`): a JSON object, checked by
 :func:`check_results` (see there for the keys).
+
+**A kept copy** of a finished run's results, in git under docs/results/ (:func:`kept_copy`,
+:func:`write_kept`, :func:`read_results`): the results.json format, with the run's history.json records as
+``history`` and without ``model``; keys sorted, indent 1, a final newline.
 """
 import errno
 import json
@@ -64,7 +69,7 @@ from .convplan import ALGOS
 from .data import Normalizer, open_regular
 from .errors import (MAX_SEED, CheckpointError, ConfigError, DataError, TrainingError, is_number, require_int,
                      require_number, shown)
-from .fileio import load_arrays, save_arrays, write_json
+from .fileio import load_arrays, save_arrays, write_json, write_text
 from .runconfig import TRAIN_INTS, ExperimentConfig
 
 TRAIN_FORMAT = "minisiamese-train-1"       # checkpoint.npz's format tag
@@ -297,6 +302,13 @@ def checkpoint_progress(path):
         return "with a checkpoint that cannot be read"
 
 
+# ----------------------------------------------------------------------------- config.json
+def write_config(path, config):
+    """config.json: the run's :class:`~minisiamese.runconfig.ExperimentConfig` as its JSON (sorted keys,
+    indent 1), atomically; :meth:`ExperimentConfig.from_file` reads it back, checked."""
+    write_text(path, config.to_json())
+
+
 # ----------------------------------------------------------------------------- history.json
 def check_history(history, error):
     """``history`` as the module's history.json format says (a list of records, each record's ``epoch``
@@ -389,7 +401,8 @@ def check_results(res, path, seed=None):
             if k in res.get(key, {}):
                 fraction(f"{key}.{k}", res[key][k])
     if "seed" in res:
-        require_int("seed", res["seed"], 0, MAX_SEED, error=bad)
+        require_int("seed", res["seed"], 0, MAX_SEED,
+                    error=lambda m: bad(f"seed {shown(res['seed'])} is not an integer in [0, {MAX_SEED}]"))
         if seed is not None and res["seed"] != seed:
             raise bad(f"its name says seed {seed}, its seed field {res['seed']}: a copy of another seed's results?")
     _check_view2(res, fraction, bad)
@@ -484,6 +497,29 @@ def read_results(path, runs_only=False, seed=None):
     if runs_only and isinstance(res, dict) and "epochs_run" not in res:
         return None
     return check_results(res, path, seed)
+
+
+def kept_copy(run_dir, runs_only=False, seed=None):
+    """The kept copy of the finished run in ``run_dir`` (what :func:`write_kept` writes): its results.json
+    read and checked (``seed``: the one the run's name says), with its history.json, when there is one, as
+    ``history`` and without ``model`` (a path on the machine that ran it); with ``runs_only``, None for a
+    folder that holds no training run's results (``evaluate --out`` there)."""
+    res = read_results(os.path.join(run_dir, RESULT_FILE), runs_only, seed)
+    if res is None:
+        return None
+    history = os.path.join(run_dir, HISTORY_FILE)
+    if os.path.lexists(history):
+        res["history"] = read_history(history)
+    res.pop("model", None)
+    return res
+
+
+def write_kept(path, res):
+    """A kept copy (docs/results/NAME.json, docs/results/seeds/NAME-sSEED.json, ...: :func:`kept_copy`),
+    atomically: the results.json format with the history, as JSON with sorted keys, indent 1 and a final
+    newline, so that a kept copy written again from the same run is the same file in git.
+    :func:`read_results` reads it back."""
+    write_text(path, json.dumps(res, indent=1, sort_keys=True) + "\n")
 
 
 # ----------------------------------------------------------------------------- the folder's rules

@@ -20,6 +20,7 @@ import signal
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,7 +32,7 @@ from .backend import get_backend, to_numpy
 from .data import Normalizer, PairSet, check_data_dir, file_digest, load_pairset, people_in, to_unit_float
 from .errors import MAX_SEED, ConfigError, DataError, TrainingError, require_int
 from .evaluate import oneshot_task_accuracy
-from .fileio import remove_leftovers, write_text
+from .fileio import remove_leftovers
 from .losses import bce_with_logits_forward
 from .metrics import best_threshold, roc_auc
 from .model import SiameseNet
@@ -41,7 +42,7 @@ from .pairsampler import IdentityPool
 from .runconfig import MONITORS, ExperimentConfig
 from .runfiles import (BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, HISTORY_FILE, MODEL_FILE, RUN_WRITES,
                        TrainCheckpoint, TrainState, read_checkpoint, rng_state, set_rng_state, write_checkpoint,
-                       write_history)
+                       write_config, write_history)
 from .runlock import run_lock
 
 DIVERGENCE_FACTOR = 10       # a training loss this many times the first one stops the run
@@ -274,6 +275,98 @@ def fit_calibration(z, y, accuracy, log):
     return platt, after
 
 
+def images_digest(arrays):
+    """SHA-256 (hex) of image ``arrays`` as read, in order: what a checkpoint records of the faces a run trained
+    and validated on, so a resume from another copy of them (same pairs file) is refused."""
+    h = hashlib.sha256()
+    for images in arrays:
+        h.update(images.tobytes())
+    return h.hexdigest()
+
+
+def shuffled_rows(n, copies, rng):
+    """(rows, augmented flags) of an epoch over ``n`` pairs and ``copies`` augmented copies of each (row i
+    of copy c > 0 flagged), shuffled by ``rng``."""
+    rows = np.tile(np.arange(n), 1 + copies)
+    flags = np.repeat(np.arange(1 + copies) > 0, n)
+    order = rng.permutation(len(rows))
+    return rows[order], flags[order]
+
+
+def step_problem(state, loss, grads, xp):
+    """What is wrong with a training step's ``loss`` and ``grads`` (arrays on ``xp``), in words; None when
+    nothing is: a non-finite loss or gradient, or a loss past DIVERGENCE_FACTOR times the run's first
+    training loss, which the first finite loss seen becomes (``state.reference_loss``; a resumed run's is
+    its history's first)."""
+    bad = [k for k, g in grads.items() if not bool(xp.isfinite(g).all())]
+    if state.reference_loss is None and np.isfinite(loss):
+        state.reference_loss = state.history[0]["loss"] if state.history else loss
+    if not np.isfinite(loss):
+        return f"the loss is not finite ({loss})"
+    if bad:
+        return f"the gradient of {bad[0]} is not finite (loss {loss:.4g})"
+    if loss > DIVERGENCE_FACTOR * state.reference_loss:
+        return (f"the loss {loss:.4g} is over {DIVERGENCE_FACTOR}x the first training loss "
+                f"{state.reference_loss:.4g}: training is diverging")
+    return None
+
+
+def epoch_validation(net, normalizer, valset, val_tasks, batch_size, seed, epoch, kept):
+    """An epoch's validation figures as its history record keeps them: ``val_loss``, ``val_accuracy`` (at
+    0.5), ``val_auc`` and, with ``val_tasks``, ``val_oneshot`` (ties broken at random, by ``seed``); a
+    TrainingError naming the epoch (0-based) and ``kept``, the last good state, when the loss is not finite."""
+    val_loss, val_acc, z = val_loss_and_acc(net, valset, normalizer, batch_size)
+    val_auc = roc_auc(valset.labels, sigmoid(z))
+    if not np.isfinite(val_loss):
+        raise TrainingError(f"epoch {epoch + 1}: validation loss is not finite; the last good "
+                            f"state is kept in {kept}")
+    measured = {"val_loss": val_loss, "val_accuracy": val_acc, "val_auc": val_auc}
+    if val_tasks:
+        measured["val_oneshot"] = oneshot_task_accuracy(net, normalizer, valset, val_tasks, seed, batch_size)
+    return measured
+
+
+def epoch_line(record, epochs, improved):
+    """The log's line for a finished epoch's history ``record`` of ``epochs``; '*': the best so far."""
+    return (f"epoch {record['epoch']}/{epochs}: loss {record['loss']:.4f} acc {record['accuracy']:.3f} | "
+            f"val_loss {record['val_loss']:.4f} val_acc {record['val_accuracy']:.3f} val_auc {record['val_auc']:.3f}"
+            + (f" val_oneshot {record['val_oneshot']:.3f}" if "val_oneshot" in record else "")
+            + f" | lr {record['lr']:.3g} | {record['seconds']:.0f}s" + (" *" if improved else ""))
+
+
+def final_validation(net, normalizer, valset, val_tasks, train_cfg, seed, log):
+    """The run's last measure of validation, with the best weights loaded: (the decision threshold chosen
+    there, the figures ``results.json`` keeps as ``val``: with ``val_tasks``, the validation one-shot tasks,
+    also their accuracy).  With ``train.calibrate``, ``net`` gets the calibration fitted there
+    (:func:`fit_calibration`); without, or when it cannot be fitted, none."""
+    loss, acc, z = val_loss_and_acc(net, valset, normalizer, train_cfg.batch_size)
+    y, p = valset.labels, sigmoid(z)
+    threshold = best_threshold(y, p)
+    result = {"loss": loss, "accuracy": acc, "auc": roc_auc(y, p), "pairs": len(valset)}
+    if val_tasks:
+        result.update(oneshot=oneshot_task_accuracy(net, normalizer, valset, val_tasks, seed, train_cfg.batch_size),
+                      oneshot_tasks=len(val_tasks), oneshot_way=train_cfg.oneshot_way)
+    net.calibration = None
+    if train_cfg.calibrate:
+        net.calibration, calibrated = fit_calibration(z, y, acc, log)
+        if calibrated:
+            result["calibrated"] = calibrated
+    return threshold, result
+
+
+@contextmanager
+def stop_signals_to(handler):
+    """Inside, :data:`STOP_SIGNALS` call ``handler`` (in the main thread only, where Python can set
+    them); restored after."""
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS} if in_main else {}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
 class Trainer:
     def __init__(self, config, out_dir, data_dir, device="cpu", seed=0, cache_dir=None,
                  log=print, progress=True):
@@ -317,16 +410,7 @@ class Trainer:
         self.trainset, self.valset, self.pool, self.val_tasks = d.trainset, d.valset, d.pool, d.val_tasks
         self.pairs_per_epoch, self.data_digests = d.pairs_per_epoch, d.data_digests
         self.normalizer = Normalizer.fit(to_unit_float(d.train_images)) if self.cfg.normalize else Normalizer()
-        # the images themselves, as read: a resume from another copy of them (same pairs file) is refused
-        h = hashlib.sha256()
-        for images in d.read:
-            h.update(images.tobytes())
-        self.faces_digest = h.hexdigest()
-
-    def _val_oneshot(self):
-        """Accuracy on the validation one-shot tasks (ties broken at random, by the run's seed)."""
-        return oneshot_task_accuracy(self.net, self.normalizer, self.valset, self.val_tasks, self.seed,
-                                     self.cfg.train.batch_size)
+        self.faces_digest = images_digest(d.read)
 
     # ------------------------------------------------------------------ state
     def _new_state(self, conv_algos=None):
@@ -375,30 +459,14 @@ class Trainer:
         """(pairs, rows, augmented flags) for this epoch, shuffled: the listed
         training pairs, or a new draw from the identity pool."""
         pairs = self.pool.draw(self.pairs_per_epoch, epoch_rng(self.seed, epoch, 3)) if self.pool else self.trainset
-        n = len(pairs)
         copies = self.cfg.augment.copies if self.cfg.augment.kind != "none" else 0
-        rows = np.tile(np.arange(n), 1 + copies)
-        flags = np.repeat(np.arange(1 + copies) > 0, n)
-        order = epoch_rng(self.seed, epoch, 0).permutation(len(rows))
-        return pairs, rows[order], flags[order]
+        return (pairs, *shuffled_rows(len(pairs), copies, epoch_rng(self.seed, epoch, 0)))
 
     def _check_step(self, epoch, step, loss, grads):
-        """Stop on a non-finite loss or gradient, or a loss that has grown past
-        DIVERGENCE_FACTOR times the run's first training loss: never train on
-        silently.  The last checkpoint (end of the previous epoch) is kept."""
-        xp = self.xp
-        bad = [k for k, g in grads.items() if not bool(xp.isfinite(g).all())]
-        s = self.state
-        if s.reference_loss is None and np.isfinite(loss):
-            s.reference_loss = s.history[0]["loss"] if s.history else loss
-        if not np.isfinite(loss):
-            what = f"the loss is not finite ({loss})"
-        elif bad:
-            what = f"the gradient of {bad[0]} is not finite (loss {loss:.4g})"
-        elif loss > DIVERGENCE_FACTOR * s.reference_loss:
-            what = (f"the loss {loss:.4g} is over {DIVERGENCE_FACTOR}x the first training loss "
-                    f"{s.reference_loss:.4g}: training is diverging")
-        else:
+        """Stop on a step :func:`step_problem` finds wrong: never train on silently.  The last
+        checkpoint (end of the previous epoch) is kept."""
+        what = step_problem(self.state, loss, grads, self.xp)
+        if what is None:
             return
         self.progress.end()
         raise TrainingError(f"epoch {epoch + 1}, step {step + 1}: {what}; the learning rate "
@@ -491,15 +559,10 @@ class Trainer:
                 self.log(f"--resume: no checkpoint in {self.out_dir}, starting afresh")
             self._new_state()
         self.log("conv plan: " + convplan.describe_plan(self.conv_plan))
-        self._write(write_text, os.path.join(self.out_dir, CONFIG_FILE), self.cfg.to_json())
+        self._write(write_config, os.path.join(self.out_dir, CONFIG_FILE), self.cfg)
         self._stop_requested = False
-        in_main = threading.current_thread() is threading.main_thread()
-        previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS} if in_main else {}
-        try:
+        with stop_signals_to(self._on_signal):
             self._epochs()
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
         self._finish()
         return self.history
 
@@ -511,14 +574,8 @@ class Trainer:
                 break
             t_epoch = time.perf_counter() - (s.partial["seconds"] if s.partial else 0.0)
             loss, acc, _ = self._train_epoch(epoch)
-            val_loss, val_acc, z = val_loss_and_acc(self.net, self.valset, self.normalizer, t.batch_size)
-            val_auc = roc_auc(self.valset.labels, sigmoid(z))
-            if not np.isfinite(val_loss):
-                raise TrainingError(f"epoch {epoch + 1}: validation loss is not finite; the last good "
-                                    f"state is kept in {self.checkpoint_path}")
-            measured = {"val_loss": val_loss, "val_accuracy": val_acc, "val_auc": val_auc}
-            if self.val_tasks:
-                measured["val_oneshot"] = self._val_oneshot()
+            measured = epoch_validation(self.net, self.normalizer, self.valset, self.val_tasks, t.batch_size, self.seed,
+                                        epoch, self.checkpoint_path)
             score = MONITORS[t.monitor] * monitored(s.history, measured, t.monitor, t.monitor_window)
             improved = score < s.best_val                       # best_val: the signed score, lower is better
             if improved:
@@ -532,10 +589,7 @@ class Trainer:
                               "lr": t.lr * self.opt.lr_scale, "seconds": secs})
             self._save_checkpoint()
             self._write(write_history, self.history_path, s.history)
-            self.log(f"epoch {epoch + 1}/{t.epochs}: loss {loss:.4f} acc {acc:.3f} | val_loss {val_loss:.4f} "
-                     f"val_acc {val_acc:.3f} val_auc {val_auc:.3f}"
-                     + (f" val_oneshot {measured['val_oneshot']:.3f}" if self.val_tasks else "") + f" | lr {t.lr * self.opt.lr_scale:.3g} | {secs:.0f}s"
-                     + (" *" if improved else ""))
+            self.log(epoch_line(s.history[-1], t.epochs, improved))
             stopped = s.wait >= t.patience
             if stopped:
                 what = t.monitor + (f" (mean of the last {t.monitor_window} epochs)" if t.monitor_window > 1 else "")
@@ -548,18 +602,8 @@ class Trainer:
         if os.path.exists(self.best_path):
             _, params, _ = ckpt.read_model_file(self.best_path)
             self.net.load_state_dict(params, source=self.best_path)
-        loss, acc, z = val_loss_and_acc(self.net, self.valset, self.normalizer, self.cfg.train.batch_size)
-        y, p = self.valset.labels, sigmoid(z)
-        self.threshold = best_threshold(y, p)
-        self.val_result = {"loss": loss, "accuracy": acc, "auc": roc_auc(y, p), "pairs": len(self.valset)}
-        if self.val_tasks:
-            self.val_result.update(oneshot=self._val_oneshot(), oneshot_tasks=len(self.val_tasks),
-                                   oneshot_way=self.cfg.train.oneshot_way)
-        self.net.calibration = None
-        if self.cfg.train.calibrate:
-            self.net.calibration, calibrated = fit_calibration(z, y, acc, self.log)
-            if calibrated:
-                self.val_result["calibrated"] = calibrated
+        self.threshold, self.val_result = final_validation(self.net, self.normalizer, self.valset, self.val_tasks,
+                                                           self.cfg.train, self.seed, self.log)
         self._write(ckpt.save_model, self.model_path, self.net, extra=dict(
             self.normalizer.to_extra(), threshold=np.array(self.threshold),
             best_epoch=np.array(self.best_epoch), experiment=np.array(self.cfg.to_json())))

@@ -172,6 +172,26 @@ def test_a_results_file_without_a_usable_seed_or_config_is_refused(trained, tmp_
     assert code != 0 and str(copy / "results.json") in err and says in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("damage, name, says", [
+    (lambda run: json.dump(dict(json.load(open(run / "results.json")), accuracy=2.0), open(run / "results.json", "w")),
+     "results.json", "damaged results (accuracy must be a number in [0, 1], got 2.0)"),
+    (lambda run: (os.remove(run / "results.json"), (run / "checkpoint.npz").write_bytes(b"not a zip")),
+     "checkpoint.npz", "checkpoint.npz")])
+def test_the_runs_files_are_read_through_their_checked_readers(trained, tmp_path, capsys, damage, name, says):
+    """results.json is read by runfiles.read_results, checkpoint.npz by runfiles.read_checkpoint: what they
+    refuse, evaluate --validation refuses, naming the file."""
+    data, cache, run = trained
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    damage(copy)
+    code = cli.main(["evaluate", "--checkpoint", str(copy / "model.npz"), "--data-dir", data,
+                     "--cache-dir", cache, "--device", "cpu", "--validation"])
+    err = capsys.readouterr().err
+    assert code != 0 and "Traceback" not in err
+    assert f"cannot tell how the run of {copy / 'model.npz'} split the validation pairs: {copy / name}" in err
+    assert says in err
+
+
 def test_without_results_the_checkpoint_tells_the_split(trained, tmp_path, capsys):
     """A run stopped before its evaluation has only checkpoint.npz: the split comes from it."""
     code, out, err = evaluate(trained, capsys)

@@ -213,6 +213,56 @@ def test_results_whose_seed_contradicts_their_name_are_refused(tmp_path):
         runfiles.read_results(path, seed=3)
 
 
+@pytest.mark.parametrize("seed", ["x", True, -1, MAX_SEED + 1])
+def test_a_results_seed_that_is_no_seed_is_named(tmp_path, seed):
+    res = dict(omniglot_results(), seed=seed)
+    runfiles.write_results(str(tmp_path), res)
+    path = os.path.join(tmp_path, runfiles.RESULT_FILE)
+    with pytest.raises(DataError, match=rf"{path}: damaged results \(seed {seed!r} is not an integer in \[0, {MAX_SEED}\]\)"):
+        runfiles.read_results(path)
+
+
+def test_a_kept_copy_is_the_results_with_the_history_and_written_stably(tmp_path):
+    """kept_copy: results.json with history.json's records, without the model's path; write_kept: sorted keys,
+    indent 1, a final newline, read back by read_results -- the same bytes when written again."""
+    run = tmp_path / "run"
+    run.mkdir()
+    res = dict(omniglot_results(), model="/somewhere/model.npz")
+    res.pop("history", None)
+    runfiles.write_results(str(run), res)
+    history = [RECORD, dict(RECORD, epoch=2)]
+    runfiles.write_history(str(run / runfiles.HISTORY_FILE), history)
+    kept = runfiles.kept_copy(str(run), seed=0)
+    assert kept["history"] == history and "model" not in kept
+    assert {k: v for k, v in kept.items() if k != "history"} == {k: v for k, v in res.items() if k != "model"}
+    path = str(tmp_path / "omniglot-small-s0.json")
+    runfiles.write_kept(path, kept)
+    text = open(path).read()
+    assert text == json.dumps(kept, indent=1, sort_keys=True) + "\n"
+    assert runfiles.read_results(path, seed=0) == kept
+    runfiles.write_kept(path, runfiles.kept_copy(str(run), seed=0))
+    assert open(path).read() == text
+    os.remove(run / runfiles.HISTORY_FILE)                  # a run without a history: none kept
+    assert "history" not in runfiles.kept_copy(str(run))
+    (run / runfiles.HISTORY_FILE).write_text("[{\"epoch\": 2}]")   # a damaged history is named, nothing kept
+    with pytest.raises(DataError, match="damaged training history"):
+        runfiles.kept_copy(str(run))
+
+
+def test_an_evaluate_out_folder_gives_no_kept_copy_with_runs_only(tmp_path):
+    res = {k: v for k, v in omniglot_results().items() if k != "epochs_run"}
+    runfiles.write_results(str(tmp_path), res)
+    assert runfiles.kept_copy(str(tmp_path), runs_only=True) is None
+
+
+def test_config_json_round_trips_through_its_writer(tmp_path):
+    config = ExperimentConfig.from_dict({"model": TINY_MODEL, "train": {"batch_size": 4, "epochs": 7}})
+    path = str(tmp_path / runfiles.CONFIG_FILE)
+    runfiles.write_config(path, config)
+    assert ExperimentConfig.from_file(path) == config
+    assert open(path).read() == config.to_json()
+
+
 def test_a_stored_threshold_may_lie_a_hair_outside_zero_one():
     def error(m):
         return ValueError(m)
