@@ -1,4 +1,5 @@
 """Shape arithmetic and the checks that turn bad shapes into clear ValueErrors."""
+from .errors import require_int
 
 
 def conv_output_size(size, kernel, stride, pad):
@@ -19,10 +20,8 @@ def check_conv_args(x_shape, w_shape, b_shape, stride, pad):
                          f"(shape {tuple(w_shape)})")
     if b_shape is not None and tuple(b_shape) != (F,):
         raise ValueError(f"conv2d: b must have shape ({F},), got {tuple(b_shape)}")
-    if not (isinstance(stride, int) and stride >= 1):
-        raise ValueError(f"conv2d: stride must be a positive int, got {stride!r}")
-    if not (isinstance(pad, int) and pad >= 0):
-        raise ValueError(f"conv2d: pad must be a non-negative int, got {pad!r}")
+    require_int("conv2d: stride", stride, 1, error=ValueError)
+    require_int("conv2d: pad", pad, 0, error=ValueError)
     if min(N, H, W, C, F, KH, KW) < 1:
         raise ValueError(f"conv2d: empty dimension in x {tuple(x_shape)} or w {tuple(w_shape)}")
     if KH > H + 2 * pad or KW > W + 2 * pad:
@@ -34,10 +33,8 @@ def check_conv_args(x_shape, w_shape, b_shape, stride, pad):
 def check_pool_args(x_shape, pool, stride):
     if len(x_shape) != 4:
         raise ValueError(f"maxpool2d: x must be (N, H, W, C), got shape {tuple(x_shape)}")
-    if not (isinstance(pool, int) and pool >= 1):
-        raise ValueError(f"maxpool2d: pool must be a positive int, got {pool!r}")
-    if not (isinstance(stride, int) and stride >= 1):
-        raise ValueError(f"maxpool2d: stride must be a positive int, got {stride!r}")
+    require_int("maxpool2d: pool", pool, 1, error=ValueError)
+    require_int("maxpool2d: stride", stride, 1, error=ValueError)
     N, H, W, C = x_shape
     if min(N, H, W, C) < 1 or pool > H or pool > W:
         raise ValueError(f"maxpool2d: window {pool}x{pool} does not fit input {tuple(x_shape)}")
