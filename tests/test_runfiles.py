@@ -172,7 +172,7 @@ def test_history_json_round_trips_and_its_reader_checks_values(tmp_path):
 
 def omniglot_results():
     """An Omniglot run's results.json as the pipeline writes it (the kept copy of a real run)."""
-    with open(os.path.join(ROOT, "docs", "results", "omniglot", "omniglot-small-s0.json")) as f:
+    with open(os.path.join(ROOT, "docs", "results", "seeds", "omniglot-small-s0.json")) as f:
         return json.load(f)
 
 
