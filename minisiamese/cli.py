@@ -70,7 +70,8 @@ def _common(p, config=True, dataset=False):
                                         "averaging: the first model beyond Koch's net); bn512w (bn512 stopped "
                                         "on the mean validation AUC of 3 epochs: the strongest preset); for "
                                         "Omniglot omniglot-koch (Koch's net and protocol at 105x105, the default "
-                                        "with --dataset omniglot) and omniglot-small (28x28, for the CPU)")
+                                        "with --dataset omniglot), omniglot-small (28x28, for the CPU) and "
+                                        "omniglot-36 (the same at 36x36, not better over three seeds)")
         g.add_argument("--config", help="an experiment config JSON file (see docs/configs/)")
         p.add_argument("--epochs", type=int, help="maximum epochs (default: the config's, 25)")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -139,8 +140,8 @@ def build_parser():
     _common(x, config=False)
     x.add_argument("--only", nargs="+", metavar="NAME",
                    help="experiments to run (default: the seed's six); the best preset's ablation rows are best, "
-                        "best_no_crop, best_listed, best_koch; the Omniglot presets omniglot-small and "
-                        "omniglot-koch run with --seeds only, in their own section of the table")
+                        "best_no_crop, best_listed, best_koch; the Omniglot presets omniglot-small, omniglot-36 "
+                        "and omniglot-koch run with --seeds only, in their own section of the table")
     x.add_argument("--out", default="runs", help=f"root of the run folders (default: {_here('runs')})")
     x.add_argument("--results", default=os.path.join("docs", "results.md"),
                    help=f"results table to write (default: {_here(os.path.join('docs', 'results.md'))})")
