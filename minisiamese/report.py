@@ -19,6 +19,8 @@ from .runconfig import ABLATION, BEST, EXPERIMENTS, OMNIGLOT, SEED_BEST, TITLES
 from .stats import bootstrap_diff, mean_se, paired_t, sample_sd, t_critical
 
 
+# the names that run once, in OUT/NAME (Omniglot's presets run over seeds only, in OUT/seeds/)
+SINGLE_RUNS = [name for name in TITLES if name not in OMNIGLOT]
 FIGURES = (("history.png", "training curves"), ("roc.png", "ROC"), ("pairs.png", "worst/best pairs"),
            ("oneshot.png", "one-shot tasks"))
 
@@ -52,7 +54,7 @@ def check_report_inputs(out_root, results_path, selected=(), force=False):
     errors say that --force would."""
     kept = kept_path(results_path)
     seed_of = {SEEDS: seed_of_run}                                   # only seed runs' names say a seed
-    run_dirs = [(os.path.join(out_root, name), False, None) for name in TITLES if name not in OMNIGLOT]
+    run_dirs = [(os.path.join(out_root, name), False, None) for name in SINGLE_RUNS]
     for part in ("sel", SEEDS):                                      # other results skipped
         folder = os.path.join(out_root, part)
         if os.path.isdir(folder):
@@ -83,7 +85,7 @@ def collect(out_root, kept_dir=None):
     ``out_root`` replaces its kept copy, which is rewritten from it -- with its
     training history -- so the table survives a checkout without runs/."""
     rows = {}
-    for name in (n for n in TITLES if n not in OMNIGLOT):                # Omniglot's presets run over seeds only
+    for name in SINGLE_RUNS:
         kept = os.path.join(kept_dir, f"{name}.json") if kept_dir else None
         path = os.path.join(out_root, name, RESULT_FILE)
         if os.path.lexists(path):
