@@ -41,53 +41,72 @@ def platt_targets(y):
     return np.where(y == 1, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
 
 
-def platt_loss(ac, z, t):
-    """Mean cross-entropy of q = sigmoid(a z + c) against targets t, its
-    gradient (2,) and Hessian (2, 2) with respect to (a, c):
+def logistic_loss(w, X, t):
+    """Mean cross-entropy of q = sigmoid(X w) against targets t, for features
+    X (n, k) and weights w (k,); its gradient (k,) and Hessian (k, k):
 
-        L = mean[ softplus(s) - t s ],  s = a z + c
+        L = mean[ softplus(s) - t s ],  s = X w
+        dL/dw = mean[(q - t) x],  H = mean[q (1 - q) x x^T]
+    """
+    s = X @ np.asarray(w, dtype=np.float64)                      # (n,)
+    q = sigmoid(s)
+    loss = float(np.mean(np.logaddexp(0.0, s) - t * s))
+    grad = X.T @ (q - t) / len(t)                               # (k,)
+    hess = (X * (q * (1 - q))[:, None]).T @ X / len(t)          # (k, k)
+    return loss, grad, hess
+
+
+def platt_features(z):
+    """The features of Platt's map, s = a z + c: the columns [z, 1] (n, 2)."""
+    z = np.asarray(z, dtype=np.float64).reshape(-1)
+    return np.stack([z, np.ones_like(z)], axis=1)
+
+
+def platt_loss(ac, z, t):
+    """:func:`logistic_loss` of Platt's map q = sigmoid(a z + c) at ``ac`` = (a, c):
+
         dL/da = mean[(q - t) z],  dL/dc = mean[q - t]
         H = mean[q (1 - q) [[z^2, z], [z, 1]]]
     """
-    a, c = float(ac[0]), float(ac[1])
-    s = a * z + c
-    q = sigmoid(s)
-    loss = float(np.mean(np.logaddexp(0.0, s) - t * s))
-    r = q - t
-    grad = np.array([np.mean(r * z), np.mean(r)])
-    w = q * (1 - q)
-    hess = np.array([[np.mean(w * z * z), np.mean(w * z)], [np.mean(w * z), np.mean(w)]])
-    return loss, grad, hess
+    return logistic_loss(ac, platt_features(z), t)
+
+
+def fit_logistic(X, y, start, max_steps=100, tol=1e-10):
+    """Weights w minimising :func:`logistic_loss` of features X (n, k) against
+    Platt's targets for labels y.  Newton's method from ``start``, each step
+    halved until the loss does not rise; stops when the gradient's norm is
+    below ``tol`` (the loss is convex in w)."""
+    t = platt_targets(y)
+    w = np.asarray(start, dtype=np.float64)
+    loss, grad, hess = logistic_loss(w, X, t)
+    for _ in range(max_steps):
+        if np.linalg.norm(grad) < tol:
+            break
+        hess = hess + 1e-12 * np.eye(len(w))      # a constant feature column makes H singular
+        step = np.linalg.solve(hess, grad)
+        for _ in range(60):
+            new = w - step
+            new_loss, new_grad, new_hess = logistic_loss(new, X, t)
+            if new_loss <= loss + 1e-15:
+                break
+            step = step / 2
+        else:
+            break                                   # no step lowers the loss: at the optimum to rounding
+        w, loss, grad, hess = new, new_loss, new_grad, new_hess
+    return w
 
 
 def fit_platt(z, y, max_steps=100, tol=1e-10):
     """[a, c] minimising :func:`platt_loss` on logits z and labels y (both
-    classes needed).  Newton's method from the identity (a, c) = (1, 0), each
-    step halved until the loss does not rise; stops when the gradient's norm is
-    below ``tol``.  A ValueError for data it cannot fit."""
+    classes needed), by :func:`fit_logistic` from the identity (a, c) = (1, 0).
+    A ValueError for data it cannot fit."""
     z = np.asarray(z, dtype=np.float64).reshape(-1)
     y = np.asarray(y).reshape(-1)
     if z.shape != y.shape or not np.all(np.isfinite(z)):
         raise ValueError(f"fit_platt: needs as many finite logits as labels, got {z.size} logits and {y.size} labels")
     if not (np.any(y == 1) and np.any(y == 0)):
         raise ValueError("fit_platt: needs same-person and different-person pairs")
-    t = platt_targets(y)
-    ac = np.array([1.0, 0.0])
-    loss, grad, hess = platt_loss(ac, z, t)
-    for _ in range(max_steps):
-        if np.linalg.norm(grad) < tol:
-            break
-        hess = hess + 1e-12 * np.eye(2)            # z constant: H is singular in a
-        step = np.linalg.solve(hess, grad)
-        for _ in range(60):
-            new = ac - step
-            new_loss, new_grad, new_hess = platt_loss(new, z, t)
-            if new_loss <= loss + 1e-15:
-                break
-            step = step / 2
-        else:
-            break                                   # no step lowers the loss: at the optimum to rounding
-        ac, loss, grad, hess = new, new_loss, new_grad, new_hess
+    ac = fit_logistic(platt_features(z), y, [1.0, 0.0], max_steps, tol)
     if ac[0] <= 0:                                  # the logits rank different people higher: keep the model's order
         raise ValueError(f"fit_platt: the fitted slope {ac[0]:.3g} is not positive (the scores are inverted or "
                          "carry no information)")

@@ -260,6 +260,12 @@ def _fold_summary(labels, probs, fold):
     return res
 
 
+def leak_free(pairs, people):
+    """(len(pairs),) bool: the pairs in which neither face is of one of ``people`` (a model's training
+    people: View 2 shares people with pairsDevTrain)."""
+    return np.array([p.name1 not in people and p.name2 not in people for p in pairs], dtype=bool)
+
+
 def evaluate_folds(net, normalizer, data_dir, path, cache_dir=None, batch_size=128, exclude_people=None,
                    threshold=None, figures_dir=None):
     """View 2 protocol: accuracy per fold with the threshold chosen on the other
@@ -282,7 +288,7 @@ def evaluate_folds(net, normalizer, data_dir, path, cache_dir=None, batch_size=1
     res = _fold_summary(s.labels, probs, fold)
     res.update(calibration_figures(net, s.labels, probs, z, threshold))
     if exclude_people is not None:
-        clean = np.array([p.name1 not in exclude_people and p.name2 not in exclude_people for p in pairs], dtype=bool)
+        clean = leak_free(pairs, exclude_people)
         res["leak_free"] = _fold_summary(s.labels[clean], probs[clean], fold[clean])
         res["leak_free"].update(calibration_figures(net, s.labels[clean], probs[clean],
                                                     None if z is None else z[clean], threshold))

@@ -227,7 +227,7 @@ def run_experiment(name, config, out_root, data_dir, device, seed, cache_dir, lo
                               progress=progress, experiment=name, overwrite=force)
 
 
-def _run_of_model(model_path):
+def run_of_model(model_path):
     """(config, seed, data) of the run that wrote ``model_path``, from the results.json or the
     checkpoint.npz beside it, each read and checked by its reader in :mod:`minisiamese.runfiles`;
     ``data``: the SHA-256 of each pairs file the run read, by name, as its checkpoint records them (None
@@ -253,6 +253,23 @@ def _run_of_model(model_path):
         raise DataError(f"{results}: cannot tell how its run split the validation pairs ({exc})") from None
 
 
+def lfw_validation_pairs(model_path, net, data_dir, config, seed, data, cache_dir=None):
+    """The validation PairSet of the LFW-a run that trained ``model_path`` (``config``, ``seed`` and the
+    pairs-file digests ``data`` of :func:`run_of_model`), split again from its training pairs file in
+    ``data_dir``; a DataError when that file is not the one the run's checkpoint records."""
+    t = config.train
+    check_data_dir(data_dir, needs=(t.train_pairs,))
+    path = os.path.join(data_dir, t.train_pairs)
+    if data and t.train_pairs in data:
+        digest = file_digest(path, "training pairs", kind="pairs file")
+        if digest != data[t.train_pairs]:
+            raise DataError(f"{path} is not the file the run of {model_path} was trained on (SHA-256 "
+                            f"{digest[:12]}..., its checkpoint {data[t.train_pairs][:12]}...), so its validation "
+                            f"split cannot be rebuilt from it; give the run's --data-dir")
+    full = load_pairset(data_dir, t.train_pairs, cache_dir, net.config.input_size, net.config.crop)
+    return split_training_pairs(full, t, seed, path)[1]
+
+
 def evaluate_validation(model_path, data_dir, device="cpu", out_dir=None, cache_dir=None, batch_size=128,
                         flip_average=None):
     """The metrics of a trained model on its own run's validation pairs (the
@@ -262,7 +279,7 @@ def evaluate_validation(model_path, data_dir, device="cpu", out_dir=None, cache_
     file other than the one the run's checkpoint records is refused."""
     refuse_run_folder(out_dir)
     net, normalizer, threshold = load_trained(model_path, device, flip_average)
-    config, seed, data = _run_of_model(model_path)
+    config, seed, data = run_of_model(model_path)
     t = config.train
     if config.dataset == "omniglot":
         valset, tasks = omniglot.validation_data(data_dir, t.val_pairs, t.val_tasks, t.oneshot_way,
@@ -278,16 +295,7 @@ def evaluate_validation(model_path, data_dir, device="cpu", out_dir=None, cache_
         if out_dir:
             write_results(out_dir, res)
         return res
-    check_data_dir(data_dir, needs=(t.train_pairs,))
-    path = os.path.join(data_dir, t.train_pairs)
-    if data and t.train_pairs in data:
-        digest = file_digest(path, "training pairs", kind="pairs file")
-        if digest != data[t.train_pairs]:
-            raise DataError(f"{path} is not the file the run of {model_path} was trained on (SHA-256 "
-                            f"{digest[:12]}..., its checkpoint {data[t.train_pairs][:12]}...), so its validation "
-                            f"split cannot be rebuilt from it; give the run's --data-dir")
-    full = load_pairset(data_dir, t.train_pairs, cache_dir, net.config.input_size, net.config.crop)
-    _, valset = split_training_pairs(full, t, seed, path)
+    valset = lfw_validation_pairs(model_path, net, data_dir, config, seed, data, cache_dir)
     res, _ = evaluate_pairset(net, normalizer, valset, threshold, seed=seed, batch_size=batch_size,
                               figures_dir=os.path.join(out_dir, "figures") if out_dir else None, oneshot_tasks=False)
     res.update({"pairs_file": f"validation split of {t.train_pairs} (seed {seed})", "model": str(model_path),

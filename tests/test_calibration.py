@@ -64,6 +64,35 @@ def test_fit_platt_finds_the_optimum(seed):
     assert ac[0] == pytest.approx(0.6, abs=0.2) and ac[1] == pytest.approx(-1.5, abs=0.5)   # 400 draws
 
 
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10 ** 6), k=st.integers(1, 4))
+def test_logistic_gradient_and_hessian_match_central_differences(seed, k):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(0, 2, (60, k))
+    w = rng.normal(0, 1, k)
+    t = cal.platt_targets((rng.random(60) < 0.5).astype(np.int64))
+    _, grad, hess = cal.logistic_loss(w, X, t)
+    h = 1e-6
+    for j in range(k):
+        e = np.eye(k)[j] * h
+        lp, gp, _ = cal.logistic_loss(w + e, X, t)
+        lm, gm, _ = cal.logistic_loss(w - e, X, t)
+        assert (lp - lm) / (2 * h) == pytest.approx(grad[j], rel=1e-5, abs=1e-8)
+        np.testing.assert_allclose((gp - gm) / (2 * h), hess[:, j], rtol=1e-5, atol=1e-8)
+
+
+def test_fit_logistic_finds_the_optimum_of_three_features():
+    z, y = scores(3)
+    X = np.stack([-np.logaddexp(0, -z), np.logaddexp(0, z), np.ones_like(z)], axis=1)   # ln p, -ln(1 - p), 1
+    w = cal.fit_logistic(X, y, [1.0, 1.0, 0.0])
+    t = cal.platt_targets(y)
+    loss, grad, _ = cal.logistic_loss(w, X, t)
+    assert np.linalg.norm(grad) < 1e-8
+    assert loss < cal.logistic_loss([1.0, 1.0, 0.0], X, t)[0]        # the start is the raw sigmoid
+    for j in range(3):
+        assert cal.logistic_loss(w + 1e-3 * np.eye(3)[j], X, t)[0] > loss
+
+
 def test_fit_platt_stays_finite_on_separable_scores_and_refuses_the_unfittable():
     z = np.r_[np.linspace(-5, -1, 20), np.linspace(1, 5, 20)]
     y = np.r_[np.zeros(20), np.ones(20)]
@@ -253,3 +282,32 @@ def test_ece_floor_is_the_ece_of_labels_drawn_from_p():
     # resampled to 4x the pairs: the floor halves (it scales as 1 / sqrt(n))
     bigger, _, _ = ece_floor(np.full(n, 0.5), n=4 * n, draws=4000)
     assert abs(bigger - exact / 2) < 0.002
+
+
+def test_the_calibration_study_reproduces_the_runs_own_test_figures(tmp_path, capsys):
+    """docs/calibration_study.py on a tiny calibrated run: its platt/validation row is the run's own
+    calibration (it refits it and refuses a mismatch), so its test ECE and Brier are the run's."""
+    import importlib.util
+    data = str(tmp_path / "lfw")
+    names = make_dataset(data, people=8, per_person=4, pairs_per_class=10)
+    with open(os.path.join(data, "pairs.txt"), "w") as f:        # View 2: 2 folds of 2 + 2 pairs, test people only
+        a, b, c, d = names[4:]
+        f.write(f"2\t2\n{a}\t1\t2\n{b}\t1\t3\n{a}\t1\t{b}\t2\n{c}\t1\t{d}\t1\n"
+                f"{c}\t2\t3\n{d}\t1\t4\n{a}\t3\t{c}\t4\n{b}\t4\t{d}\t2\n")
+    cfg = tiny_config(str(tmp_path / "cfg.json"), epochs=2, calibrate=True)
+    out = str(tmp_path / "run")
+    code, _, err = run_cli(["train", "--config", cfg, "--out", out, "--data-dir", data, "--device", "cpu",
+                            "--quiet"], capsys)
+    assert code == 0, err
+    spec = importlib.util.spec_from_file_location(
+        "calibration_study", os.path.join(os.path.dirname(__file__), "..", "docs", "calibration_study.py"))
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    figures = str(tmp_path / "study.json")
+    study.main(["--runs", out, "--data-dir", data, "--extra", "40", "--out", figures])
+    got = json.load(open(figures))["runs"][out]
+    res = json.load(open(os.path.join(out, "results.json")))
+    assert got["pairs"] == {"validation": 4, "drawn": 40, "test": 20, "view2_leak_free": 8}
+    assert got["platt/validation"]["test"]["ece"] == pytest.approx(res["ece"], abs=1e-6)
+    assert got["platt/validation"]["test"]["brier"] == pytest.approx(res["brier"], abs=1e-6)
+    assert set(got) >= {"platt/validation+drawn", "beta/validation", "platt/in-sample", "beta/in-sample", "floor"}

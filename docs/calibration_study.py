@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""Why bn512w's calibrated ECE stays near 0.035 (issue 36): is it the fit or the model?
+
+    python3 docs/calibration_study.py --runs runs/seeds/bn512w-s0 runs/seeds/bn512w-s1 runs/seeds/bn512w-s2 \\
+        --out docs/results/calibration_study.json
+
+For each trained, calibrated run it takes the head's logits (flip averaging as
+at inference) on four sets of pairs: the run's validation pairs; ``--extra``
+more pairs drawn from the validation people's images (LFW-a has 2,000-2,300
+images of a split's ~600 validation people, none of whom the run trained on);
+pairsDevTest; and View 2's leak-free pairs (people in no pairsDevTrain pair).
+Then it fits four calibrations and measures each on the two evaluation sets:
+
+- ``platt/validation``: Platt's (a, c) on the validation pairs, what the run stores;
+- ``platt/validation+drawn``: the same on the validation pairs and the drawn ones (about ten times the data);
+- ``beta/validation``: a three-parameter map (Kull et al. 2017), q = sigmoid(a ln p - b ln(1 - p) + c),
+  on the validation pairs;
+- ``platt/in-sample`` and ``beta/in-sample``: each fitted on the evaluated pairs themselves. These see the
+  labels they are scored on, so they bound what that family can reach there; they are no method.
+
+It prints the mean over runs of ECE (15 bins) and Brier on each set, with the ECE floor of a perfectly
+calibrated model (:func:`minisiamese.calibration.ece_floor`), and the reliability bins of the stored
+calibration with all runs' pairs pooled; it writes everything to ``--out`` as JSON.
+About 3 minutes a run on two CPU cores.
+"""
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from minisiamese import calibration as cal  # noqa: E402
+from minisiamese.data import default_data_dir, load_pairset, pairset_from_pairs, people_in, read_pairs_folds  # noqa: E402
+from minisiamese.evaluate import Embeddings, leak_free, load_trained, train_people  # noqa: E402
+from minisiamese.pairsampler import IdentityPool  # noqa: E402
+from minisiamese.pipeline import lfw_validation_pairs, run_of_model  # noqa: E402
+
+EVALUATED = ("test", "view2_leak_free")
+
+
+def beta_features(z):
+    """The features of the beta map, s = a ln p - b ln(1 - p) + c with p = sigmoid(z): the columns
+    [ln p, -ln(1 - p), 1] (n, 3); (a, b, c) = (1, 1, 0) is the raw sigmoid."""
+    z = np.asarray(z, dtype=np.float64)
+    return np.stack([-np.logaddexp(0, -z), np.logaddexp(0, z), np.ones_like(z)], axis=1)
+
+
+def fit(family, z, y):
+    """A function z -> calibrated probability, fitted on logits z and labels y."""
+    if family == "platt":
+        ac = cal.fit_platt(z, y)
+        return lambda x: cal.apply_platt(x, ac)
+    w = cal.fit_logistic(beta_features(z), y, [1.0, 1.0, 0.0])
+    return lambda x: cal.sigmoid(beta_features(x) @ w)
+
+
+def logits_of(net, normalizer, pairset):
+    emb = Embeddings(net, normalizer, pairset, np.concatenate([pairset.idx1, pairset.idx2]))
+    return emb.logits(pairset.idx1, pairset.idx2), np.asarray(pairset.labels)
+
+
+def run_sets(run_dir, data_dir, extra, cache_dir):
+    """(logits, labels) of the four sets of pairs of one run, by name, and the run's stored calibration."""
+    model = os.path.join(run_dir, "model.npz")
+    net, normalizer, _ = load_trained(model)
+    if net.calibration is None:
+        sys.exit(f"{model}: not calibrated (train.calibrate off)")
+    config, seed, data = run_of_model(model)
+    size, crop = net.config.input_size, net.config.crop
+    val = lfw_validation_pairs(model, net, data_dir, config, seed, data, cache_dir)
+    pool = IdentityPool.load(data_dir, sorted(people_in(val.pairs)), cache_dir, size, crop)
+    drawn = pool.draw(extra, np.random.default_rng(1000 + seed))
+    test = load_pairset(data_dir, config.train.test_pairs, cache_dir, size, crop)
+    pairs = [p for fold in read_pairs_folds(os.path.join(data_dir, "pairs.txt")) for p in fold]
+    view2 = pairset_from_pairs(data_dir, pairs, "pairs.txt", cache_dir, size, crop)
+    clean = leak_free(pairs, train_people(data_dir, config.train.train_pairs))
+    sets = {name: logits_of(net, normalizer, s) for name, s in
+            (("validation", val), ("drawn", drawn), ("test", test), ("view2", view2))}
+    z, y = sets.pop("view2")
+    sets["view2_leak_free"] = (z[clean], y[clean])
+    return sets, net.calibration, seed
+
+
+def study(sets):
+    """{method: {evaluated set: {ece, brier}}} for one run's sets."""
+    zv, yv = sets["validation"]
+    zd, yd = sets["drawn"]
+    fitted = {"platt/validation": fit("platt", zv, yv),
+              "platt/validation+drawn": fit("platt", np.r_[zv, zd], np.r_[yv, yd]),
+              "beta/validation": fit("beta", zv, yv)}
+    out = {}
+    for name in EVALUATED:
+        z, y = sets[name]
+        maps = dict(fitted, **{"platt/in-sample": fit("platt", z, y), "beta/in-sample": fit("beta", z, y)})
+        for method, f in maps.items():
+            out.setdefault(method, {})[name] = cal.summary(y, f(z))
+        q = fitted["platt/validation"](z)
+        floor = cal.ece_floor(q)
+        out.setdefault("floor", {})[name] = {"ece": floor[0], "ece_5_95": floor[1:], "pairs": int(len(y))}
+        count, mean_p, freq = cal.reliability(y, q)
+        out.setdefault("bins", {})[name] = {"count": count.tolist(), "sum_p": np.nan_to_num(count * mean_p).tolist(),
+                                           "same": np.nan_to_num(count * freq).tolist()}
+    return out
+
+
+def pooled_bins(per_run, name):
+    """Markdown lines: the reliability bins of platt/validation on set ``name``, all runs' pairs pooled."""
+    total = {k: np.sum([r["bins"][name][k] for r in per_run.values()], axis=0) for k in ("count", "sum_p", "same")}
+    lines = [f"| bin of p | pairs | mean p | fraction same | difference (SE) |", "|---|---:|---:|---:|---:|"]
+    for k, n in enumerate(total["count"]):
+        if n:
+            p, f = total["sum_p"][k] / n, total["same"][k] / n
+            lines.append(f"| {k / cal.ECE_BINS:.3f}-{(k + 1) / cal.ECE_BINS:.3f} | {int(n)} | {p:.3f} | {f:.3f} | "
+                         f"{f - p:+.3f} ({np.sqrt(p * (1 - p) / n):.3f}) |")
+    return lines
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--runs", nargs="+", required=True, help="run folders of calibrated LFW-a runs")
+    ap.add_argument("--data-dir", default=default_data_dir())
+    ap.add_argument("--extra", type=int, default=4000, help="pairs drawn from the validation people (default 4000)")
+    ap.add_argument("--cache-dir", default=None)
+    ap.add_argument("--out", default=None, help="write the figures here as JSON")
+    args = ap.parse_args(argv)
+    per_run = {}
+    for run_dir in args.runs:
+        sets, stored, seed = run_sets(run_dir, args.data_dir, args.extra, args.cache_dir)
+        refit = cal.fit_platt(*sets["validation"])
+        if not np.allclose(refit, stored, rtol=1e-6, atol=1e-9):                   # the same pairs the run used
+            sys.exit(f"{run_dir}: Platt refitted on its validation pairs gives {refit}, the run stored {stored}")
+        per_run[run_dir] = dict(study(sets), seed=seed, pairs={k: int(len(v[1])) for k, v in sets.items()})
+        print(f"{run_dir}: done", flush=True)
+    methods = [m for m in next(iter(per_run.values())) if m not in ("seed", "pairs", "bins")]
+    mean = {m: {s: {k: float(np.mean([r[m][s][k] for r in per_run.values()])) for k in ("ece",) +
+                    (("brier",) if m != "floor" else ())} for s in EVALUATED} for m in methods}
+    print("| calibration | " + " | ".join(f"{s} ECE | {s} Brier" for s in EVALUATED) + " |")
+    print("|---|" + "---:|" * (2 * len(EVALUATED)))
+    for m in methods:
+        cells = [f"{mean[m][s]['ece']:.4f} | " + (f"{mean[m][s]['brier']:.4f}" if m != "floor" else "")
+                 for s in EVALUATED]
+        print(f"| {m} | " + " | ".join(cells) + " |")
+    for name in EVALUATED:
+        print(f"\nplatt/validation on {name}, all runs pooled:\n" + "\n".join(pooled_bins(per_run, name)))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"command": "python3 docs/calibration_study.py " + " ".join(argv or sys.argv[1:]),
+                       "runs": per_run, "mean": mean}, f, indent=1)
+            f.write("\n")
+
+
+if __name__ == "__main__":
+    main()
