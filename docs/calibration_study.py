@@ -1,27 +1,31 @@
 #!/usr/bin/env python3
-"""Why bn512w's calibrated ECE stays near 0.035 (issue 36): is it the fit or the model?
+"""Why bn512w's calibrated ECE stays near 0.035 (issue 36): would another fit on validation data lower it?
 
     python3 docs/calibration_study.py --runs runs/seeds/bn512w-s0 runs/seeds/bn512w-s1 runs/seeds/bn512w-s2 \\
-        --out docs/results/calibration_study.json
+        --out docs/results/calibration/study.json
 
 For each trained, calibrated run it takes the head's logits (flip averaging as
 at inference) on four sets of pairs: the run's validation pairs; ``--extra``
-more pairs drawn from the validation people's images (LFW-a has 2,000-2,300
-images of a split's ~600 validation people, none of whom the run trained on);
-pairsDevTest; and View 2's leak-free pairs (people in no pairsDevTrain pair).
+more pairs drawn from all LFW-a images of the validation people the run did not
+train on (with ``train.pairs: "identities"``, as in bn512w, that is every
+validation person: training draws from pairsDevTrain's people less those);
+pairsDevTest; and View 2's leak-free pairs (no face of a pairsDevTrain person).
 Then it fits four calibrations and measures each on the two evaluation sets:
 
 - ``platt/validation``: Platt's (a, c) on the validation pairs, what the run stores;
 - ``platt/validation+drawn``: the same on the validation pairs and the drawn ones (about ten times the data);
-- ``beta/validation``: a three-parameter map (Kull et al. 2017), q = sigmoid(a ln p - b ln(1 - p) + c),
-  on the validation pairs;
+- ``beta/validation``: the three-parameter form of Kull et al.'s (2017) beta calibration,
+  q = sigmoid(a ln p - b ln(1 - p) + c), on the validation pairs; unlike theirs, fitted to Platt's smoothed
+  targets and with a, b unconstrained;
 - ``platt/in-sample`` and ``beta/in-sample``: each fitted on the evaluated pairs themselves. These see the
-  labels they are scored on, so they bound what that family can reach there; they are no method.
+  labels they are scored on (by likelihood, not by ECE), so they show what that family reaches there; they
+  are no method.
 
 It prints the mean over runs of ECE (15 bins) and Brier on each set, with the ECE floor of a perfectly
 calibrated model (:func:`minisiamese.calibration.ece_floor`), and the reliability bins of the stored
-calibration with all runs' pairs pooled; it writes everything to ``--out`` as JSON.
-About 3 minutes a run on two CPU cores.
+calibration with all runs' pairs pooled (each seed scores the same pairs, so the SE shown is that of one
+seed's share of the bin, not of the pooled count); it writes everything to ``--out`` as JSON.
+About 5 minutes a run on two CPU cores.
 """
 import argparse
 import json
@@ -38,7 +42,7 @@ from minisiamese.errors import USER_ERRORS, require_int  # noqa: E402
 from minisiamese.data import default_data_dir, load_pairset, pairset_from_pairs, people_in, read_pairs_folds  # noqa: E402
 from minisiamese.evaluate import Embeddings, leak_free, load_trained, train_people  # noqa: E402
 from minisiamese.pairsampler import IdentityPool  # noqa: E402
-from minisiamese.pipeline import lfw_validation_pairs, run_of_model  # noqa: E402
+from minisiamese.pipeline import lfw_split, run_of_model  # noqa: E402
 
 EVALUATED = ("test", "view2_leak_free")
 
@@ -50,10 +54,14 @@ def beta_features(z):
     return np.stack([-np.logaddexp(0, -z), np.logaddexp(0, z), np.ones_like(z)], axis=1)
 
 
-def fit(family, z, y):
-    """A function z -> calibrated probability, fitted on logits z and labels y."""
+def fit(family, z, y, on):
+    """A function z -> calibrated probability, fitted on logits z and labels y (the pairs ``on``); a
+    ValueError naming the family and ``on`` when Platt's cannot be fitted there."""
     if family == "platt":
-        ac = cal.fit_platt(z, y)
+        try:
+            ac = cal.fit_platt(z, y)
+        except ValueError as exc:
+            raise ValueError(f"Platt on the {on} pairs: {exc}") from None
         return lambda x: cal.apply_platt(x, ac)
     w = cal.fit_logistic(beta_features(z), y, [1.0, 1.0, 0.0])
     return lambda x: cal.sigmoid(beta_features(x) @ w)
@@ -76,9 +84,16 @@ def run_sets(run_dir, data_dir, extra, cache_dir):
     if config.dataset != "lfw-a":
         sys.exit(f"{model}: a {config.dataset} run; the study needs LFW-a's test and View 2 pairs")
     size, crop = net.config.input_size, net.config.crop
-    val = lfw_validation_pairs(model, net, data_dir, config, seed, data, cache_dir)
-    pool = IdentityPool.load(data_dir, sorted(people_in(val.pairs)), cache_dir, size, crop)
+    train, val = lfw_split(model, net, data_dir, config, seed, data, cache_dir)
+    trained = people_in(train.pairs) - (people_in(val.pairs) if config.train.pairs == "identities" else set())
+    unseen = sorted(people_in(val.pairs) - trained)
+    if len(unseen) < 2:
+        sys.exit(f"{model}: {len(unseen)} of its validation people are unseen in training (train.pairs "
+                 f"{config.train.pairs!r}); drawing more pairs needs two or more")
+    pool = IdentityPool.load(data_dir, unseen, cache_dir, size, crop)
     drawn = pool.draw(extra, np.random.default_rng(1000 + seed))
+    source = {"validation_people": len(people_in(val.pairs)), "drawn_from_people": len(unseen),
+              "drawn_from_images": len(pool.keys), "training_pairs": config.train.pairs}
     test = load_pairset(data_dir, config.train.test_pairs, cache_dir, size, crop)
     pairs = [p for fold in read_pairs_folds(os.path.join(data_dir, "pairs.txt")) for p in fold]
     view2 = pairset_from_pairs(data_dir, pairs, "pairs.txt", cache_dir, size, crop)
@@ -87,20 +102,20 @@ def run_sets(run_dir, data_dir, extra, cache_dir):
             (("validation", val), ("drawn", drawn), ("test", test), ("view2", view2))}
     z, y = sets.pop("view2")
     sets["view2_leak_free"] = (z[clean], y[clean])
-    return sets, net.calibration, seed
+    return sets, net.calibration, seed, source
 
 
 def study(sets):
     """{method: {evaluated set: {ece, brier}}} for one run's sets."""
     zv, yv = sets["validation"]
     zd, yd = sets["drawn"]
-    fitted = {"platt/validation": fit("platt", zv, yv),
-              "platt/validation+drawn": fit("platt", np.r_[zv, zd], np.r_[yv, yd]),
-              "beta/validation": fit("beta", zv, yv)}
+    fitted = {"platt/validation": fit("platt", zv, yv, "validation"),
+              "platt/validation+drawn": fit("platt", np.r_[zv, zd], np.r_[yv, yd], "validation and drawn"),
+              "beta/validation": fit("beta", zv, yv, "validation")}
     out = {}
     for name in EVALUATED:
         z, y = sets[name]
-        maps = dict(fitted, **{"platt/in-sample": fit("platt", z, y), "beta/in-sample": fit("beta", z, y)})
+        maps = dict(fitted, **{"platt/in-sample": fit("platt", z, y, name), "beta/in-sample": fit("beta", z, y, name)})
         for method, f in maps.items():
             out.setdefault(method, {})[name] = cal.summary(y, f(z))
         q = fitted["platt/validation"](z)
@@ -113,14 +128,20 @@ def study(sets):
 
 
 def pooled_bins(per_run, name):
-    """Markdown lines: the reliability bins of platt/validation on set ``name``, all runs' pairs pooled."""
-    total = {k: np.sum([r["bins"][name][k] for r in per_run.values()], axis=0) for k in ("count", "sum_p", "same")}
-    lines = [f"| bin of p | pairs | mean p | fraction same | difference (SE) |", "|---|---:|---:|---:|---:|"]
+    """Markdown lines: the reliability bins of platt/validation on set ``name``, all runs' pairs pooled, and
+    each run's own difference in the bin.  The runs score the same pairs, so the SE is that of a binomial
+    fraction over one run's share of the bin (pooled count / runs), not over the pooled count."""
+    runs = list(per_run.values())
+    total = {k: np.sum([r["bins"][name][k] for r in runs], axis=0) for k in ("count", "sum_p", "same")}
+    lines = ["| bin of p | pairs (all runs) | mean p | fraction same | difference (SE) | each run's difference |",
+             "|---|---:|---:|---:|---:|---|"]
     for k, n in enumerate(total["count"]):
         if n:
             p, f = total["sum_p"][k] / n, total["same"][k] / n
+            each = ", ".join(f"{(r['bins'][name]['same'][k] - r['bins'][name]['sum_p'][k]) / r['bins'][name]['count'][k]:+.3f}"
+                             if r["bins"][name]["count"][k] else "-" for r in runs)
             lines.append(f"| {k / cal.ECE_BINS:.3f}-{(k + 1) / cal.ECE_BINS:.3f} | {int(n)} | {p:.3f} | {f:.3f} | "
-                         f"{f - p:+.3f} ({np.sqrt(p * (1 - p) / n):.3f}) |")
+                         f"{f - p:+.3f} ({np.sqrt(p * (1 - p) / (n / len(runs))):.3f}) | {each} |")
     return lines
 
 
@@ -136,22 +157,27 @@ def main(argv=None):
         require_int("--extra", args.extra, 2)
     except USER_ERRORS as exc:
         sys.exit(f"calibration_study: {exc}")
-    if args.out and not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
-        sys.exit(f"calibration_study: --out {args.out}: its folder does not exist")
+    out_dir = os.path.dirname(os.path.abspath(args.out)) if args.out else None
+    if args.out and (os.path.isdir(args.out) or not os.path.isdir(out_dir) or not os.access(out_dir, os.W_OK)):
+        sys.exit(f"calibration_study: --out {args.out}: not a file that can be written in an existing folder")
     per_run = {}
-    for run_dir in args.runs:
+    for run_dir in dict.fromkeys(os.path.normpath(r) for r in args.runs):       # each run once, in order
         try:
-            sets, stored, seed = run_sets(run_dir, args.data_dir, args.extra, args.cache_dir)
-        except USER_ERRORS as exc:
-            sys.exit(f"calibration_study: {exc}")
-        refit = cal.fit_platt(*sets["validation"])
+            sets, stored, seed, source = run_sets(run_dir, args.data_dir, args.extra, args.cache_dir)
+            refit = cal.fit_platt(*sets["validation"])
+            figures = study(sets)
+        except (*USER_ERRORS, ValueError) as exc:                   # ValueError: a set calibration cannot fit
+            sys.exit(f"calibration_study: {run_dir}: {exc}")
         # the same pairs the run used?  Training scored them in batches of pairs, not of faces: other float32
         # sums, a relative change of ~1e-6 in a fitted parameter (seen on AVX2); another split moves it ~1e-2
+        gap = float(np.max(np.abs(refit - stored) / np.abs(stored)))
         if not np.allclose(refit, stored, rtol=1e-4, atol=1e-9):
             sys.exit(f"{run_dir}: Platt refitted on its validation pairs gives {refit}, the run stored {stored}")
-        per_run[run_dir] = dict(study(sets), seed=seed, pairs={k: int(len(v[1])) for k, v in sets.items()})
+        per_run[run_dir] = dict(figures, seed=seed, pairs={k: int(len(v[1])) for k, v in sets.items()},
+                                drawn=source, refit_relative_gap=gap)
         print(f"{run_dir}: done", flush=True)
-    methods = [m for m in next(iter(per_run.values())) if m not in ("seed", "pairs", "bins")]
+    methods = [m for m in next(iter(per_run.values())) if m not in ("seed", "pairs", "bins", "drawn",
+                                                                     "refit_relative_gap")]
     mean = {m: {s: {k: float(np.mean([r[m][s][k] for r in per_run.values()])) for k in ("ece",) +
                     (("brier",) if m != "floor" else ())} for s in EVALUATED} for m in methods}
     print("| calibration | " + " | ".join(f"{s} ECE | {s} Brier" for s in EVALUATED) + " |")

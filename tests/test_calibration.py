@@ -289,12 +289,13 @@ def test_the_calibration_study_reproduces_the_runs_own_test_figures(tmp_path, ca
     calibration (it refits it and refuses a mismatch), so its test ECE and Brier are the run's."""
     import importlib.util
     data = str(tmp_path / "lfw")
-    names = make_dataset(data, people=8, per_person=4, pairs_per_class=10)
+    names = make_dataset(data, people=16, per_person=4, pairs_per_class=10)
     with open(os.path.join(data, "pairs.txt"), "w") as f:        # View 2: 2 folds of 2 + 2 pairs, test people only
-        a, b, c, d = names[4:]
+        a, b, c, d = names[8:12]
         f.write(f"2\t2\n{a}\t1\t2\n{b}\t1\t3\n{a}\t1\t{b}\t2\n{c}\t1\t{d}\t1\n"
                 f"{c}\t2\t3\n{d}\t1\t4\n{a}\t3\t{c}\t4\n{b}\t4\t{d}\t2\n")
-    cfg = tiny_config(str(tmp_path / "cfg.json"), epochs=2, calibrate=True)
+    cfg = tiny_config(str(tmp_path / "cfg.json"), epochs=6, calibrate=True, pairs="identities",
+                      pairs_per_epoch=64)
     out = str(tmp_path / "run")
     code, _, err = run_cli(["train", "--config", cfg, "--out", out, "--data-dir", data, "--device", "cpu",
                             "--quiet"], capsys)
@@ -308,6 +309,14 @@ def test_the_calibration_study_reproduces_the_runs_own_test_figures(tmp_path, ca
     got = json.load(open(figures))["runs"][out]
     res = json.load(open(os.path.join(out, "results.json")))
     assert got["pairs"] == {"validation": 4, "drawn": 40, "test": 20, "view2_leak_free": 8}
+    # pairs from identities: training drew from the training file's people less the validation ones
+    assert got["drawn"]["drawn_from_people"] == got["drawn"]["validation_people"] >= 2
+    assert got["refit_relative_gap"] < 1e-4
     assert got["platt/validation"]["test"]["ece"] == pytest.approx(res["ece"], abs=1e-6)
     assert got["platt/validation"]["test"]["brier"] == pytest.approx(res["brier"], abs=1e-6)
     assert set(got) >= {"platt/validation+drawn", "beta/validation", "platt/in-sample", "beta/in-sample", "floor"}
+    for bad, said in ((["--out", str(tmp_path)], "--out .*: not a file that can be written"),    # a folder
+                      (["--extra", "1"], "--extra must be an integer >= 2"),
+                      (["--runs", str(tmp_path / "nowhere")], "nowhere.*model.npz")):
+        with pytest.raises(SystemExit, match=said):
+            study.main(["--runs", out, "--data-dir", data] + bad)
