@@ -43,6 +43,7 @@ from minisiamese.data import default_data_dir, load_pairset, pairset_from_pairs,
 from minisiamese.evaluate import Embeddings, leak_free, load_trained, train_people  # noqa: E402
 from minisiamese.pairsampler import IdentityPool  # noqa: E402
 from minisiamese.pipeline import lfw_split, run_of_model  # noqa: E402
+from minisiamese.train import trained_people  # noqa: E402
 
 EVALUATED = ("test", "view2_leak_free")
 
@@ -84,9 +85,8 @@ def run_sets(run_dir, data_dir, extra, cache_dir):
     if config.dataset != "lfw-a":
         sys.exit(f"{model}: a {config.dataset} run; the study needs LFW-a's test and View 2 pairs")
     size, crop = net.config.input_size, net.config.crop
-    train, val = lfw_split(model, net, data_dir, config, seed, data, cache_dir)
-    trained = people_in(train.pairs) - (people_in(val.pairs) if config.train.pairs == "identities" else set())
-    unseen = sorted(people_in(val.pairs) - trained)
+    full, train, val = lfw_split(model, net, data_dir, config, seed, data, cache_dir)
+    unseen = sorted(people_in(val.pairs) - trained_people(config.train, full, train, val))
     if len(unseen) < 2:
         sys.exit(f"{model}: {len(unseen)} of its validation people are unseen in training (train.pairs "
                  f"{config.train.pairs!r}); drawing more pairs needs two or more")
@@ -105,11 +105,12 @@ def run_sets(run_dir, data_dir, extra, cache_dir):
     return sets, net.calibration, seed, source
 
 
-def study(sets):
-    """{method: {evaluated set: {ece, brier}}} for one run's sets."""
+def study(sets, ac):
+    """{method: {evaluated set: {ece, brier}}} for one run's sets; ``ac``: Platt's [a, c] refitted on its
+    validation pairs."""
     zv, yv = sets["validation"]
     zd, yd = sets["drawn"]
-    fitted = {"platt/validation": fit("platt", zv, yv, "validation"),
+    fitted = {"platt/validation": lambda x: cal.apply_platt(x, ac),
               "platt/validation+drawn": fit("platt", np.r_[zv, zd], np.r_[yv, yd], "validation and drawn"),
               "beta/validation": fit("beta", zv, yv, "validation")}
     out = {}
@@ -165,7 +166,7 @@ def main(argv=None):
         try:
             sets, stored, seed, source = run_sets(run_dir, args.data_dir, args.extra, args.cache_dir)
             refit = cal.fit_platt(*sets["validation"])
-            figures = study(sets)
+            figures = study(sets, refit)
         except (*USER_ERRORS, ValueError) as exc:                   # ValueError: a set calibration cannot fit
             sys.exit(f"calibration_study: {run_dir}: {exc}")
         # the same pairs the run used?  Training scored them in batches of pairs, not of faces: other float32

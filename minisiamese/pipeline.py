@@ -254,9 +254,9 @@ def run_of_model(model_path):
 
 
 def lfw_split(model_path, net, data_dir, config, seed, data, cache_dir=None):
-    """(trainset, valset): the training pairs file of the LFW-a run that trained ``model_path`` (``config``,
-    ``seed`` and the pairs-file digests ``data`` of :func:`run_of_model`) split again as the run split it,
-    read from ``data_dir``; a DataError when that file is not the one the run's checkpoint records."""
+    """(full, trainset, valset): the training pairs file of the LFW-a run that trained ``model_path``
+    (``config``, ``seed`` and the pairs-file digests ``data`` of :func:`run_of_model`), read from ``data_dir``,
+    and its split as the run split it; a DataError when that file is not the one the run's checkpoint records."""
     t = config.train
     check_data_dir(data_dir, needs=(t.train_pairs,))
     path = os.path.join(data_dir, t.train_pairs)
@@ -267,7 +267,7 @@ def lfw_split(model_path, net, data_dir, config, seed, data, cache_dir=None):
                             f"{digest[:12]}..., its checkpoint {data[t.train_pairs][:12]}...), so its validation "
                             f"split cannot be rebuilt from it; give the run's --data-dir")
     full = load_pairset(data_dir, t.train_pairs, cache_dir, net.config.input_size, net.config.crop)
-    return split_training_pairs(full, t, seed, path)
+    return (full,) + split_training_pairs(full, t, seed, path)
 
 
 def evaluate_validation(model_path, data_dir, device="cpu", out_dir=None, cache_dir=None, batch_size=128,
@@ -295,7 +295,7 @@ def evaluate_validation(model_path, data_dir, device="cpu", out_dir=None, cache_
         if out_dir:
             write_results(out_dir, res)
         return res
-    _, valset = lfw_split(model_path, net, data_dir, config, seed, data, cache_dir)
+    _, _, valset = lfw_split(model_path, net, data_dir, config, seed, data, cache_dir)
     res, _ = evaluate_pairset(net, normalizer, valset, threshold, seed=seed, batch_size=batch_size,
                               figures_dir=os.path.join(out_dir, "figures") if out_dir else None, oneshot_tasks=False)
     res.update({"pairs_file": f"validation split of {t.train_pairs} (seed {seed})", "model": str(model_path),

@@ -178,6 +178,15 @@ class RunData:
     read: list = field(default_factory=list)          # every image array read
 
 
+def trained_people(train_cfg, full, trainset, valset):
+    """The people whose faces a run with ``train_cfg`` trains on, given its training pairs file ``full`` split
+    into ``trainset`` and ``valset``: drawing pairs from identities, everyone in the file but the people of a
+    validation pair; else the people of its training pairs."""
+    if train_cfg.pairs == "identities":
+        return people_in(full.pairs) - people_in(valset.pairs)
+    return people_in(trainset.pairs)
+
+
 def lfw_a_data(cfg, data_dir, seed, cache_dir, log):
     """LFW-a: the training pairs file split into training and validation pairs (people-disjoint when
     pairs are drawn from identities)."""
@@ -190,7 +199,7 @@ def lfw_a_data(cfg, data_dir, seed, cache_dir, log):
     trainset, valset = split_training_pairs(full, t, seed, os.path.join(data_dir, t.train_pairs))
     d = RunData(valset=valset, trainset=trainset, data_digests=digests, read=[full.images])
     if t.pairs == "identities":
-        people = people_in(full.pairs) - people_in(valset.pairs)
+        people = trained_people(t, full, trainset, valset)
         d.pool = IdentityPool.load(data_dir, people, cache_dir, m.input_size, m.crop)
         d.pairs_per_epoch = t.pairs_per_epoch or len(trainset)
         d.train_images = d.pool.images
