@@ -12,7 +12,8 @@ validation person: training draws from pairsDevTrain's people less those);
 pairsDevTest; and View 2's leak-free pairs (no face of a pairsDevTrain person).
 Then it fits four calibrations and measures each on the two evaluation sets:
 
-- ``platt/validation``: Platt's (a, c) on the validation pairs, what the run stores;
+- ``platt/validation``: Platt's (a, c) on the validation pairs as the run stored them (refitted here as a
+  check that these are the run's validation pairs);
 - ``platt/validation+drawn``: the same on the validation pairs and the drawn ones (about ten times the data);
 - ``beta/validation``: the three-parameter form of Kull et al.'s (2017) beta calibration,
   q = sigmoid(a ln p - b ln(1 - p) + c), on the validation pairs; unlike theirs, fitted to Platt's smoothed
@@ -106,8 +107,7 @@ def run_sets(run_dir, data_dir, extra, cache_dir):
 
 
 def study(sets, ac):
-    """{method: {evaluated set: {ece, brier}}} for one run's sets; ``ac``: Platt's [a, c] refitted on its
-    validation pairs."""
+    """{method: {evaluated set: {ece, brier}}} for one run's sets; ``ac``: the run's stored Platt [a, c]."""
     zv, yv = sets["validation"]
     zd, yd = sets["drawn"]
     fitted = {"platt/validation": lambda x: cal.apply_platt(x, ac),
@@ -166,7 +166,7 @@ def main(argv=None):
         try:
             sets, stored, seed, source = run_sets(run_dir, args.data_dir, args.extra, args.cache_dir)
             refit = cal.fit_platt(*sets["validation"])
-            figures = study(sets, refit)
+            figures = study(sets, stored)
         except (*USER_ERRORS, ValueError) as exc:                   # ValueError: a set calibration cannot fit
             sys.exit(f"calibration_study: {run_dir}: {exc}")
         # the same pairs the run used?  Training scored them in batches of pairs, not of faces: other float32
